@@ -1,0 +1,97 @@
+//! The storage engine's view of a disk: a directory of files, written with aligned buffers.
+//!
+//! The log's decisions (what to write where, when to sync, what recovery keeps) are generic over
+//! these traits, so the same code runs on glommio's O_DIRECT files in production ([`dma`]) and on
+//! a seeded in-memory disk with injected faults and crashes in tests ([`sim`]).
+//!
+//! Contract, which both implementations keep:
+//! - `write_at` positions and buffer lengths are multiples of [`ALIGN`]; a write either completes
+//!   whole or returns an error (a short write is an error).
+//! - Data written is durable only after `sync_data` returns Ok; directory changes (create, rename,
+//!   remove) only after [`Dir::sync`] returns Ok.
+//! - `read_at` takes any position and length and returns fewer bytes only at end of file.
+
+pub mod dma;
+pub mod sim;
+
+use std::{io, rc::Rc};
+
+/// Alignment of every position and length handed to [`File::write_at`]: the page size, which is
+/// also a multiple of every logical block size O_DIRECT may require.
+pub const ALIGN: usize = 4096;
+const _: () = assert!(ALIGN.is_power_of_two() && ALIGN % 512 == 0);
+
+/// Rounds `v` down to a multiple of [`ALIGN`].
+pub const fn align_down(v: u64) -> u64 {
+    v & !(ALIGN as u64 - 1)
+}
+
+/// Rounds `v` up to a multiple of [`ALIGN`].
+pub const fn align_up(v: u64) -> u64 {
+    (v + ALIGN as u64 - 1) & !(ALIGN as u64 - 1)
+}
+
+/// A buffer suitable for direct I/O (aligned address, length a multiple of [`ALIGN`]).
+/// Its contents are not zeroed on allocation.
+pub trait IoBuf: 'static {
+    fn as_slice(&self) -> &[u8];
+    fn as_mut_slice(&mut self) -> &mut [u8];
+}
+
+/// A directory holding one log's files. File names are plain names, no paths.
+#[allow(async_fn_in_trait)]
+pub trait Dir: 'static {
+    type File: File;
+
+    /// Opens `name` for reading and writing, creating it (empty) if `create` and it does not exist.
+    async fn open(&self, name: &str, create: bool) -> io::Result<Self::File>;
+    /// Removes `name`. Durable after [`Dir::sync`].
+    async fn remove(&self, name: &str) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to` if it exists. Durable after [`Dir::sync`].
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Names of the files in the directory, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Makes every earlier create, rename and remove in this directory durable.
+    async fn sync(&self) -> io::Result<()>;
+    /// A human-readable location, for error messages.
+    fn describe(&self, name: &str) -> String;
+}
+
+/// One open file.
+#[allow(async_fn_in_trait)]
+pub trait File: 'static {
+    type Buf: IoBuf;
+
+    /// Allocates an aligned buffer of `len` bytes (`len` a multiple of [`ALIGN`]).
+    fn alloc_buf(&self, len: usize) -> Self::Buf;
+    /// Writes the whole of `buf` at `pos` (a multiple of [`ALIGN`]). The buffer is shared so the
+    /// caller may keep serving reads from it while the write is in flight.
+    async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<()>;
+    /// Reads up to `len` bytes at `pos` (any alignment); fewer only at end of file.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// fdatasync: everything written before this call is durable when it returns Ok.
+    async fn sync_data(&self) -> io::Result<()>;
+    /// Sets the file's length (truncates or extends with zeros). Durable after `sync_data`.
+    async fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's current length.
+    async fn len(&self) -> io::Result<u64>;
+    /// Reserves disk blocks for `[0, len)` without changing the file's length, so later writes
+    /// inside it cannot fail with ENOSPC.
+    async fn allocate(&self, len: u64) -> io::Result<()>;
+}
+
+/// Wall-clock milliseconds since the Unix epoch, injectable so retention, segment age and
+/// tombstone expiry can be tested deterministically.
+pub trait Clock: 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The real clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+}

@@ -1,0 +1,1108 @@
+//! The partition log: an append-only sequence of RecordBatch v2 batches split into segments.
+//!
+//! Offsets (all "one past the last" style, all monotonic except through explicit truncation):
+//! - `log_start`: first offset the log serves. Moves forward by retention and delete-records.
+//! - `flushed_end`: offsets below it are durable (fdatasync'ed).
+//! - `written_end`: offsets below it are written to the file and visible to readers.
+//! - `log_end`: the next offset `append` assigns. Batches in `[written_end, log_end)` are being
+//!   written; they are not readable yet and not acknowledged.
+//! `log_start <= flushed_end <= written_end <= log_end` once anything was appended.
+//!
+//! Concurrency: every method takes `&self` and is meant to be called from many tasks on one
+//! executor thread. An append copies its batch into the in-memory tail synchronously (offset
+//! order = byte order = call order), then waits for its bytes to be written (and synced under
+//! `fsync=always`). Waiting appenders perform the writes and syncs themselves: whoever finds work
+//! to do does it for everyone queued behind, which is group commit without a background task.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, VecDeque},
+    ops::Range,
+    rc::Rc,
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    batch::{self, BatchView, HEADER_LEN},
+    config::{FsyncPolicy, LogConfig},
+    error::{Result, StorageError},
+    files,
+    index::{SealInfo, SegmentIndex},
+    io::{align_down, align_up, Clock, Dir, File, IoBuf},
+    notify::Notify,
+    pipeline::WritePipeline,
+    recovery::DiskState,
+    tail::Tail,
+};
+
+pub(crate) const CLEAN_SHUTDOWN: &str = "clean.shutdown";
+pub(crate) const LOG_START_CHECKPOINT: &str = "log-start.checkpoint";
+pub(crate) const TRUNCATE_CHECKPOINT: &str = "truncate.checkpoint";
+
+pub(crate) fn log_name(base: u64) -> String {
+    format!("{base:020}.log")
+}
+pub(crate) fn index_name(base: u64) -> String {
+    format!("{base:020}.index")
+}
+pub(crate) fn time_index_name(base: u64) -> String {
+    format!("{base:020}.timeindex")
+}
+
+/// One segment: a `.log` file and its indexes.
+pub(crate) struct Segment<F> {
+    pub(crate) base: u64,
+    pub(crate) file: Rc<F>,
+    /// Logical size in bytes (for the active segment: bytes appended, written or not).
+    pub(crate) size: u64,
+    /// One past the last offset this segment covers.
+    pub(crate) next_offset: u64,
+    pub(crate) last_batch_crc: u32,
+    pub(crate) index: SegmentIndex,
+    /// When the segment was created or opened (for `segment_ms`).
+    pub(crate) created_ms: i64,
+}
+
+impl<F> Segment<F> {
+    pub(crate) fn seal_info(&self) -> SealInfo {
+        SealInfo {
+            log_size: self.size,
+            next_offset: self.next_offset,
+            max_timestamp: self.index.max_timestamp(),
+            last_batch_crc: self.last_batch_crc,
+        }
+    }
+}
+
+/// A damaged range the log refuses to serve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedRange {
+    pub segment: String,
+    pub offsets: Range<u64>,
+    pub reason: String,
+}
+
+/// Offsets assigned to an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    /// The batch's max timestamp.
+    pub max_timestamp: i64,
+}
+
+/// Whole batches returned by [`Log::read`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadBatches {
+    /// Concatenated batches, exactly as stored.
+    pub bytes: Vec<u8>,
+    /// Offset to read from next: one past the last offset returned (or the offset asked for when
+    /// nothing was returned).
+    pub next_offset: u64,
+    /// The log's `written_end` when the read was served (the high end a reader can reach now).
+    pub written_end: u64,
+    pub log_start: u64,
+}
+
+/// The log's offsets at one moment. See the module doc for their meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    pub log_start: u64,
+    pub flushed_end: u64,
+    pub written_end: u64,
+    pub log_end: u64,
+}
+
+/// What `open` found and did.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub clean_shutdown: bool,
+    pub segments: usize,
+    pub scanned_segments: usize,
+    pub scanned_bytes: u64,
+    pub rebuilt_indexes: usize,
+    pub truncated_bytes: u64,
+    /// Valid-looking bytes discarded after a tail cut (never acknowledged; see recovery docs).
+    pub discarded_valid_bytes: u64,
+    pub damaged: Vec<DamagedRange>,
+    pub deleted_files: Vec<String>,
+    /// (state, segment) for each decision recovery took, per [`recovery::RECOVERY_TABLE`].
+    pub decisions: Vec<(DiskState, String)>,
+    pub log_start: u64,
+    pub log_end: u64,
+}
+
+pub(crate) struct State<F: File> {
+    pub(crate) segments: BTreeMap<u64, Segment<F>>,
+    tail: Tail,
+    pub(crate) log_start: u64,
+    log_end: u64,
+    written_end: u64,
+    flushed_end: u64,
+    /// Which bytes of the active segment to write next, and which are written.
+    pipeline: WritePipeline,
+    sync_in_flight: bool,
+    /// (end position, next offset) of batches appended but not yet written.
+    pending: VecDeque<(u64, u64)>,
+    bytes_since_sync: u64,
+    last_sync_ms: i64,
+    /// Bytes of the active segment file with disk space reserved.
+    allocated: u64,
+    /// A roll, truncation or preallocation is running: appends wait.
+    exclusive: bool,
+    /// Retention, compaction or truncation is running: other maintenance waits.
+    pub(crate) maintenance: bool,
+    failed: Option<String>,
+    closed: bool,
+    pub(crate) damaged: Vec<DamagedRange>,
+}
+
+/// One partition's log. See the module doc.
+pub struct Log<D: Dir, C: Clock> {
+    pub(crate) dir: D,
+    pub(crate) clock: C,
+    pub(crate) config: LogConfig,
+    pub(crate) state: RefCell<State<D::File>>,
+    pub(crate) changed: Notify,
+}
+
+/// What an append must do before it can copy its batch in.
+enum Prepare {
+    Ready(AppendInfo),
+    Wait,
+    Roll,
+    Allocate(u64),
+}
+
+impl<D: Dir, C: Clock> Log<D, C> {
+    /// Opens (recovering if needed) or creates the log in `dir`.
+    pub async fn open(dir: D, clock: C, config: LogConfig) -> Result<(Self, RecoveryReport)> {
+        config.validate();
+        let opened = crate::open::open_segments(&dir, &clock, &config).await?;
+        let now = clock.now_ms();
+        let log = Log {
+            dir,
+            clock,
+            config,
+            state: RefCell::new(State {
+                segments: opened.segments,
+                tail: opened.tail,
+                log_start: opened.log_start,
+                log_end: opened.log_end,
+                written_end: opened.log_end,
+                flushed_end: opened.log_end,
+                pipeline: WritePipeline::new(opened.active_size),
+                sync_in_flight: false,
+                pending: VecDeque::new(),
+                bytes_since_sync: 0,
+                last_sync_ms: now,
+                allocated: 0,
+                exclusive: false,
+                maintenance: false,
+                failed: None,
+                closed: false,
+                damaged: opened.report.damaged.clone(),
+            }),
+            changed: Notify::default(),
+        };
+        let mut report = opened.report;
+        // Redo an interrupted suffix truncation before anything else can read or write.
+        if let Some(end) = opened.truncate_intent {
+            report.decisions.push((DiskState::TruncationIntent, TRUNCATE_CHECKPOINT.into()));
+            if end < log.offsets().log_end {
+                log.truncate_suffix(end).await?;
+            } else {
+                log.remove_checkpoint(TRUNCATE_CHECKPOINT).await?;
+            }
+        }
+        let offsets = log.offsets();
+        report.log_start = offsets.log_start;
+        report.log_end = offsets.log_end;
+        info!(log_start = offsets.log_start, log_end = offsets.log_end, clean = report.clean_shutdown, "log opened");
+        Ok((log, report))
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn offsets(&self) -> Offsets {
+        let st = self.state.borrow();
+        Offsets {
+            log_start: st.log_start,
+            flushed_end: st.flushed_end,
+            written_end: st.written_end,
+            log_end: st.log_end,
+        }
+    }
+
+    /// Base offset of the active (last) segment: everything below it is in closed segments.
+    pub fn active_segment_base(&self) -> u64 {
+        *self.state.borrow().segments.keys().next_back().expect("a log always has an active segment")
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.state.borrow().segments.keys().copied().collect()
+    }
+
+    /// Total bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.state.borrow().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Ranges the log refuses to serve because their bytes failed validation.
+    pub fn damaged_ranges(&self) -> Vec<DamagedRange> {
+        self.state.borrow().damaged.clone()
+    }
+
+    /// The reason the log refuses writes, if it does.
+    pub fn failure(&self) -> Option<String> {
+        self.state.borrow().failed.clone()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Append
+
+    /// Appends one RecordBatch v2. Assigns the next offsets (rewrites `baseOffset`), stamps
+    /// `partitionLeaderEpoch` with `term`, and completes once the batch is written, and fdatasync'ed
+    /// too under `fsync=always`. Returns the assigned range.
+    pub async fn append(&self, batch: &[u8], term: u32) -> Result<AppendInfo> {
+        let view = BatchView::parse(batch).map_err(StorageError::InvalidBatch)?;
+        if view.total_len() != batch.len() {
+            return Err(StorageError::InvalidBatch(batch::DecodeError::Invalid(format!(
+                "{} bytes after the end of the batch",
+                batch.len() - view.total_len()
+            ))));
+        }
+        if batch.len() > self.config.max_batch_bytes {
+            return Err(StorageError::BatchTooLarge { bytes: batch.len(), max: self.config.max_batch_bytes });
+        }
+        let info = loop {
+            let wait = self.changed.changed();
+            let step = self.prepare_append(&view, term)?;
+            match step {
+                Prepare::Ready(info) => break info,
+                Prepare::Wait => wait.await,
+                Prepare::Roll => self.roll().await?,
+                Prepare::Allocate(upto) => self.allocate(upto).await?,
+            }
+        };
+        self.wait_written(info.last_offset + 1).await?;
+        match self.config.fsync {
+            FsyncPolicy::Always => self.wait_flushed(info.last_offset + 1).await?,
+            FsyncPolicy::Interval { .. } => {
+                if self.interval_sync_due() {
+                    self.flush().await?;
+                }
+            }
+            FsyncPolicy::Never => {}
+        }
+        Ok(info)
+    }
+
+    /// Decides what an append needs; if nothing, copies the batch into the tail (no await between
+    /// the decision and the copy, so nothing can change in between).
+    fn prepare_append(&self, view: &BatchView<'_>, term: u32) -> Result<Prepare> {
+        let now = self.clock.now_ms();
+        let mut st = self.state.borrow_mut();
+        st.check_writable()?;
+        if st.exclusive {
+            return Ok(Prepare::Wait);
+        }
+        let len = view.total_len() as u64;
+        let active = st.segments.values().next_back().expect("active segment");
+        let too_big = active.size > 0 && active.size + len > self.config.segment_bytes;
+        let too_old = active.size > 0 && self.config.segment_ms.is_some_and(|ms| now - active.created_ms >= ms);
+        let relative_overflow = st.log_end + view.last_offset_delta() as u64 - active.base > u32::MAX as u64;
+        if too_big || too_old || relative_overflow {
+            return Ok(Prepare::Roll);
+        }
+        let end = active.size + len;
+        if self.config.preallocate_bytes > 0 && end > st.allocated {
+            return Ok(Prepare::Allocate(align_up(end) + self.config.preallocate_bytes));
+        }
+        Ok(Prepare::Ready(st.push_batch(view, term, self.config.index_interval_bytes, self.config.tail_cache_bytes)))
+    }
+
+    fn interval_sync_due(&self) -> bool {
+        let FsyncPolicy::Interval { ms, bytes } = self.config.fsync else { return false };
+        let st = self.state.borrow();
+        if st.flushed_end >= st.written_end {
+            return false;
+        }
+        bytes.is_some_and(|b| st.bytes_since_sync >= b)
+            || ms.is_some_and(|ms| self.clock.now_ms() - st.last_sync_ms >= ms as i64)
+    }
+
+    /// For `fsync=interval`: fdatasyncs if the interval has passed. Call it periodically (the
+    /// runtime does) so data does not stay unsynced when appends stop.
+    pub async fn tick(&self) -> Result<()> {
+        if self.interval_sync_due() {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes and fdatasyncs everything appended so far.
+    pub async fn flush(&self) -> Result<()> {
+        let end = self.state.borrow().log_end;
+        self.wait_written(end).await?;
+        self.wait_flushed(end).await
+    }
+
+    /// Waits until offsets below `end` are written, performing writes while there are any to do.
+    async fn wait_written(&self, end: u64) -> Result<()> {
+        loop {
+            let wait = self.changed.changed();
+            let job = {
+                let mut st = self.state.borrow_mut();
+                if st.written_end >= end {
+                    return Ok(());
+                }
+                if let Some(reason) = &st.failed {
+                    return Err(StorageError::Failed { reason: reason.clone() });
+                }
+                st.next_write(self.config.write_bytes, self.config.writes_in_flight)
+            };
+            match job {
+                Some((file, buf, id, start)) => {
+                    let guard = JobGuard { log_state: &self.state, notify: &self.changed, id: Some(id) };
+                    let result = file.write_at(Rc::new(buf), start).await;
+                    guard.finish(result.map_err(|e| StorageError::io("writing", self.dir.describe(""), e)))?;
+                }
+                None => wait.await,
+            }
+        }
+    }
+
+    /// Waits until offsets below `end` are durable, running an fdatasync if none is in flight
+    /// (concurrent callers share it: group commit). Offsets below `end` must be written.
+    async fn wait_flushed(&self, end: u64) -> Result<()> {
+        loop {
+            let wait = self.changed.changed();
+            let sync = {
+                let mut st = self.state.borrow_mut();
+                if st.flushed_end >= end {
+                    return Ok(());
+                }
+                if let Some(reason) = &st.failed {
+                    return Err(StorageError::Failed { reason: reason.clone() });
+                }
+                if st.sync_in_flight {
+                    None
+                } else {
+                    st.sync_in_flight = true;
+                    let file = st.segments.values().next_back().expect("active segment").file.clone();
+                    Some((file, st.written_end))
+                }
+            };
+            let Some((file, covers)) = sync else {
+                wait.await;
+                continue;
+            };
+            let result = file.sync_data().await;
+            let mut st = self.state.borrow_mut();
+            st.sync_in_flight = false;
+            match result {
+                Ok(()) => {
+                    st.flushed_end = st.flushed_end.max(covers);
+                    st.bytes_since_sync = 0;
+                    st.last_sync_ms = self.clock.now_ms();
+                    drop(st);
+                    self.changed.notify_all();
+                }
+                Err(e) => {
+                    // After a failed fdatasync nothing unsynced may be called durable, ever
+                    // (the kernel may have dropped the dirty state): refuse writes until reopened.
+                    let err = StorageError::io("fdatasync of", self.dir.describe(""), e);
+                    st.failed = Some(err.to_string());
+                    drop(st);
+                    self.changed.notify_all();
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Runs `work` with appends held off: waits for other exclusive work, then drains writes.
+    async fn begin_exclusive(&self) -> Result<ExclusiveGuard<'_, D::File>> {
+        loop {
+            let wait = self.changed.changed();
+            {
+                let mut st = self.state.borrow_mut();
+                st.check_open()?;
+                if !st.exclusive {
+                    st.exclusive = true;
+                    break;
+                }
+            }
+            wait.await;
+        }
+        let guard = ExclusiveGuard { state: &self.state, notify: &self.changed };
+        let end = self.state.borrow().log_end;
+        if self.state.borrow().failed.is_none() {
+            self.wait_written(end).await?;
+        }
+        Ok(guard)
+    }
+
+    /// Reserves disk space for the active segment up to `upto` bytes.
+    async fn allocate(&self, upto: u64) -> Result<()> {
+        let _guard = self.begin_exclusive().await?;
+        let file = self.state.borrow().active().file.clone();
+        file.allocate(upto).await.map_err(|e| StorageError::io("preallocating", self.dir.describe(""), e))?;
+        let mut st = self.state.borrow_mut();
+        st.allocated = st.allocated.max(upto);
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at `log_end` (nothing happens if the active
+    /// segment is empty). Appends roll by themselves per `segment_bytes` / `segment_ms`.
+    pub async fn roll(&self) -> Result<()> {
+        let _guard = self.begin_exclusive().await?;
+        self.state.borrow().check_writable()?;
+        if self.state.borrow().active().size == 0 {
+            return Ok(());
+        }
+        self.roll_exclusive().await
+    }
+
+    /// The roll itself; appends must be held off ([`Log::begin_exclusive`]).
+    async fn roll_exclusive(&self) -> Result<()> {
+        self.seal_active().await?;
+        let base = self.state.borrow().log_end;
+        let name = log_name(base);
+        let file =
+            self.dir.open(&name, true).await.map_err(|e| StorageError::io("creating", self.dir.describe(&name), e))?;
+        self.dir.sync().await.map_err(|e| StorageError::io("syncing directory of", self.dir.describe(&name), e))?;
+        let now = self.clock.now_ms();
+        let mut st = self.state.borrow_mut();
+        st.segments.insert(
+            base,
+            Segment {
+                base,
+                file: Rc::new(file),
+                size: 0,
+                next_offset: base,
+                last_batch_crc: 0,
+                index: SegmentIndex::new(),
+                created_ms: now,
+            },
+        );
+        st.tail = Tail::new(0, &[]);
+        st.pipeline = WritePipeline::new(0);
+        st.allocated = 0;
+        info!(base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Makes the active segment a sealed one on disk: trimmed to its logical size, fdatasync'ed,
+    /// indexes written and synced. Appends must be held off and everything written.
+    async fn seal_active(&self) -> Result<()> {
+        let (file, base, seal, index) = {
+            let st = self.state.borrow();
+            let active = st.active();
+            debug_assert_eq!(st.pipeline.written(), active.size);
+            (active.file.clone(), active.base, active.seal_info(), active.index.clone())
+        };
+        let what = self.dir.describe(&log_name(base));
+        let sealed: std::io::Result<()> = async {
+            file.set_len(seal.log_size).await?;
+            file.sync_data().await
+        }
+        .await;
+        if let Err(e) = sealed {
+            let err = StorageError::io("sealing", what, e);
+            self.state.borrow_mut().failed = Some(err.to_string());
+            return Err(err);
+        }
+        {
+            let mut st = self.state.borrow_mut();
+            st.flushed_end = st.written_end;
+            st.allocated = 0;
+        }
+        self.write_index_files(base, &index, &seal).await
+    }
+
+    pub(crate) async fn write_index_files(&self, base: u64, index: &SegmentIndex, seal: &SealInfo) -> Result<()> {
+        let (offsets, times) = index.encode(seal);
+        self.write_whole_file(&index_name(base), &offsets).await?;
+        self.write_whole_file(&time_index_name(base), &times).await
+    }
+
+    pub(crate) async fn write_whole_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        files::write_whole(&self.dir, name, bytes).await
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Read
+
+    /// Returns whole batches starting with the batch that contains `from` (or the first batch
+    /// after it when `from` falls in a gap left by compaction), up to `max_bytes` — but always at
+    /// least one whole batch if there is one, so a reader makes progress. Serves only written
+    /// data (`< written_end`); an empty result at `from == written_end` means "nothing new".
+    pub async fn read(&self, from: u64, max_bytes: usize) -> Result<ReadBatches> {
+        let mut at = from;
+        loop {
+            let plan = self.plan_read(at)?;
+            let Some(plan) = plan else {
+                let st = self.state.borrow();
+                return Ok(ReadBatches {
+                    bytes: Vec::new(),
+                    next_offset: from,
+                    written_end: st.written_end,
+                    log_start: st.log_start,
+                });
+            };
+            let (bytes, next) = self.read_segment(&plan, from, max_bytes).await?;
+            if !bytes.is_empty() {
+                let st = self.state.borrow();
+                return Ok(ReadBatches {
+                    bytes,
+                    next_offset: next,
+                    written_end: st.written_end,
+                    log_start: st.log_start,
+                });
+            }
+            // Nothing at or after `at` in this segment (a gap at its end): go to the next one.
+            at = plan.segment_next_offset.max(at + 1);
+        }
+    }
+
+    fn plan_read(&self, from: u64) -> Result<Option<ReadPlan<D::File>>> {
+        let st = self.state.borrow();
+        st.check_open()?;
+        if from < st.log_start || from > st.log_end {
+            return Err(StorageError::OffsetOutOfRange { offset: from, log_start: st.log_start, log_end: st.log_end });
+        }
+        if from >= st.written_end {
+            return Ok(None);
+        }
+        if let Some(d) = st.damaged.iter().find(|d| d.offsets.contains(&from)) {
+            return Err(StorageError::Corrupt {
+                segment: d.segment.clone(),
+                offsets: d.offsets.clone(),
+                reason: d.reason.clone(),
+            });
+        }
+        let active_base = st.active().base;
+        let (_, seg) = st.segments.range(..=from).next_back().ok_or(StorageError::OffsetOutOfRange {
+            offset: from,
+            log_start: st.log_start,
+            log_end: st.log_end,
+        })?;
+        let is_active = seg.base == active_base;
+        let limit = if is_active { st.pipeline.written() } else { seg.size };
+        let rel = from.saturating_sub(seg.base).min(u32::MAX as u64) as u32;
+        // Stop before a damaged range that starts inside this segment.
+        let stop_offset = st.damaged.iter().filter(|d| d.offsets.start > from).map(|d| d.offsets.start).min();
+        Ok(Some(ReadPlan {
+            file: seg.file.clone(),
+            segment: log_name(seg.base),
+            segment_next_offset: seg.next_offset,
+            start: seg.index.position_for(rel),
+            limit,
+            stop_offset,
+            cache_start: if is_active { Some(st.tail.start()) } else { None },
+        }))
+    }
+
+    /// Reads whole batches of one segment per `plan`; returns them and the next offset.
+    async fn read_segment(&self, plan: &ReadPlan<D::File>, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
+        let mut out = Vec::new();
+        let mut next = from;
+        let mut pos = plan.start;
+        let mut window = Vec::new();
+        let mut window_start = pos;
+        while pos < plan.limit {
+            let want = HEADER_LEN.max(if out.is_empty() { 64 << 10 } else { max_bytes - out.len() });
+            let need_end = (pos + want as u64).min(plan.limit);
+            if pos < window_start || need_end > window_start + window.len() as u64 {
+                let len = (need_end.max(pos + (64 << 10)).min(plan.limit) - pos) as usize;
+                window = self.fetch(plan, pos, len).await?;
+                window_start = pos;
+            }
+            let bytes = &window[(pos - window_start) as usize..];
+            let total = match BatchView::peek_total_len(bytes) {
+                Some(t) if t >= HEADER_LEN => t,
+                _ => return Err(self.corrupt(plan, next, "batch length field unreadable")),
+            };
+            if pos + total as u64 > plan.limit {
+                return Err(self.corrupt(plan, next, "batch runs past the end of the segment"));
+            }
+            if total > bytes.len() {
+                window = self.fetch(plan, pos, total).await?;
+                window_start = pos;
+                continue;
+            }
+            let batch = BatchView::parse(&bytes[..total]).map_err(|e| self.corrupt(plan, next, &e.to_string()))?;
+            let (base, last) = (batch.base_offset() as u64, batch.last_offset() as u64);
+            if plan.stop_offset.is_some_and(|stop| base >= stop) {
+                break;
+            }
+            if last >= from {
+                if !out.is_empty() && out.len() + total > max_bytes {
+                    break;
+                }
+                out.extend_from_slice(batch.as_bytes());
+                next = last + 1;
+                if out.len() >= max_bytes {
+                    break;
+                }
+            }
+            pos += total as u64;
+        }
+        Ok((out, next))
+    }
+
+    fn corrupt(&self, plan: &ReadPlan<D::File>, from: u64, reason: &str) -> StorageError {
+        warn!(segment = %plan.segment, from, reason, "corrupt batch on read");
+        StorageError::Corrupt {
+            segment: plan.segment.clone(),
+            offsets: from..plan.segment_next_offset,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Bytes `[pos, pos+len)` of a segment: from the tail cache when held, else from the file.
+    async fn fetch(&self, plan: &ReadPlan<D::File>, pos: u64, len: usize) -> Result<Vec<u8>> {
+        if let Some(cache_start) = plan.cache_start {
+            let st = self.state.borrow();
+            // Re-check: a roll or eviction may have happened since planning.
+            if pos >= cache_start
+                && pos >= st.tail.start()
+                && pos + len as u64 <= st.tail.end()
+                && st.active().file_is(&plan.file)
+            {
+                let mut out = vec![0u8; len];
+                st.tail.copy_to(pos, &mut out);
+                return Ok(out);
+            }
+        }
+        plan.file.read_at(pos, len).await.map_err(|e| StorageError::io("reading", self.dir.describe(&plan.segment), e))
+    }
+
+    /// The first offset whose record timestamp is `>= ts`, or `None` if every record is older.
+    /// (Compressed batches are not opened: their base offset answers.)
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+        let start = {
+            let st = self.state.borrow();
+            st.check_open()?;
+            let seg = st.segments.values().find(|s| s.index.max_timestamp() >= ts && s.next_offset > st.log_start);
+            match seg {
+                None => return Ok(None),
+                Some(seg) => (seg.base + u64::from(seg.index.rel_offset_for_timestamp(ts))).max(st.log_start),
+            }
+        };
+        let mut at = start;
+        loop {
+            let read = self.read(at, 1 << 20).await?;
+            if read.bytes.is_empty() {
+                return Ok(None);
+            }
+            let mut rest = &read.bytes[..];
+            while let Ok(batch) = BatchView::parse_unchecked_crc(rest) {
+                rest = &rest[batch.total_len()..];
+                if batch.max_timestamp() < ts {
+                    continue;
+                }
+                match batch.records() {
+                    Ok(records) => {
+                        for record in records.flatten() {
+                            let offset = record.offset(batch.base_offset()) as u64;
+                            if record.timestamp(batch.base_timestamp()) >= ts && offset >= at {
+                                return Ok(Some(offset));
+                            }
+                        }
+                    }
+                    // Compressed: the batch's first offset we may serve answers.
+                    Err(_) => return Ok(Some((batch.base_offset() as u64).max(at))),
+                }
+            }
+            at = read.next_offset;
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Truncation, log start, close
+
+    /// Removes every batch at or after `new_end`, which must be a batch boundary in
+    /// `[log_start, log_end]` (Raft truncates at batch boundaries). Durable and crash-safe: an
+    /// intent checkpoint is written first and redone by recovery.
+    pub async fn truncate_suffix(&self, new_end: u64) -> Result<()> {
+        let _maintenance = self.begin_maintenance().await?;
+        let _guard = self.begin_exclusive().await?;
+        {
+            let st = self.state.borrow();
+            st.check_writable()?;
+            if new_end < st.log_start || new_end > st.log_end {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset: new_end,
+                    log_start: st.log_start,
+                    log_end: st.log_end,
+                });
+            }
+            if new_end == st.log_end {
+                return Ok(());
+            }
+        }
+        let position = self.boundary_position(new_end).await?;
+        self.write_checkpoint(TRUNCATE_CHECKPOINT, new_end).await?;
+        // Drop whole segments above the cut, newest first.
+        let doomed: Vec<u64> = self.state.borrow().segments.range(new_end + 1..).map(|(b, _)| *b).rev().collect();
+        let keep_base = self.state.borrow().segments.range(..=new_end).next_back().map(|(b, _)| *b);
+        let was_active = keep_base == Some(self.active_segment_base());
+        for base in doomed {
+            if Some(base) == keep_base {
+                continue;
+            }
+            self.state.borrow_mut().segments.remove(&base);
+            self.remove_segment_files(base).await?;
+        }
+        let base = keep_base.expect("the cut lies in a segment");
+        let file = self.state.borrow().segments[&base].file.clone();
+        let what = self.dir.describe(&log_name(base));
+        file.set_len(position).await.map_err(|e| StorageError::io("truncating", what.clone(), e))?;
+        file.sync_data().await.map_err(|e| StorageError::io("syncing", what.clone(), e))?;
+        // The kept segment is active again: its on-disk indexes are stale.
+        for name in [index_name(base), time_index_name(base)] {
+            self.remove_if_exists(&name).await?;
+        }
+        let prefix = file.read_at(align_down(position), (position - align_down(position)) as usize).await;
+        let prefix = prefix.map_err(|e| StorageError::io("reading", what, e))?;
+        {
+            let mut st = self.state.borrow_mut();
+            let seg = st.segments.get_mut(&base).expect("kept segment");
+            seg.size = position;
+            seg.next_offset = new_end;
+            seg.index.truncate_to(position);
+            seg.last_batch_crc = 0;
+            st.tail = Tail::new(position, &prefix);
+            st.pipeline = WritePipeline::new(position);
+            st.pending.clear();
+            st.log_end = new_end;
+            st.written_end = new_end;
+            st.flushed_end = new_end;
+            st.allocated = 0;
+            st.damaged.retain(|d| d.offsets.start < new_end);
+        }
+        if !was_active {
+            // A closed segment may end in a gap left by compaction, so its last batch need not end
+            // at `new_end`. Seal it and start the active segment at `new_end`, whose file name
+            // then records the log end durably.
+            self.roll_exclusive().await?;
+        }
+        self.sync_dir().await?;
+        self.remove_checkpoint(TRUNCATE_CHECKPOINT).await?;
+        info!(new_end, "truncated log suffix");
+        Ok(())
+    }
+
+    /// File position of the batch starting at `offset` (or the segment's end if `offset` is the
+    /// segment's next offset). Errors if `offset` is inside a batch.
+    async fn boundary_position(&self, offset: u64) -> Result<u64> {
+        let (file, seg_base, start, size, next) = {
+            let st = self.state.borrow();
+            let (_, seg) = st.segments.range(..=offset).next_back().expect("offset >= log_start lies in a segment");
+            let rel = (offset - seg.base).min(u32::MAX as u64) as u32;
+            (seg.file.clone(), seg.base, seg.index.position_for(rel), seg.size, seg.next_offset)
+        };
+        if offset >= next {
+            return if offset == next { Ok(size) } else { Err(StorageError::NotBatchBoundary { offset }) };
+        }
+        let mut pos = start;
+        while pos < size {
+            let head = file
+                .read_at(pos, HEADER_LEN)
+                .await
+                .map_err(|e| StorageError::io("reading", self.dir.describe(&log_name(seg_base)), e))?;
+            let (base, last, total) = header_fields(&head).ok_or(StorageError::NotBatchBoundary { offset })?;
+            if base == offset {
+                return Ok(pos);
+            }
+            if base > offset || last >= offset {
+                return Err(StorageError::NotBatchBoundary { offset });
+            }
+            pos += total;
+        }
+        Err(StorageError::NotBatchBoundary { offset })
+    }
+
+    /// Moves the log start forward to `offset` (delete-records): offsets below it are no longer
+    /// served and segments wholly below it are deleted. Durable: the checkpoint is written first.
+    pub async fn advance_log_start(&self, offset: u64) -> Result<()> {
+        let _maintenance = self.begin_maintenance().await?;
+        {
+            let st = self.state.borrow();
+            st.check_open()?;
+            if offset > st.log_end {
+                return Err(StorageError::OffsetOutOfRange { offset, log_start: st.log_start, log_end: st.log_end });
+            }
+            if offset <= st.log_start {
+                return Ok(());
+            }
+        }
+        self.set_log_start(offset).await
+    }
+
+    /// Persists a new log start, then deletes closed segments wholly below it.
+    pub(crate) async fn set_log_start(&self, offset: u64) -> Result<()> {
+        // Never let the durable log start run ahead of durable data: a power loss would leave a
+        // log whose start is past its end.
+        if offset > self.offsets().flushed_end {
+            self.flush().await?;
+        }
+        self.write_checkpoint(LOG_START_CHECKPOINT, offset).await?;
+        self.state.borrow_mut().log_start = offset;
+        let doomed: Vec<u64> = {
+            let st = self.state.borrow();
+            let active = st.active().base;
+            st.segments.values().filter(|s| s.base != active && s.next_offset <= offset).map(|s| s.base).collect()
+        };
+        for base in doomed {
+            self.state.borrow_mut().segments.remove(&base);
+            self.remove_segment_files(base).await?;
+        }
+        self.state.borrow_mut().damaged.retain(|d| d.offsets.end > offset);
+        self.sync_dir().await
+    }
+
+    /// Clean shutdown: writes everything, fdatasyncs, writes the active segment's indexes and the
+    /// clean-shutdown marker, so the next open skips the recovery scan.
+    pub async fn close(self) -> Result<()> {
+        let _maintenance = self.begin_maintenance().await?;
+        let guard = self.begin_exclusive().await?;
+        if self.failure().is_none() {
+            self.seal_active().await?;
+            self.write_checkpoint(CLEAN_SHUTDOWN, self.offsets().log_end).await?;
+        }
+        self.state.borrow_mut().closed = true;
+        drop(guard);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Small durable files
+
+    pub(crate) async fn write_checkpoint(&self, name: &str, value: u64) -> Result<()> {
+        files::write_checkpoint(&self.dir, name, value).await
+    }
+
+    pub(crate) async fn remove_checkpoint(&self, name: &str) -> Result<()> {
+        files::remove_if_exists(&self.dir, name).await?;
+        files::sync_dir(&self.dir).await
+    }
+
+    pub(crate) async fn remove_if_exists(&self, name: &str) -> Result<()> {
+        files::remove_if_exists(&self.dir, name).await.map(|_| ())
+    }
+
+    pub(crate) async fn remove_segment_files(&self, base: u64) -> Result<()> {
+        for name in [log_name(base), index_name(base), time_index_name(base)] {
+            self.remove_if_exists(&name).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn sync_dir(&self) -> Result<()> {
+        files::sync_dir(&self.dir).await
+    }
+
+    /// Serialises retention, compaction, truncation and close.
+    pub(crate) async fn begin_maintenance(&self) -> Result<MaintenanceGuard<'_, D::File>> {
+        loop {
+            let wait = self.changed.changed();
+            {
+                let mut st = self.state.borrow_mut();
+                st.check_open()?;
+                if !st.maintenance {
+                    st.maintenance = true;
+                    return Ok(MaintenanceGuard { state: &self.state, notify: &self.changed });
+                }
+            }
+            wait.await;
+        }
+    }
+}
+
+/// (base offset, last offset, total length) from a batch header alone.
+fn header_fields(head: &[u8]) -> Option<(u64, u64, u64)> {
+    if head.len() < HEADER_LEN {
+        return None;
+    }
+    let base = i64::from_be_bytes(head[0..8].try_into().ok()?);
+    let delta = i32::from_be_bytes(head[23..27].try_into().ok()?);
+    let total = BatchView::peek_total_len(head)?;
+    (base >= 0 && delta >= 0).then_some((base as u64, (base + i64::from(delta)) as u64, total as u64))
+}
+
+struct ReadPlan<F> {
+    file: Rc<F>,
+    segment: String,
+    segment_next_offset: u64,
+    start: u64,
+    limit: u64,
+    stop_offset: Option<u64>,
+    cache_start: Option<u64>,
+}
+
+impl<F: File> State<F> {
+    pub(crate) fn active(&self) -> &Segment<F> {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed {
+            Err(StorageError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        match &self.failed {
+            Some(reason) => Err(StorageError::Failed { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies a validated batch into the tail with its offsets assigned; updates the indexes.
+    fn push_batch(&mut self, view: &BatchView<'_>, term: u32, index_interval: u64, cache_bytes: usize) -> AppendInfo {
+        let base = self.log_end;
+        let last = base + view.last_offset_delta() as u64;
+        let bytes = view.as_bytes();
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&bytes[..HEADER_LEN]);
+        batch::set_base_offset(&mut head, base as i64);
+        batch::set_partition_leader_epoch(&mut head, term as i32);
+        let position = self.tail.end();
+        self.tail.push(&head);
+        self.tail.push(&bytes[HEADER_LEN..]);
+        let active = self.segments.values_mut().next_back().expect("active segment");
+        assert_eq!(active.size, position, "tail and segment size agree");
+        active.index.on_batch(
+            (base - active.base) as u32,
+            position as u32,
+            bytes.len() as u32,
+            view.max_timestamp(),
+            index_interval,
+        );
+        active.size += bytes.len() as u64;
+        active.next_offset = last + 1;
+        active.last_batch_crc = view.crc();
+        self.log_end = last + 1;
+        self.pending.push_back((active.size, last + 1));
+        self.bytes_since_sync += bytes.len() as u64;
+        self.tail.evict(self.pipeline.written(), cache_bytes);
+        AppendInfo { base_offset: base, last_offset: last, max_timestamp: view.max_timestamp() }
+    }
+
+    /// The next write to issue, if one may be issued now (see [`WritePipeline`]), with its
+    /// bytes copied out of the tail into an aligned, zero-padded buffer.
+    fn next_write(&mut self, write_bytes: usize, max_in_flight: usize) -> Option<(Rc<F>, F::Buf, u64, u64)> {
+        let plan = self.pipeline.plan(self.tail.end(), write_bytes as u64, max_in_flight)?;
+        let file = self.active().file.clone();
+        let len = (plan.end - plan.start) as usize;
+        let mut buf = file.alloc_buf(align_up(len as u64) as usize);
+        let slice = buf.as_mut_slice();
+        self.tail.copy_to(plan.start, &mut slice[..len]);
+        slice[len..].fill(0);
+        Some((file, buf, plan.id, plan.start))
+    }
+
+    /// Marks write `id` done and advances the written prefix and `written_end`.
+    fn complete_write(&mut self, id: u64) {
+        let written = self.pipeline.complete(id);
+        while let Some(&(end_pos, next_offset)) = self.pending.front() {
+            if end_pos > written {
+                break;
+            }
+            self.written_end = next_offset;
+            self.pending.pop_front();
+        }
+    }
+}
+
+impl<F: File> Segment<F> {
+    fn file_is(&self, other: &Rc<F>) -> bool {
+        Rc::ptr_eq(&self.file, other)
+    }
+}
+
+/// Completes a write job; if the task running it is dropped mid-write, the log fails rather
+/// than waiting forever for a write nobody will finish.
+struct JobGuard<'a, F: File> {
+    log_state: &'a RefCell<State<F>>,
+    notify: &'a Notify,
+    id: Option<u64>,
+}
+
+impl<F: File> JobGuard<'_, F> {
+    fn finish(mut self, result: Result<()>) -> Result<()> {
+        let id = self.id.take().expect("finished once");
+        let mut st = self.log_state.borrow_mut();
+        let outcome = match result {
+            Ok(()) => {
+                st.complete_write(id);
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = Some(e.to_string());
+                Err(e)
+            }
+        };
+        drop(st);
+        self.notify.notify_all();
+        outcome
+    }
+}
+
+impl<F: File> Drop for JobGuard<'_, F> {
+    fn drop(&mut self) {
+        if self.id.is_some() {
+            if let Ok(mut st) = self.log_state.try_borrow_mut() {
+                st.failed = Some("a write was abandoned before it completed".into());
+            }
+            self.notify.notify_all();
+        }
+    }
+}
+
+pub(crate) struct ExclusiveGuard<'a, F: File> {
+    state: &'a RefCell<State<F>>,
+    notify: &'a Notify,
+}
+
+impl<F: File> Drop for ExclusiveGuard<'_, F> {
+    fn drop(&mut self) {
+        self.state.borrow_mut().exclusive = false;
+        self.notify.notify_all();
+    }
+}
+
+pub(crate) struct MaintenanceGuard<'a, F: File> {
+    state: &'a RefCell<State<F>>,
+    notify: &'a Notify,
+}
+
+impl<F: File> Drop for MaintenanceGuard<'_, F> {
+    fn drop(&mut self) {
+        self.state.borrow_mut().maintenance = false;
+        self.notify.notify_all();
+    }
+}
+
+/// What [`crate::open::open_segments`] hands to [`Log::open`].
+pub(crate) struct Opened<F> {
+    pub(crate) segments: BTreeMap<u64, Segment<F>>,
+    pub(crate) tail: Tail,
+    pub(crate) active_size: u64,
+    pub(crate) log_start: u64,
+    pub(crate) log_end: u64,
+    pub(crate) truncate_intent: Option<u64>,
+    pub(crate) report: RecoveryReport,
+}

@@ -1,0 +1,112 @@
+//! The in-memory tail of the active segment: bytes appended but not yet written, plus recently
+//! written bytes kept as a read cache (O_DIRECT bypasses the page cache, so the log keeps its own).
+//!
+//! Stored as fixed-size chunks covering file positions `[start, end)`; `start` is always a
+//! multiple of [`ALIGN`] because the next write re-writes the partly filled page it begins in.
+
+use std::collections::VecDeque;
+
+use crate::io::{align_down, ALIGN};
+
+const CHUNK: usize = 256 << 10;
+const _: () = assert!(CHUNK % ALIGN == 0);
+
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// File position of the first byte held (a multiple of ALIGN).
+    start: u64,
+    /// File position one past the last byte appended: the active segment's logical size.
+    end: u64,
+    chunks: VecDeque<Box<[u8]>>,
+}
+
+impl Tail {
+    /// A tail whose file holds `page_prefix` at `[align_down(end), end)`: the partly written last
+    /// page, which the next write must rewrite.
+    pub(crate) fn new(end: u64, page_prefix: &[u8]) -> Self {
+        let start = align_down(end);
+        assert_eq!(page_prefix.len() as u64, end - start, "tail must start with the partial last page");
+        let mut tail = Tail { start, end: start, chunks: VecDeque::new() };
+        tail.push(page_prefix);
+        tail
+    }
+
+    pub(crate) fn start(&self) -> u64 {
+        self.start
+    }
+
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Appends bytes at the end.
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let used = ((self.end - self.start) as usize) % CHUNK;
+            if used == 0 && (self.end - self.start) as usize == self.chunks.len() * CHUNK {
+                self.chunks.push_back(vec![0u8; CHUNK].into_boxed_slice());
+            }
+            let chunk = self.chunks.back_mut().expect("a chunk with room");
+            let n = bytes.len().min(CHUNK - used);
+            chunk[used..used + n].copy_from_slice(&bytes[..n]);
+            self.end += n as u64;
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Copies `[pos, pos + out.len())` into `out`. The range must be held.
+    pub(crate) fn copy_to(&self, pos: u64, out: &mut [u8]) {
+        assert!(pos >= self.start && pos + out.len() as u64 <= self.end, "tail range not held");
+        let mut rel = (pos - self.start) as usize;
+        let mut done = 0;
+        while done < out.len() {
+            let chunk = &self.chunks[rel / CHUNK];
+            let at = rel % CHUNK;
+            let n = (out.len() - done).min(CHUNK - at);
+            out[done..done + n].copy_from_slice(&chunk[at..at + n]);
+            done += n;
+            rel += n;
+        }
+    }
+
+    /// Bytes held in memory.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.chunks.len() * CHUNK
+    }
+
+    /// Drops whole chunks from the front while more than `budget` bytes are held, never dropping
+    /// anything at or after `keep_from` (bytes still to be written).
+    pub(crate) fn evict(&mut self, keep_from: u64, budget: usize) {
+        while self.held_bytes() > budget && self.chunks.len() > 1 && self.start + CHUNK as u64 <= align_down(keep_from)
+        {
+            self.chunks.pop_front();
+            self.start += CHUNK as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_copy_evict() {
+        let mut tail = Tail::new(4096 + 10, &[7u8; 10]);
+        assert_eq!(tail.start(), 4096);
+        let data: Vec<u8> = (0..(3 * CHUNK)).map(|i| (i % 251) as u8).collect();
+        tail.push(&data);
+        assert_eq!(tail.end(), 4096 + 10 + data.len() as u64);
+        let mut out = vec![0u8; 1000];
+        tail.copy_to(4096 + 10 + CHUNK as u64 - 500, &mut out);
+        assert_eq!(&out[..], &data[CHUNK - 500..CHUNK + 500]);
+        tail.evict(tail.end(), CHUNK);
+        assert!(tail.held_bytes() <= 2 * CHUNK);
+        let mut last = vec![0u8; 10];
+        tail.copy_to(tail.end() - 10, &mut last);
+        assert_eq!(&last[..], &data[data.len() - 10..]);
+        // Nothing at or after keep_from is ever evicted.
+        let before = tail.start();
+        tail.evict(before + 100, 0);
+        assert_eq!(tail.start(), before);
+    }
+}

@@ -1,0 +1,107 @@
+//! Straightforward behaviour of the log on the simulated disk.
+
+mod common;
+
+use common::*;
+use keel_storage::{
+    io::sim::{SimClock, SimDisk},
+    FsyncPolicy, LogConfig, StorageError,
+};
+
+#[test]
+fn append_assigns_offsets_and_reads_back_byte_identical() {
+    let disk = SimDisk::new(1);
+    let clock = SimClock::new(1_000);
+    let log = open(&disk, &clock, small_config());
+    let mut expected = Vec::new();
+    for i in 0..50u64 {
+        let b = batch(i, 3, 5, 100, 1_000 + i as i64);
+        let info = block_on(log.append(&b, 7)).unwrap();
+        assert_eq!(info.base_offset, i * 3);
+        assert_eq!(info.last_offset, i * 3 + 2);
+        let mut stored = b.clone();
+        keel_storage::batch::set_base_offset(&mut stored, (i * 3) as i64);
+        keel_storage::batch::set_partition_leader_epoch(&mut stored, 7);
+        expected.push(stored);
+    }
+    let all = read_all(&log);
+    assert_eq!(all.len(), 50);
+    for (got, want) in all.iter().zip(&expected) {
+        assert_eq!(&got.2, want);
+    }
+    assert!(log.segment_bases().len() > 1, "16 KiB segments must have rolled");
+    // Reading from the middle of a batch returns that batch whole.
+    let r = block_on(log.read(31, 1)).unwrap();
+    let batches = split(&r.bytes);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0].0, 30);
+    assert_eq!(r.next_offset, 33);
+    // Reopen cleanly and read the same bytes.
+    block_on(log.close()).unwrap();
+    let (log, report) = block_on(keel_storage::Log::open(disk.dir("p0"), clock.clone(), small_config())).unwrap();
+    assert!(report.clean_shutdown);
+    assert_eq!(report.scanned_segments, 0, "{report:?}");
+    let again = read_all(&log);
+    assert_eq!(again, all);
+    let info = block_on(log.append(&batch(99, 1, 1, 10, 5_000), 8)).unwrap();
+    assert_eq!(info.base_offset, 150);
+}
+
+#[test]
+fn crash_keeps_every_acknowledged_append_with_fsync_always() {
+    for seed in 0..30 {
+        let disk = SimDisk::new(seed);
+        let clock = SimClock::new(0);
+        let log = open(&disk, &clock, small_config());
+        let mut acked = Vec::new();
+        for i in 0..40u64 {
+            block_on(log.append(&batch(i, 2, 3, 300, i as i64), 1)).unwrap();
+            acked.push(i);
+        }
+        let before = read_all(&log);
+        drop(log);
+        disk.crash();
+        let (log, report) = block_on(keel_storage::Log::open(disk.dir("p0"), clock.clone(), small_config())).unwrap();
+        assert!(!report.clean_shutdown);
+        assert_eq!(read_all(&log), before, "seed {seed}: {report:?}");
+        assert_eq!(log.offsets().log_end, 80);
+    }
+}
+
+#[test]
+fn rejects_bad_batches_and_appends_nothing() {
+    let disk = SimDisk::new(2);
+    let clock = SimClock::new(0);
+    let log = open(&disk, &clock, small_config());
+    let mut b = batch(1, 2, 2, 10, 0);
+    b[30] ^= 0xff;
+    assert!(matches!(block_on(log.append(&b, 0)), Err(StorageError::InvalidBatch(_))));
+    let mut b = batch(1, 2, 2, 10, 0);
+    b[16] = 1;
+    assert!(matches!(block_on(log.append(&b, 0)), Err(StorageError::InvalidBatch(_))));
+    let b = batch(1, 2, 2, 10, 0);
+    assert!(matches!(block_on(log.append(&b[..b.len() - 1], 0)), Err(StorageError::InvalidBatch(_))));
+    let big = batch(1, 1, 1, 2 << 20, 0);
+    assert!(matches!(block_on(log.append(&big, 0)), Err(StorageError::BatchTooLarge { .. })));
+    assert_eq!(log.offsets().log_end, 0);
+    assert!(matches!(block_on(log.read(1, 100)), Err(StorageError::OffsetOutOfRange { .. })));
+}
+
+#[test]
+fn fsync_never_and_interval_sync_less() {
+    for (policy, max_syncs) in
+        [(FsyncPolicy::Never, 10u64), (FsyncPolicy::Interval { ms: None, bytes: Some(64 << 10) }, 40)]
+    {
+        let disk = SimDisk::new(3);
+        let clock = SimClock::new(0);
+        let log = open(&disk, &clock, LogConfig { fsync: policy, ..small_config() });
+        let before = disk.stats().syncs;
+        for i in 0..200u64 {
+            block_on(log.append(&batch(i, 1, 1, 500, 0), 0)).unwrap();
+        }
+        let syncs = disk.stats().syncs - before;
+        // Segment seals still sync (16 KiB segments: ~7 rolls, each syncing log + 2 indexes).
+        assert!(syncs < max_syncs * 3, "{policy:?}: {syncs} syncs");
+        assert_eq!(log.offsets().written_end, 200);
+    }
+}
