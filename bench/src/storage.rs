@@ -225,6 +225,17 @@ fn validate_segment(segment_bytes: u64, record_bytes: u64, batch_records: u32) -
 
 fn log_config(segment_bytes: u64, fsync: FsyncPolicy, batch_bytes: usize) -> LogConfig {
     let mut config = LogConfig { segment_bytes, fsync, ..LogConfig::default() };
+    // Experiment knobs for tuning the write path (not part of the documented interface).
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(v) = env("KEEL_WRITE_BYTES") {
+        config.write_bytes = v as usize;
+    }
+    if let Some(v) = env("KEEL_WRITES_IN_FLIGHT") {
+        config.writes_in_flight = v as usize;
+    }
+    if let Some(v) = env("KEEL_PREALLOCATE_BYTES") {
+        config.preallocate_bytes = v;
+    }
     config.max_batch_bytes = config.max_batch_bytes.max(batch_bytes);
     config
 }
@@ -449,7 +460,12 @@ async fn recovery_phase(args: &StorageArgs, dir: &Path, config: &LogConfig) -> R
         .args(["--bytes", &args.recovery_bytes.to_string()])
         .args(["--record-bytes", &args.record_bytes.to_string()])
         .args(["--batch-records", &args.batch_records.to_string()])
-        .args(["--segment-bytes", &args.segment_bytes.to_string()])
+        // One segment large enough for everything the child writes: recovery then scans the
+        // whole log (the worst case), not just a small active segment after a roll.
+        .args([
+            "--segment-bytes",
+            &(args.recovery_bytes * 2).clamp(args.segment_bytes, u32::MAX as u64 & !4095).to_string(),
+        ])
         .args(["--cpu", &args.cpu.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -75,7 +75,7 @@ pub(crate) async fn read_checkpoint<D: Dir>(dir: &D, name: &str) -> Result<Optio
     }
 }
 
-fn encode_checkpoint(value: u64) -> Vec<u8> {
+pub(crate) fn encode_checkpoint(value: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
     out.extend_from_slice(&CHECKPOINT_MAGIC.to_be_bytes());
     out.extend_from_slice(&value.to_be_bytes());

@@ -40,10 +40,21 @@ pub struct SealInfo {
 /// Why an index file was not usable. Every case leads recovery to rebuild the index by scanning.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IndexFileError {
-    Truncated { len: usize, needed: usize },
+    Truncated {
+        len: usize,
+        needed: usize,
+    },
     BadMagic(u32),
-    BadCrc { stored: u32, computed: u32 },
+    BadCrc {
+        stored: u32,
+        computed: u32,
+    },
     Inconsistent(String),
+    /// An entry points at or past the end of the log the header describes.
+    PastEnd {
+        position: u64,
+        log_size: u64,
+    },
 }
 
 /// Both sparse indexes of one segment.
@@ -75,8 +86,14 @@ impl SegmentIndex {
             self.times.push((self.max_timestamp, rel_offset));
             self.bytes_since_entry = 0;
         }
-        self.bytes_since_entry += u64::from(len);
+        self.bytes_since_entry = self.bytes_since_entry.saturating_add(u64::from(len));
         self.max_timestamp = self.max_timestamp.max(batch_max_timestamp);
+    }
+
+    /// Makes the next batch get an index entry whatever the interval (after a damaged range,
+    /// so lookups past it start after it).
+    pub fn force_next_entry(&mut self) {
+        self.bytes_since_entry = u64::MAX;
     }
 
     /// Byte position to start scanning from to find relative offset `rel`.
@@ -154,10 +171,7 @@ impl SegmentIndex {
                 return Err(IndexFileError::Inconsistent("time entry points at another batch".into()));
             }
             if u64::from(pos) >= seal.log_size {
-                return Err(IndexFileError::Inconsistent(format!(
-                    "entry at position {pos} is past the end of the log ({} bytes)",
-                    seal.log_size
-                )));
+                return Err(IndexFileError::PastEnd { position: u64::from(pos), log_size: seal.log_size });
             }
         }
         let index = SegmentIndex { offsets, times, bytes_since_entry: 0, max_timestamp: seal.max_timestamp };
@@ -233,6 +247,9 @@ impl std::fmt::Display for IndexFileError {
                 write!(f, "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")
             }
             IndexFileError::Inconsistent(why) => write!(f, "inconsistent: {why}"),
+            IndexFileError::PastEnd { position, log_size } => {
+                write!(f, "entry at position {position} is past the end of the log ({log_size} bytes)")
+            }
         }
     }
 }
@@ -293,7 +310,7 @@ mod tests {
         // An index whose entries point past the log's end ("index past end").
         let short = SealInfo { log_size: 50_000, ..seal };
         let (o, t) = idx.encode(&short);
-        assert!(matches!(SegmentIndex::decode(&o, &t), Err(IndexFileError::Inconsistent(_))));
+        assert!(matches!(SegmentIndex::decode(&o, &t), Err(IndexFileError::PastEnd { .. })));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::{
     rc::Rc,
 };
 
+use bytes::Bytes;
 use tracing::{info, warn};
 
 use crate::{
@@ -96,7 +97,7 @@ pub struct AppendInfo {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReadBatches {
     /// Concatenated batches, exactly as stored.
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
     /// Offset to read from next: one past the last offset returned (or the offset asked for when
     /// nothing was returned).
     pub next_offset: u64,
@@ -140,6 +141,8 @@ pub(crate) struct State<F: File> {
     log_end: u64,
     written_end: u64,
     flushed_end: u64,
+    /// Position in the active segment below which bytes are durable.
+    flushed_pos: u64,
     /// Which bytes of the active segment to write next, and which are written.
     pipeline: WritePipeline,
     sync_in_flight: bool,
@@ -192,6 +195,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 log_end: opened.log_end,
                 written_end: opened.log_end,
                 flushed_end: opened.log_end,
+                flushed_pos: opened.active_size,
                 pipeline: WritePipeline::new(opened.active_size),
                 sync_in_flight: false,
                 pending: VecDeque::new(),
@@ -255,6 +259,18 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// Ranges the log refuses to serve because their bytes failed validation.
     pub fn damaged_ranges(&self) -> Vec<DamagedRange> {
         self.state.borrow().damaged.clone()
+    }
+
+    /// Puts the log in the failed state: it refuses writes until reopened, and nothing written
+    /// after this point is called durable.
+    pub(crate) fn fail(&self, reason: String) {
+        let mut st = self.state.borrow_mut();
+        if st.failed.is_none() {
+            warn!(%reason, "log failed: refusing writes until reopened");
+            st.failed = Some(reason);
+        }
+        drop(st);
+        self.changed.notify_all();
     }
 
     /// The reason the log refuses writes, if it does.
@@ -395,10 +411,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 } else {
                     st.sync_in_flight = true;
                     let file = st.segments.values().next_back().expect("active segment").file.clone();
-                    Some((file, st.written_end))
+                    Some((file, st.written_end, st.pipeline.written()))
                 }
             };
-            let Some((file, covers)) = sync else {
+            let Some((file, covers, covers_pos)) = sync else {
                 wait.await;
                 continue;
             };
@@ -406,8 +422,16 @@ impl<D: Dir, C: Clock> Log<D, C> {
             let mut st = self.state.borrow_mut();
             st.sync_in_flight = false;
             match result {
+                Ok(()) if st.failed.is_some() => {
+                    // An earlier failed fdatasync may have dropped data this one "succeeds" over.
+                    let reason = st.failed.clone().unwrap_or_default();
+                    drop(st);
+                    self.changed.notify_all();
+                    return Err(StorageError::Failed { reason });
+                }
                 Ok(()) => {
                     st.flushed_end = st.flushed_end.max(covers);
+                    st.flushed_pos = st.flushed_pos.max(covers_pos);
                     st.bytes_since_sync = 0;
                     st.last_sync_ms = self.clock.now_ms();
                     drop(st);
@@ -417,13 +441,43 @@ impl<D: Dir, C: Clock> Log<D, C> {
                     // After a failed fdatasync nothing unsynced may be called durable, ever
                     // (the kernel may have dropped the dirty state): refuse writes until reopened.
                     let err = StorageError::io("fdatasync of", self.dir.describe(""), e);
-                    st.failed = Some(err.to_string());
                     drop(st);
-                    self.changed.notify_all();
+                    self.fail(err.to_string());
+                    self.drop_unsynced(&file).await;
                     return Err(err);
                 }
             }
         }
+    }
+
+    /// After a failed fdatasync: cut the active segment back to its last durable byte, so the
+    /// bytes whose durability is unknown (never acknowledged) cannot resurface after a reopen
+    /// and sit, possibly lost, in front of later appends. Best effort: if the disk refuses this
+    /// too, recovery's scan decides at the next open.
+    async fn drop_unsynced(&self, file: &Rc<D::File>) {
+        let (pos, end) = {
+            let st = self.state.borrow();
+            if !st.active().file_is(file) {
+                return; // a roll happened meanwhile; its seal failed or will fail on its own
+            }
+            (st.flushed_pos, st.flushed_end)
+        };
+        let cut: std::io::Result<()> = async {
+            file.set_len(pos).await?;
+            file.sync_data().await
+        }
+        .await;
+        if let Err(e) = cut {
+            warn!(error = %e, "could not drop unsynced bytes after a failed fdatasync");
+            return;
+        }
+        let mut st = self.state.borrow_mut();
+        st.written_end = end;
+        st.pipeline = WritePipeline::new(pos);
+        st.pending.clear();
+        let active = st.segments.values_mut().next_back().expect("active segment");
+        active.size = pos;
+        warn!(log_end = end, "dropped bytes written after the last successful fdatasync");
     }
 
     /// Runs `work` with appends held off: waits for other exclusive work, then drains writes.
@@ -493,6 +547,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         );
         st.tail = Tail::new(0, &[]);
         st.pipeline = WritePipeline::new(0);
+        st.flushed_pos = 0;
         st.allocated = 0;
         info!(base, "rolled to a new segment");
         Ok(())
@@ -503,6 +558,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     async fn seal_active(&self) -> Result<()> {
         let (file, base, seal, index) = {
             let st = self.state.borrow();
+            st.check_writable()?;
             let active = st.active();
             debug_assert_eq!(st.pipeline.written(), active.size);
             (active.file.clone(), active.base, active.seal_info(), active.index.clone())
@@ -515,12 +571,16 @@ impl<D: Dir, C: Clock> Log<D, C> {
         .await;
         if let Err(e) = sealed {
             let err = StorageError::io("sealing", what, e);
-            self.state.borrow_mut().failed = Some(err.to_string());
+            self.fail(err.to_string());
+            self.drop_unsynced(&file).await;
             return Err(err);
         }
         {
+            // A sync that failed meanwhile (another task's) means this one proves nothing.
             let mut st = self.state.borrow_mut();
+            st.check_writable()?;
             st.flushed_end = st.written_end;
+            st.flushed_pos = seal.log_size;
             st.allocated = 0;
         }
         self.write_index_files(base, &index, &seal).await
@@ -550,7 +610,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             let Some(plan) = plan else {
                 let st = self.state.borrow();
                 return Ok(ReadBatches {
-                    bytes: Vec::new(),
+                    bytes: Bytes::new(),
                     next_offset: from,
                     written_end: st.written_end,
                     log_start: st.log_start,
@@ -597,7 +657,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let limit = if is_active { st.pipeline.written() } else { seg.size };
         let rel = from.saturating_sub(seg.base).min(u32::MAX as u64) as u32;
         // Stop before a damaged range that starts inside this segment.
-        let stop_offset = st.damaged.iter().filter(|d| d.offsets.start > from).map(|d| d.offsets.start).min();
+        let next_damage = st.damaged.iter().filter(|d| d.offsets.start > from).map(|d| d.offsets.start).min();
+        // Never serve at or past written_end (a failed truncation lowers it below what files hold).
+        let stop_offset = Some(next_damage.map_or(st.written_end, |d| d.min(st.written_end)));
         Ok(Some(ReadPlan {
             file: seg.file.clone(),
             segment: log_name(seg.base),
@@ -609,52 +671,104 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }))
     }
 
-    /// Reads whole batches of one segment per `plan`; returns them and the next offset.
-    async fn read_segment(&self, plan: &ReadPlan<D::File>, from: u64, max_bytes: usize) -> Result<(Vec<u8>, u64)> {
-        let mut out = Vec::new();
-        let mut next = from;
+    /// Reads whole batches of one segment per `plan`; returns them and the next offset. One read
+    /// of the segment covers the index gap before `from` and `max_bytes` after it; the result is
+    /// a slice of that read buffer (no further copy).
+    async fn read_segment(&self, plan: &ReadPlan<D::File>, from: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
         let mut pos = plan.start;
-        let mut window = Vec::new();
+        let want = max_bytes.max(64 << 10) as u64 + self.config.index_interval_bytes;
+        if pos >= plan.limit {
+            return Ok((Bytes::new(), from));
+        }
+        let mut window = self.fetch(plan, pos, want.min(plan.limit - pos) as usize).await?;
         let mut window_start = pos;
+        let (mut first, mut out_end, mut next) = (None::<usize>, 0usize, from);
+        let mut prev_last: Option<u64> = None;
         while pos < plan.limit {
-            let want = HEADER_LEN.max(if out.is_empty() { 64 << 10 } else { max_bytes - out.len() });
-            let need_end = (pos + want as u64).min(plan.limit);
-            if pos < window_start || need_end > window_start + window.len() as u64 {
-                let len = (need_end.max(pos + (64 << 10)).min(plan.limit) - pos) as usize;
-                window = self.fetch(plan, pos, len).await?;
-                window_start = pos;
-            }
-            let bytes = &window[(pos - window_start) as usize..];
-            let total = match BatchView::peek_total_len(bytes) {
-                Some(t) if t >= HEADER_LEN => t,
-                _ => return Err(self.corrupt(plan, next, "batch length field unreadable")),
-            };
-            if pos + total as u64 > plan.limit {
-                return Err(self.corrupt(plan, next, "batch runs past the end of the segment"));
-            }
-            if total > bytes.len() {
-                window = self.fetch(plan, pos, total).await?;
+            let at = (pos - window_start) as usize;
+            if window.len() - at < HEADER_LEN && first.is_none() && (pos + (window.len() - at) as u64) < plan.limit {
+                window = self.fetch(plan, pos, HEADER_LEN.min((plan.limit - pos) as usize)).await?;
                 window_start = pos;
                 continue;
             }
-            let batch = BatchView::parse(&bytes[..total]).map_err(|e| self.corrupt(plan, next, &e.to_string()))?;
-            let (base, last) = (batch.base_offset() as u64, batch.last_offset() as u64);
-            if plan.stop_offset.is_some_and(|stop| base >= stop) {
-                break;
-            }
-            if last >= from {
-                if !out.is_empty() && out.len() + total > max_bytes {
+            // Stop before a refused range, before looking any closer at its bytes.
+            let base = header_fields(&window[at..]).map(|(base, _, _)| base);
+            if let (Some(stop), Some(base)) = (plan.stop_offset, base) {
+                if base >= stop {
                     break;
                 }
-                out.extend_from_slice(batch.as_bytes());
+            }
+            let checked = self.check_batch(plan, &window[at..], pos, prev_last, (from, next));
+            let total = match checked {
+                Ok(Some(total)) => total,
+                Ok(None) => {
+                    if first.is_some() {
+                        break; // the window is used up: return what it holds
+                    }
+                    let total = BatchView::peek_total_len(&window[at..]).unwrap_or(HEADER_LEN);
+                    window = self.fetch(plan, pos, total).await?;
+                    window_start = pos;
+                    continue;
+                }
+                // Serve the good batches before a bad one; the next read reports it.
+                Err(_) if first.is_some() => break,
+                Err(e) => return Err(e),
+            };
+            let batch = BatchView::parse_unchecked_crc(&window[at..at + total]).expect("checked above");
+            let last = batch.last_offset() as u64;
+            prev_last = Some(last);
+            if last >= from {
+                let start = *first.get_or_insert(at);
+                if at + total - start > max_bytes && at > start {
+                    break;
+                }
+                out_end = at + total;
                 next = last + 1;
-                if out.len() >= max_bytes {
+                if out_end - start >= max_bytes {
                     break;
                 }
             }
             pos += total as u64;
         }
-        Ok((out, next))
+        Ok(match first {
+            Some(start) => (Bytes::from(window).slice(start..out_end), next),
+            None => (Bytes::new(), from),
+        })
+    }
+
+    /// Validates the batch at the start of `bytes` (position `pos` in the segment): its length,
+    /// CRC (if it reaches `from`), and that its offsets follow `prev_last`. `Ok(None)` if `bytes`
+    /// does not hold all of it.
+    fn check_batch(
+        &self,
+        plan: &ReadPlan<D::File>,
+        bytes: &[u8],
+        pos: u64,
+        prev_last: Option<u64>,
+        (from, next): (u64, u64),
+    ) -> Result<Option<usize>> {
+        let total = match BatchView::peek_total_len(bytes) {
+            Some(t) if t >= HEADER_LEN => t,
+            Some(_) => return Err(self.corrupt(plan, next, "batch length field too small")),
+            None => return Err(self.corrupt(plan, next, "batch length field unreadable")),
+        };
+        if pos + total as u64 > plan.limit {
+            return Err(self.corrupt(plan, next, "batch runs past the end of the segment"));
+        }
+        if total > bytes.len() {
+            return Ok(None);
+        }
+        // Batches skipped on the way to `from` are not served: their header is enough, so damage
+        // inside one does not block reads of the good batches after it.
+        let batch =
+            BatchView::parse_unchecked_crc(&bytes[..total]).map_err(|e| self.corrupt(plan, next, &e.to_string()))?;
+        if batch.last_offset() as u64 >= from {
+            BatchView::parse(&bytes[..total]).map_err(|e| self.corrupt(plan, next, &e.to_string()))?;
+        }
+        if prev_last.is_some_and(|prev| (batch.base_offset() as u64) <= prev) {
+            return Err(self.corrupt(plan, next, "batch offsets go backwards (stale bytes)"));
+        }
+        Ok(Some(total))
     }
 
     fn corrupt(&self, plan: &ReadPlan<D::File>, from: u64, reason: &str) -> StorageError {
@@ -676,9 +790,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 && pos + len as u64 <= st.tail.end()
                 && st.active().file_is(&plan.file)
             {
-                let mut out = vec![0u8; len];
-                st.tail.copy_to(pos, &mut out);
-                return Ok(out);
+                return Ok(st.tail.copy_out(pos, len));
             }
         }
         plan.file.read_at(pos, len).await.map_err(|e| StorageError::io("reading", self.dir.describe(&plan.segment), e))
@@ -749,7 +861,30 @@ impl<D: Dir, C: Clock> Log<D, C> {
             }
         }
         let position = self.boundary_position(new_end).await?;
-        self.write_checkpoint(TRUNCATE_CHECKPOINT, new_end).await?;
+        // Until the intent is renamed into place nothing has changed and an error is just an error.
+        let tmp = format!("{TRUNCATE_CHECKPOINT}.tmp");
+        files::write_whole(&self.dir, &tmp, &files::encode_checkpoint(new_end)).await?;
+        self.dir
+            .rename(&tmp, TRUNCATE_CHECKPOINT)
+            .await
+            .map_err(|e| StorageError::io("renaming", self.dir.describe(&tmp), e))?;
+        // From here a reopen redoes the truncation, so a failure must stop the log: nothing may be
+        // appended (and acknowledged) past `new_end` any more.
+        let done = self.truncate_suffix_steps(new_end, position).await;
+        if let Err(e) = &done {
+            self.fail(format!("suffix truncation to offset {new_end} did not finish ({e}); reopen to complete it"));
+            // Show now what the reopen will complete: nothing at or past `new_end` is served.
+            let mut st = self.state.borrow_mut();
+            st.log_end = st.log_end.min(new_end);
+            st.written_end = st.written_end.min(new_end);
+            st.flushed_end = st.flushed_end.min(new_end);
+        }
+        done
+    }
+
+    /// The durable steps of [`Log::truncate_suffix`]; appends are held off.
+    async fn truncate_suffix_steps(&self, new_end: u64, position: u64) -> Result<()> {
+        self.sync_dir().await?;
         // Drop whole segments above the cut, newest first.
         let doomed: Vec<u64> = self.state.borrow().segments.range(new_end + 1..).map(|(b, _)| *b).rev().collect();
         let keep_base = self.state.borrow().segments.range(..=new_end).next_back().map(|(b, _)| *b);
@@ -785,6 +920,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.log_end = new_end;
             st.written_end = new_end;
             st.flushed_end = new_end;
+            st.flushed_pos = position;
             st.allocated = 0;
             st.damaged.retain(|d| d.offsets.start < new_end);
         }
@@ -856,10 +992,11 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         self.write_checkpoint(LOG_START_CHECKPOINT, offset).await?;
         self.state.borrow_mut().log_start = offset;
+        // A closed segment covers offsets up to the next segment's base.
         let doomed: Vec<u64> = {
             let st = self.state.borrow();
-            let active = st.active().base;
-            st.segments.values().filter(|s| s.base != active && s.next_offset <= offset).map(|s| s.base).collect()
+            let bases: Vec<u64> = st.segments.keys().copied().collect();
+            bases.windows(2).filter(|w| w[1] <= offset).map(|w| w[0]).collect()
         };
         for base in doomed {
             self.state.borrow_mut().segments.remove(&base);

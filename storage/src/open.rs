@@ -10,7 +10,7 @@ use crate::{
     config::LogConfig,
     error::{Result, StorageError},
     files::{self, decode_checkpoint, read_checkpoint, read_small},
-    index::{SealInfo, SegmentIndex},
+    index::{IndexFileError, SealInfo, SegmentIndex},
     io::{align_down, Clock, Dir, File},
     log::{
         index_name, log_name, time_index_name, DamagedRange, Opened, RecoveryReport, Segment, CLEAN_SHUTDOWN,
@@ -45,10 +45,8 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
     }
 
     // A clean-shutdown marker is honoured once: removed before anything can be written.
-    let clean = match read_small(dir, CLEAN_SHUTDOWN).await? {
-        Some(bytes) => decode_checkpoint(&bytes).is_some(),
-        None => false,
-    };
+    let marker = read_small(dir, CLEAN_SHUTDOWN).await?;
+    let clean = marker.as_deref().is_some_and(|bytes| decode_checkpoint(bytes).is_some());
     let log_start_checkpoint = read_checkpoint(dir, LOG_START_CHECKPOINT).await?;
     let truncate_intent = read_checkpoint(dir, TRUNCATE_CHECKPOINT).await?;
     report.clean_shutdown = clean;
@@ -90,17 +88,20 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
         }
     }
 
-    // Delete segments wholly below the log start; the last one too if it ends below it (a log
-    // start is only persisted after the data below it is durable, so this means the disk lost
-    // synced data — offsets below the log start are never reused either way).
+    // Delete segments wholly below the log start: a segment covers offsets up to the next
+    // segment's base (compaction may have emptied its end). The last one goes too if it ends
+    // below the start (a log start is only persisted once the data below it is durable, so this
+    // means the disk lost synced data; offsets below the log start are never reused either way).
     let doomed: Vec<u64> = {
+        let bases: Vec<u64> = segments.keys().copied().collect();
         let last = segments.values().next_back().map(|s| (s.base, s.next_offset));
-        let all_below = last.is_some_and(|(_, next)| next < log_start);
-        segments
-            .values()
-            .filter(|s| (all_below || Some(s.base) != last.map(|l| l.0)) && s.next_offset <= log_start)
-            .map(|s| s.base)
-            .collect()
+        let mut doomed: Vec<u64> = bases.windows(2).filter(|w| w[1] <= log_start).map(|w| w[0]).collect();
+        if let Some((base, next)) = last {
+            if next < log_start {
+                doomed.push(base);
+            }
+        }
+        doomed
     };
     for base in doomed {
         report.decisions.push((DiskState::BelowLogStart, log_name(base)));
@@ -145,7 +146,7 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
     let tail = Tail::new(active_size, &prefix);
 
     report.segments = segments.len();
-    if clean {
+    if marker.is_some() {
         remove(dir, CLEAN_SHUTDOWN, &mut report).await?;
     }
     dir.sync().await.map_err(|e| StorageError::io("syncing directory", dir.describe(""), e))?;
@@ -177,6 +178,7 @@ async fn open_segment<D: Dir>(
     };
     let index_state = match &loaded {
         None => DiskState::IndexMissing,
+        Some(Err(IndexFileError::PastEnd { .. })) => DiskState::IndexPastEnd,
         Some(Err(e)) => {
             warn!(segment = %name, error = %e, "index damaged");
             DiskState::IndexDamaged
@@ -208,11 +210,12 @@ async fn open_segment<D: Dir>(
     report.scanned_bytes += len;
     let end_state = match (&scan.end, is_last) {
         (ScanEnd::Eof, _) => None,
-        (ScanEnd::ZeroTail, true) => Some(DiskState::ZeroFilledTail),
+        (ScanEnd::ZeroTail, _) => Some(DiskState::ZeroFilledTail),
         (ScanEnd::Torn, true) => Some(DiskState::TornTail),
-        (ScanEnd::Bad { .. }, true) => Some(DiskState::BadBatchInTail),
-        (ScanEnd::ZeroTail | ScanEnd::Bad { .. }, false) => Some(DiskState::BadBatchInSealed),
         (ScanEnd::Torn, false) => Some(DiskState::TornSealed),
+        (ScanEnd::Bad { .. }, true) => Some(DiskState::BadBatchInTail),
+        (ScanEnd::Bad { .. }, false) => Some(DiskState::BadBatchInSealed),
+        (ScanEnd::Stale { .. }, _) => Some(DiskState::OffsetsNotMonotonic),
     };
     for d in &scan.damage {
         report.decisions.push((DiskState::BadBatchInSealed, name.clone()));
@@ -220,27 +223,30 @@ async fn open_segment<D: Dir>(
         warn!(segment = %name, offsets = ?range.offsets, reason = %range.reason, "damaged range in a sealed segment: refusing to serve it");
         report.damaged.push(range);
     }
-    let next_offset = scan.next_offset;
     if let Some(state) = end_state {
         report.decisions.push((state, name.clone()));
-        match action_for(state) {
-            Action::TruncateAtFirstBadByte => {
-                let cut = len - scan.valid_end;
-                if matches!(scan.end, ScanEnd::Bad { .. } | ScanEnd::Torn) {
-                    warn!(segment = %name, at = scan.valid_end, bytes = cut, end = ?scan.end, "truncating the log tail at the first bad byte");
-                    report.truncated_bytes += cut;
-                }
-                report.discarded_valid_bytes += scan.valid_bytes_after_end;
-                file.set_len(scan.valid_end)
-                    .await
-                    .map_err(|e| StorageError::io("truncating", dir.describe(&name), e))?;
-                file.sync_data().await.map_err(|e| StorageError::io("syncing", dir.describe(&name), e))?;
+        // Zeros hold no data and are cut anywhere. Bad bytes are cut only at the tail of the
+        // last segment; in a sealed segment the scan recorded them as a refused range.
+        let action = if is_last || state == DiskState::ZeroFilledTail {
+            action_for(state)
+        } else {
+            Action::ReportAndRefuseRange
+        };
+        if action == Action::TruncateAtFirstBadByte {
+            let cut = len - scan.valid_end;
+            if state != DiskState::ZeroFilledTail || !is_last {
+                warn!(segment = %name, at = scan.valid_end, bytes = cut, end = ?scan.end, "cutting the segment at the first bad byte");
+                report.truncated_bytes += cut;
             }
-            Action::ReportAndRefuseRange => {} // recorded in scan.damage; clipped to the next segment below
-            other => unreachable!("scan end states map to truncate or refuse, not {other:?}"),
+            report.discarded_valid_bytes += scan.valid_bytes_after_end;
+            file.set_len(scan.valid_end).await.map_err(|e| StorageError::io("truncating", dir.describe(&name), e))?;
+            file.sync_data().await.map_err(|e| StorageError::io("syncing", dir.describe(&name), e))?;
         }
+    } else if is_last {
+        // What the scan read is what the log now acknowledges: make sure it is durable.
+        file.sync_data().await.map_err(|e| StorageError::io("syncing", dir.describe(&name), e))?;
     }
-    let size = if is_last { scan.valid_end } else { len };
+    let (size, next_offset) = (scan.valid_end, scan.next_offset);
     let seal = SealInfo {
         log_size: size,
         next_offset,

@@ -95,8 +95,10 @@ pub enum ScanEnd {
     ZeroTail,
     /// The file ends inside a batch.
     Torn,
-    /// An invalid batch (or offsets going backwards) at `scan.valid_end`.
+    /// An invalid batch at `scan.valid_end`.
     Bad { reason: String },
+    /// A valid batch whose offsets do not follow the previous batch's (stale bytes).
+    Stale { reason: String },
 }
 
 /// A range of a sealed segment that failed validation but is followed by valid data.
@@ -196,7 +198,7 @@ pub async fn scan_segment<F: File>(
                 scan.valid_end = pos;
                 continue;
             }
-            Ok(batch) => ScanEnd::Bad {
+            Ok(batch) => ScanEnd::Stale {
                 reason: format!(
                     "offset {} does not follow {}",
                     batch.base_offset(),
@@ -218,6 +220,8 @@ pub async fn scan_segment<F: File>(
                 });
                 pos = next;
                 scan.valid_end = pos; // the damaged bytes stay; reads of their offsets are refused
+                                      // Index the batch after the damage, so reads past it never scan through it.
+                scan.index.force_next_entry();
             }
             _ => {
                 if let Some(next) = resume {
@@ -242,7 +246,7 @@ pub async fn scan_segment<F: File>(
 fn describe(end: &ScanEnd) -> String {
     match end {
         ScanEnd::Torn => "segment ends inside a batch".to_string(),
-        ScanEnd::Bad { reason } => reason.clone(),
+        ScanEnd::Bad { reason } | ScanEnd::Stale { reason } => reason.clone(),
         other => format!("{other:?}"),
     }
 }

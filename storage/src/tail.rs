@@ -18,7 +18,13 @@ pub(crate) struct Tail {
     /// File position one past the last byte appended: the active segment's logical size.
     end: u64,
     chunks: VecDeque<Box<[u8]>>,
+    /// Evicted chunks kept for reuse: allocating fresh ones costs page faults and zeroing on
+    /// every 256 KiB appended.
+    spare: Vec<Box<[u8]>>,
 }
+
+/// Spare chunks kept per tail (bounded: 1 MiB).
+const MAX_SPARE: usize = 4;
 
 impl Tail {
     /// A tail whose file holds `page_prefix` at `[align_down(end), end)`: the partly written last
@@ -26,7 +32,7 @@ impl Tail {
     pub(crate) fn new(end: u64, page_prefix: &[u8]) -> Self {
         let start = align_down(end);
         assert_eq!(page_prefix.len() as u64, end - start, "tail must start with the partial last page");
-        let mut tail = Tail { start, end: start, chunks: VecDeque::new() };
+        let mut tail = Tail { start, end: start, chunks: VecDeque::new(), spare: Vec::new() };
         tail.push(page_prefix);
         tail
     }
@@ -44,7 +50,8 @@ impl Tail {
         while !bytes.is_empty() {
             let used = ((self.end - self.start) as usize) % CHUNK;
             if used == 0 && (self.end - self.start) as usize == self.chunks.len() * CHUNK {
-                self.chunks.push_back(vec![0u8; CHUNK].into_boxed_slice());
+                let chunk = self.spare.pop().unwrap_or_else(|| vec![0u8; CHUNK].into_boxed_slice());
+                self.chunks.push_back(chunk);
             }
             let chunk = self.chunks.back_mut().expect("a chunk with room");
             let n = bytes.len().min(CHUNK - used);
@@ -69,6 +76,20 @@ impl Tail {
         }
     }
 
+    /// `[pos, pos + len)` as a new vector. The range must be held.
+    pub(crate) fn copy_out(&self, pos: u64, len: usize) -> Vec<u8> {
+        assert!(pos >= self.start && pos + len as u64 <= self.end, "tail range not held");
+        let mut out = Vec::with_capacity(len);
+        let mut rel = (pos - self.start) as usize;
+        while out.len() < len {
+            let at = rel % CHUNK;
+            let n = (len - out.len()).min(CHUNK - at);
+            out.extend_from_slice(&self.chunks[rel / CHUNK][at..at + n]);
+            rel += n;
+        }
+        out
+    }
+
     /// Bytes held in memory.
     pub(crate) fn held_bytes(&self) -> usize {
         self.chunks.len() * CHUNK
@@ -79,7 +100,10 @@ impl Tail {
     pub(crate) fn evict(&mut self, keep_from: u64, budget: usize) {
         while self.held_bytes() > budget && self.chunks.len() > 1 && self.start + CHUNK as u64 <= align_down(keep_from)
         {
-            self.chunks.pop_front();
+            let chunk = self.chunks.pop_front().expect("more than one chunk");
+            if self.spare.len() < MAX_SPARE {
+                self.spare.push(chunk);
+            }
             self.start += CHUNK as u64;
         }
     }

@@ -148,15 +148,22 @@ impl File for DmaSegmentFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        // Large reads go as MAX_IO_BYTES pieces, all in flight at once.
+        let pieces: Vec<_> = (0..len.div_ceil(MAX_IO_BYTES).max(1))
+            .map(|i| {
+                let at = i * MAX_IO_BYTES;
+                self.file.read_at(pos + at as u64, (len - at).min(MAX_IO_BYTES))
+            })
+            .collect();
         let mut out = Vec::with_capacity(len);
-        while out.len() < len {
-            let want = (len - out.len()).min(MAX_IO_BYTES);
-            let got = self.file.read_at(pos + out.len() as u64, want).await.map_err(to_io)?;
-            out.extend_from_slice(&got);
-            if got.len() < want {
-                break; // end of file
+        for piece in join_all(pieces).await {
+            let piece = piece.map_err(to_io)?;
+            out.extend_from_slice(&piece);
+            if out.len() % MAX_IO_BYTES != 0 {
+                break; // end of file inside this piece: later pieces are empty
             }
         }
+        out.truncate(len);
         Ok(out)
     }
 
@@ -175,6 +182,33 @@ impl File for DmaSegmentFile {
     async fn allocate(&self, len: u64) -> io::Result<()> {
         self.file.pre_allocate(len, true).await.map_err(to_io)
     }
+}
+
+/// Polls every future until all are done; results in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 fn copy_buf(file: &DmaFile, bytes: &[u8]) -> DmaBuffer {
