@@ -38,6 +38,8 @@ use crate::{
 };
 
 pub(crate) const CLEAN_SHUTDOWN: &str = "clean.shutdown";
+/// fdatasyncs of one log in flight at once (group commit overlaps at most two rounds).
+const MAX_SYNCS_IN_FLIGHT: usize = 2;
 pub(crate) const LOG_START_CHECKPOINT: &str = "log-start.checkpoint";
 pub(crate) const TRUNCATE_CHECKPOINT: &str = "truncate.checkpoint";
 
@@ -145,7 +147,9 @@ pub(crate) struct State<F: File> {
     flushed_pos: u64,
     /// Which bytes of the active segment to write next, and which are written.
     pipeline: WritePipeline,
-    sync_in_flight: bool,
+    /// fdatasyncs in flight, and the highest offset one of them covers.
+    syncs_in_flight: usize,
+    sync_covers: u64,
     /// (end position, next offset) of batches appended but not yet written.
     pending: VecDeque<(u64, u64)>,
     bytes_since_sync: u64,
@@ -197,7 +201,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 flushed_end: opened.log_end,
                 flushed_pos: opened.active_size,
                 pipeline: WritePipeline::new(opened.active_size),
-                sync_in_flight: false,
+                syncs_in_flight: 0,
+                sync_covers: 0,
                 pending: VecDeque::new(),
                 bytes_since_sync: 0,
                 last_sync_ms: now,
@@ -406,10 +411,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 if let Some(reason) = &st.failed {
                     return Err(StorageError::Failed { reason: reason.clone() });
                 }
-                if st.sync_in_flight {
+                // Start an fdatasync if none in flight covers `end`: a second one may overlap the
+                // first, so bytes written while a sync runs do not wait for it to finish first.
+                let covered = st.syncs_in_flight > 0 && st.sync_covers >= end;
+                if covered || st.syncs_in_flight >= MAX_SYNCS_IN_FLIGHT || st.written_end < end {
                     None
                 } else {
-                    st.sync_in_flight = true;
+                    st.syncs_in_flight += 1;
+                    st.sync_covers = st.written_end;
                     let file = st.segments.values().next_back().expect("active segment").file.clone();
                     Some((file, st.written_end, st.pipeline.written()))
                 }
@@ -420,7 +429,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             };
             let result = file.sync_data().await;
             let mut st = self.state.borrow_mut();
-            st.sync_in_flight = false;
+            st.syncs_in_flight -= 1;
             match result {
                 Ok(()) if st.failed.is_some() => {
                     // An earlier failed fdatasync may have dropped data this one "succeeds" over.

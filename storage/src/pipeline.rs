@@ -76,27 +76,31 @@ impl WritePipeline {
             debug_assert!(self.frontier >= page + PAGE);
             return Some(self.issue(page, page + PAGE, (hole, page + PAGE)));
         }
-        // 2. New bytes at the frontier. While other writes are in flight, wait until enough has
-        // gathered for a large write: the device does far better with few large writes than
-        // with many small ones, and the waiting appenders' bytes ride together (group commit).
+        // 2. New bytes at the frontier. While other writes are in flight, write only whole pages
+        // and only once enough has gathered for a large write: the device does far better with
+        // few large writes than with many small ones, the waiting appenders' bytes ride together
+        // (group commit), and a partly filled last page is written once, when the pipeline
+        // drains, instead of after every write.
         let from = self.frontier;
-        if from >= end || (!self.in_flight.is_empty() && end - from < write_bytes / 4) {
-            return None;
-        }
+        let busy = !self.in_flight.is_empty();
         let page = align_down(from);
-        if from != page && self.page_busy(page) {
-            let next_page = page + PAGE;
-            if end <= next_page {
-                return None; // everything new is in the busy page: wait for its writer
+        let (start, covers_from) =
+            if from != page && self.page_busy(page) { (page + PAGE, page + PAGE) } else { (page, from) };
+        let mut stop = end.min(start + write_bytes);
+        if busy {
+            stop = align_down(stop);
+            if stop < start + (write_bytes / 4).max(PAGE) {
+                return None;
             }
-            self.rewrites.push_back((page, from));
-            let stop = end.min(next_page + write_bytes);
-            self.frontier = stop;
-            return Some(self.issue(next_page, stop, (next_page, stop)));
         }
-        let stop = end.min(page + write_bytes);
+        if stop <= start || stop <= from {
+            return None; // nothing new outside a busy page: wait for its writer
+        }
+        if start != page {
+            self.rewrites.push_back((page, from));
+        }
         self.frontier = stop;
-        Some(self.issue(page, stop, (from, stop)))
+        Some(self.issue(start, stop, (covers_from, stop)))
     }
 
     fn issue(&mut self, start: u64, end: u64, covers: (u64, u64)) -> PlannedWrite {
@@ -200,17 +204,18 @@ mod tests {
         const W: u64 = 16 << 10;
         let mut p = WritePipeline::new(0);
         let a = p.plan(100, W, 4).unwrap();
-        assert_eq!((a.start, a.end), (0, 100));
-        // A little more data while `a` is in flight: wait to gather a larger write.
-        assert!(p.plan(2_000, W, 4).is_none(), "less than a quarter of a write gathered");
-        // More data arrives while `a` (page 0) is in flight: pages after it go now.
+        assert_eq!((a.start, a.end), (0, 100), "idle: the partial page goes at once");
+        assert!(p.plan(2_000, W, 4).is_none(), "busy: wait until a quarter of a write has gathered");
         let b = p.plan(10_000, W, 4).unwrap();
-        assert_eq!((b.start, b.end), (4096, 10_000));
-        assert!(p.plan(10_000, W, 4).is_none(), "page 0 busy, page 2 busy");
+        assert_eq!((b.start, b.end), (4096, 8192), "busy: whole pages after the busy page 0");
+        assert!(p.plan(10_000, W, 4).is_none(), "only a partial page left while busy");
         assert_eq!(p.complete(a.id), 100);
         let c = p.plan(10_000, W, 4).unwrap();
-        assert_eq!((c.start, c.end), (0, 4096), "rewrite of page 0");
+        assert_eq!((c.start, c.end), (0, 4096), "rewrite of page 0 once its writer is done");
         assert_eq!(p.complete(b.id), 100, "bytes 100..4096 not yet covered");
-        assert_eq!(p.complete(c.id), 10_000);
+        assert_eq!(p.complete(c.id), 8192);
+        let d = p.plan(10_000, W, 4).unwrap();
+        assert_eq!((d.start, d.end), (8192, 10_000), "idle again: the partial tail");
+        assert_eq!(p.complete(d.id), 10_000);
     }
 }
