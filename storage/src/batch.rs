@@ -1018,9 +1018,9 @@ fn check_decode_invariants(data: &[u8]) {
     assert_eq!(records.len(), expected);
 
     // Rebuild only what BatchBuilder can express.
-    let deltas_ok = records.first().map_or(true, |r| r.offset_delta >= 0)
+    let deltas_ok = records.first().is_none_or(|r| r.offset_delta >= 0)
         && records.windows(2).all(|w| w[0].offset_delta < w[1].offset_delta)
-        && records.last().map_or(true, |r| r.offset_delta <= view.last_offset_delta());
+        && records.last().is_none_or(|r| r.offset_delta <= view.last_offset_delta());
     if !deltas_ok {
         return;
     }

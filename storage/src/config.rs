@@ -89,7 +89,7 @@ impl LogConfig {
     /// validate user input before building a config).
     pub fn validate(&self) {
         assert!(
-            self.write_bytes >= crate::io::ALIGN && self.write_bytes % crate::io::ALIGN == 0,
+            self.write_bytes >= crate::io::ALIGN && self.write_bytes.is_multiple_of(crate::io::ALIGN),
             "write_bytes must be a multiple of 4096"
         );
         assert!(self.writes_in_flight >= 1, "writes_in_flight must be at least 1");
@@ -98,6 +98,9 @@ impl LogConfig {
             "segment_bytes must fit index positions (u32)"
         );
         assert!(self.max_batch_bytes >= crate::batch::HEADER_LEN, "max_batch_bytes too small");
-        assert!(self.preallocate_bytes % crate::io::ALIGN as u64 == 0, "preallocate_bytes must be a multiple of 4096");
+        assert!(
+            self.preallocate_bytes.is_multiple_of(crate::io::ALIGN as u64),
+            "preallocate_bytes must be a multiple of 4096"
+        );
     }
 }

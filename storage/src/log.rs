@@ -6,6 +6,7 @@
 //! - `written_end`: offsets below it are written to the file and visible to readers.
 //! - `log_end`: the next offset `append` assigns. Batches in `[written_end, log_end)` are being
 //!   written; they are not readable yet and not acknowledged.
+//!
 //! `log_start <= flushed_end <= written_end <= log_end` once anything was appended.
 //!
 //! Concurrency: every method takes `&self` and is meant to be called from many tasks on one
@@ -428,33 +429,33 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 continue;
             };
             let result = file.sync_data().await;
-            let mut st = self.state.borrow_mut();
-            st.syncs_in_flight -= 1;
-            match result {
-                Ok(()) if st.failed.is_some() => {
+            let failed_meanwhile = {
+                let mut st = self.state.borrow_mut();
+                st.syncs_in_flight -= 1;
+                match (&result, st.failed.clone()) {
                     // An earlier failed fdatasync may have dropped data this one "succeeds" over.
-                    let reason = st.failed.clone().unwrap_or_default();
-                    drop(st);
-                    self.changed.notify_all();
-                    return Err(StorageError::Failed { reason });
+                    (Ok(()), Some(reason)) => Some(reason),
+                    (Ok(()), None) => {
+                        st.flushed_end = st.flushed_end.max(covers);
+                        st.flushed_pos = st.flushed_pos.max(covers_pos);
+                        st.bytes_since_sync = 0;
+                        st.last_sync_ms = self.clock.now_ms();
+                        None
+                    }
+                    (Err(_), _) => None,
                 }
-                Ok(()) => {
-                    st.flushed_end = st.flushed_end.max(covers);
-                    st.flushed_pos = st.flushed_pos.max(covers_pos);
-                    st.bytes_since_sync = 0;
-                    st.last_sync_ms = self.clock.now_ms();
-                    drop(st);
-                    self.changed.notify_all();
-                }
-                Err(e) => {
-                    // After a failed fdatasync nothing unsynced may be called durable, ever
-                    // (the kernel may have dropped the dirty state): refuse writes until reopened.
-                    let err = StorageError::io("fdatasync of", self.dir.describe(""), e);
-                    drop(st);
-                    self.fail(err.to_string());
-                    self.drop_unsynced(&file).await;
-                    return Err(err);
-                }
+            };
+            self.changed.notify_all();
+            if let Some(reason) = failed_meanwhile {
+                return Err(StorageError::Failed { reason });
+            }
+            if let Err(e) = result {
+                // After a failed fdatasync nothing unsynced may be called durable, ever (the
+                // kernel may have dropped the dirty state): refuse writes until reopened.
+                let err = StorageError::io("fdatasync of", self.dir.describe(""), e);
+                self.fail(err.to_string());
+                self.drop_unsynced(&file).await;
+                return Err(err);
             }
         }
     }

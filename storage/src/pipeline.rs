@@ -66,7 +66,7 @@ impl WritePipeline {
 
     /// The next write to issue for a segment whose logical end is `end`, if one may be issued.
     pub(crate) fn plan(&mut self, end: u64, write_bytes: u64, max_in_flight: usize) -> Option<PlannedWrite> {
-        debug_assert!(write_bytes % PAGE == 0 && write_bytes >= PAGE);
+        debug_assert!(write_bytes.is_multiple_of(PAGE) && write_bytes >= PAGE);
         if self.in_flight.len() >= max_in_flight {
             return None;
         }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use crate::io::{align_down, ALIGN};
 
 const CHUNK: usize = 256 << 10;
-const _: () = assert!(CHUNK % ALIGN == 0);
+const _: () = assert!(CHUNK.is_multiple_of(ALIGN));
 
 #[derive(Debug)]
 pub(crate) struct Tail {

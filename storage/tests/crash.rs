@@ -7,6 +7,7 @@
 //! - every acknowledged batch is present, at its offsets, byte-identical (rebuilt from its tag);
 //! - every batch the log serves is valid (CRC) and is one the child really appended (its records
 //!   match its tag), offsets contiguous — nothing corrupt or invented is served.
+//!
 //! The same directory is reused across cycles, so recovery runs on logs with many segments,
 //! rolls interrupted, and tails torn by earlier kills.
 //!

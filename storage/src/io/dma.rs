@@ -127,12 +127,12 @@ impl File for DmaSegmentFile {
     type Buf = DmaBuffer;
 
     fn alloc_buf(&self, len: usize) -> DmaBuffer {
-        assert!(len % ALIGN == 0, "DMA buffer length {len} not aligned");
+        assert!(len.is_multiple_of(ALIGN), "DMA buffer length {len} not aligned");
         self.file.alloc_dma_buffer(len)
     }
 
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
-        assert!(pos % ALIGN as u64 == 0, "DMA write position {pos} not aligned");
+        assert!(pos.is_multiple_of(ALIGN as u64), "DMA write position {pos} not aligned");
         let len = buf.as_slice().len();
         if len <= MAX_IO_BYTES {
             // Fast path: no copy, the shared buffer goes to the kernel as it is.

@@ -19,7 +19,7 @@ use std::{io, rc::Rc};
 /// Alignment of every position and length handed to [`File::write_at`]: the page size, which is
 /// also a multiple of every logical block size O_DIRECT may require.
 pub const ALIGN: usize = 4096;
-const _: () = assert!(ALIGN.is_power_of_two() && ALIGN % 512 == 0);
+const _: () = assert!(ALIGN.is_power_of_two() && ALIGN.is_multiple_of(512));
 
 /// Rounds `v` down to a multiple of [`ALIGN`].
 pub const fn align_down(v: u64) -> u64 {
@@ -58,7 +58,7 @@ pub trait Dir: 'static {
 }
 
 /// One open file.
-#[allow(async_fn_in_trait)]
+#[allow(async_fn_in_trait, clippy::len_without_is_empty)]
 pub trait File: 'static {
     type Buf: IoBuf;
 

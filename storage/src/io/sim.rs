@@ -677,14 +677,19 @@ impl File for SimFile {
     type Buf = SimBuf;
 
     fn alloc_buf(&self, len: usize) -> SimBuf {
-        assert!(len % ALIGN == 0, "buffer length {len} is not a multiple of {ALIGN}");
+        assert!(len.is_multiple_of(ALIGN), "buffer length {len} is not a multiple of {ALIGN}");
         SimBuf(vec![0xA5; len])
     }
 
     async fn write_at(&self, buf: Rc<SimBuf>, pos: u64) -> io::Result<()> {
         let data = buf.as_slice();
-        assert!(pos % ALIGN as u64 == 0, "{}: write position {pos} is not a multiple of {ALIGN}", self.desc);
-        assert!(data.len() % ALIGN == 0, "{}: write length {} is not a multiple of {ALIGN}", self.desc, data.len());
+        assert!(pos.is_multiple_of(ALIGN as u64), "{}: write position {pos} is not a multiple of {ALIGN}", self.desc);
+        assert!(
+            data.len().is_multiple_of(ALIGN),
+            "{}: write length {} is not a multiple of {ALIGN}",
+            self.desc,
+            data.len()
+        );
         self.with(Some(FaultKind::Write), |inner, ino| {
             let node = &inner.inodes[&ino];
             let new_len = (node.data.len() as u64).max(pos + data.len() as u64);
@@ -919,7 +924,7 @@ mod tests {
             let bytes = disk.file_bytes("p", "seg").unwrap();
             assert!(bytes[..ALIGN].iter().all(|&b| b == 0x11));
             let tail = &bytes[ALIGN..];
-            assert!(tail.len() <= ALIGN && tail.len() % SECTOR == 0, "seed {seed}");
+            assert!(tail.len() <= ALIGN && tail.len().is_multiple_of(SECTOR), "seed {seed}");
             if tail.is_empty() {
                 lost += 1;
             } else if tail.len() == ALIGN && tail.iter().all(|&b| b == 0x22) {
