@@ -105,3 +105,50 @@ fn fsync_never_and_interval_sync_less() {
         assert_eq!(log.offsets().written_end, 200);
     }
 }
+
+#[test]
+fn segments_roll_by_age_and_retention_deletes_by_time_and_size() {
+    let disk = SimDisk::new(4);
+    let clock = SimClock::new(1_000_000);
+    let config =
+        LogConfig { segment_ms: Some(60_000), retention_ms: Some(600_000), retention_bytes: None, ..small_config() };
+    let log = open(&disk, &clock, config.clone());
+    // Ten small appends a minute apart: each lands in a new segment (age roll), far below the
+    // 16 KiB size roll.
+    for i in 0..10u64 {
+        block_on(log.append(&batch(i, 1, 1, 10, 1_000_000 + i as i64 * 60_000), 0)).unwrap();
+        clock.advance(60_000);
+    }
+    assert_eq!(log.segment_bases(), (0..10).collect::<Vec<u64>>(), "one segment per minute");
+    // Segments whose newest record is older than 10 minutes go (segment 0's record has ts
+    // 1_000_000 < now - 600_000 = 1_000_001), never the active one, oldest first, and the log
+    // start follows.
+    clock.advance(1);
+    let out = block_on(log.enforce_retention()).unwrap();
+    assert_eq!(out.deleted_segments, 1);
+    assert_eq!(log.offsets().log_start, 1);
+    clock.advance(5 * 60_000);
+    let out = block_on(log.enforce_retention()).unwrap();
+    assert_eq!(out.deleted_segments, 5);
+    assert_eq!(log.offsets().log_start, 6);
+    assert!(matches!(block_on(log.read(5, 100)), Err(StorageError::OffsetOutOfRange { .. })));
+    assert_eq!(split(&block_on(log.read(6, 100)).unwrap().bytes)[0].0, 6);
+    // Offsets are never renumbered: the next append continues at 10.
+    assert_eq!(block_on(log.append(&batch(10, 1, 1, 10, 2_000_000), 0)).unwrap().base_offset, 10);
+
+    // Size: keep deleting the oldest closed segment while the rest still holds retention_bytes.
+    let per_segment = log.size_bytes() / log.segment_bases().len() as u64;
+    drop(log);
+    let sized = LogConfig { retention_ms: None, retention_bytes: Some(per_segment * 2), ..config };
+    let (log, _) = block_on(keel_storage::Log::open(disk.dir("p0"), clock.clone(), sized)).unwrap();
+    block_on(log.enforce_retention()).unwrap();
+    assert!(log.size_bytes() >= per_segment * 2, "never below retention_bytes");
+    assert!(log.segment_bases().len() <= 3);
+    assert_eq!(log.offsets().log_start, log.segment_bases()[0]);
+    // Restart: the log start is durable.
+    let start = log.offsets().log_start;
+    drop(log);
+    disk.crash();
+    let (log, _) = block_on(keel_storage::Log::open(disk.dir("p0"), clock, small_config())).unwrap();
+    assert_eq!(log.offsets().log_start, start);
+}
