@@ -15,7 +15,7 @@ build:
 ## All tests: unit, model-based property tests, corruption and fault tests, and the SIGKILL crash
 ## test (100 cycles). Must pass on a 2-core machine well within CI's limit.
 test:
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked -- --show-output
 
 ## Long runs: 1000 SIGKILL cycles and 5000 cases per model property.
 torture:
