@@ -13,5 +13,15 @@ fi
 
 echo "ci: $(cargo --version), $(nproc) cores, kernel $(uname -r)"
 started=$(date +%s)
-make test
-echo "ci: make test passed in $(( $(date +%s) - started ))s"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+make test 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run: cargo prints a "test result" line per test binary.
+summary=$(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+               END { printf "%d passed, %d failed", p, f }' "$log")
+echo "ci: make test exited $status after $(( $(date +%s) - started ))s"
+echo "$summary"
+exit "$status"

@@ -347,7 +347,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             return Ok(());
         }
         let new_size = writer.size;
-        writer.finish().await.map_err(|e| io_err("finishing", e))?;
+        let cleaned = writer.finish().await.map_err(|e| io_err("finishing", e))?;
+        cleaned.close().await.map_err(|e| io_err("closing", e))?;
         let seal = SealInfo {
             log_size: new_size,
             next_offset: c.next_offset,
@@ -370,19 +371,26 @@ impl<D: Dir, C: Clock> Log<D, C> {
         self.sync_dir().await?;
         let new_file =
             self.dir.open(&name, false).await.map_err(|e| StorageError::io("opening", self.dir.describe(&name), e))?;
-        {
+        let old_file = {
             let mut st = self.state.borrow_mut();
             let seg = st.segments.get_mut(&c.base).expect("maintenance lock keeps closed segments in place");
-            seg.file = Rc::new(new_file);
+            let old_file = std::mem::replace(&mut seg.file, Rc::new(new_file));
             seg.size = new_size;
             seg.index = index;
             seg.last_batch_crc = last_crc;
-        }
+            old_file
+        };
         outcome.segments_rewritten += 1;
         outcome.records_removed += removed;
         outcome.bytes_before += c.size;
         outcome.bytes_after += new_size;
         info!(segment = %name, removed, before = c.size, after = new_size, "compacted segment");
+        // Close the replaced file once nothing here holds it (readers in flight keep it open).
+        drop(reader);
+        drop(c);
+        if let Err(e) = crate::io::close_shared(old_file).await {
+            tracing::warn!(segment = %name, error = %e, "closing the replaced segment file failed");
+        }
         Ok(())
     }
 }

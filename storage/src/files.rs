@@ -18,6 +18,7 @@ pub(crate) async fn read_small<D: Dir>(dir: &D, name: &str) -> Result<Option<Vec
             let len = file.len().await.map_err(|e| StorageError::io("sizing", dir.describe(name), e))?;
             let bytes =
                 file.read_at(0, len as usize).await.map_err(|e| StorageError::io("reading", dir.describe(name), e))?;
+            file.close().await.map_err(|e| StorageError::io("closing", dir.describe(name), e))?;
             Ok(Some(bytes))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -38,7 +39,8 @@ pub(crate) async fn write_whole<D: Dir>(dir: &D, name: &str, bytes: &[u8]) -> Re
         file.set_len(0).await?;
         file.write_at(Rc::new(buf), 0).await?;
         file.set_len(bytes.len() as u64).await?;
-        file.sync_data().await
+        file.sync_data().await?;
+        file.close().await
     }
     .await;
     done.map_err(|e| StorageError::io("writing", what(), e))

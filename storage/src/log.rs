@@ -31,7 +31,7 @@ use crate::{
     error::{Result, StorageError},
     files,
     index::{SealInfo, SegmentIndex},
-    io::{align_down, align_up, Clock, Dir, File, IoBuf},
+    io::{self, align_down, align_up, Clock, Dir, File, IoBuf},
     notify::Notify,
     pipeline::WritePipeline,
     recovery::DiskState,
@@ -903,7 +903,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             if Some(base) == keep_base {
                 continue;
             }
-            self.state.borrow_mut().segments.remove(&base);
+            self.close_removed_segment(base).await;
             self.remove_segment_files(base).await?;
         }
         let base = keep_base.expect("the cut lies in a segment");
@@ -1009,7 +1009,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             bases.windows(2).filter(|w| w[1] <= offset).map(|w| w[0]).collect()
         };
         for base in doomed {
-            self.state.borrow_mut().segments.remove(&base);
+            self.close_removed_segment(base).await;
             self.remove_segment_files(base).await?;
         }
         self.state.borrow_mut().damaged.retain(|d| d.offsets.end > offset);
@@ -1028,7 +1028,21 @@ impl<D: Dir, C: Clock> Log<D, C> {
         self.state.borrow_mut().closed = true;
         drop(guard);
         self.changed.notify_all();
+        let segments = std::mem::take(&mut self.state.borrow_mut().segments);
+        for (_, segment) in segments {
+            io::close_shared(segment.file).await.map_err(|e| StorageError::io("closing", self.dir.describe(""), e))?;
+        }
         Ok(())
+    }
+
+    /// Forgets segment `base` and closes its file (once no reader holds it).
+    async fn close_removed_segment(&self, base: u64) {
+        let removed = self.state.borrow_mut().segments.remove(&base);
+        if let Some(segment) = removed {
+            if let Err(e) = io::close_shared(segment.file).await {
+                warn!(base, error = %e, "closing a removed segment failed");
+            }
+        }
     }
 
     // ----------------------------------------------------------------------------------------

@@ -105,7 +105,11 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
     };
     for base in doomed {
         report.decisions.push((DiskState::BelowLogStart, log_name(base)));
-        segments.remove(&base);
+        if let Some(segment) = segments.remove(&base) {
+            crate::io::close_shared(segment.file)
+                .await
+                .map_err(|e| StorageError::io("closing", dir.describe(""), e))?;
+        }
         for name in [log_name(base), index_name(base), time_index_name(base)] {
             remove(dir, &name, &mut report).await?;
         }

@@ -56,6 +56,7 @@ pub fn verify(path: &Path) -> std::io::Result<Vec<SegmentCheck>> {
             let len = file.len().await?;
             let sealed = i + 1 < count;
             let scan = scan_segment(&file, base, len, sealed, 4096).await?;
+            file.close().await?;
             out.push(SegmentCheck {
                 name,
                 base,
@@ -86,6 +87,7 @@ pub fn dump(path: &Path, records: bool, out: &mut dyn std::io::Write) -> std::io
             let file = dir.open(&name, false).await?;
             let len = file.len().await?;
             let bytes = file.read_at(0, len as usize).await?;
+            file.close().await?;
             let _ = writeln!(text, "segment {name} ({len} bytes)");
             let mut pos = 0usize;
             while pos < bytes.len() {

@@ -182,6 +182,10 @@ impl File for DmaSegmentFile {
     async fn allocate(&self, len: u64) -> io::Result<()> {
         self.file.pre_allocate(len, true).await.map_err(to_io)
     }
+
+    async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(to_io)
+    }
 }
 
 /// Polls every future until all are done; results in order.

@@ -78,6 +78,24 @@ pub trait File: 'static {
     /// Reserves disk blocks for `[0, len)` without changing the file's length, so later writes
     /// inside it cannot fail with ENOSPC.
     async fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Closes the file now. Dropping a file also closes it, but the runtime may only get to it
+    /// at its next I/O cycle (glommio queues the close), so short-lived executors and code that
+    /// opens many files close explicitly.
+    async fn close(self) -> io::Result<()>
+    where
+        Self: Sized,
+    {
+        drop(self);
+        Ok(())
+    }
+}
+
+/// Closes a shared file if this is its last handle (otherwise the other holders keep it open).
+pub async fn close_shared<F: File>(file: std::rc::Rc<F>) -> io::Result<()> {
+    match std::rc::Rc::try_unwrap(file) {
+        Ok(file) => file.close().await,
+        Err(_) => Ok(()),
+    }
 }
 
 /// Wall-clock milliseconds since the Unix epoch, injectable so retention, segment age and
