@@ -177,6 +177,14 @@ fn crash_test_sigkill_loses_nothing_acknowledged() {
         figures.verified_batches += checked;
         verified_end = end;
         figures.cycles += 1;
+        if whole {
+            println!(
+                "crash test: {} cycles, {} acked, log end {end}, {:.1}s",
+                figures.cycles,
+                figures.acked,
+                started.elapsed().as_secs_f64()
+            );
+        }
     }
     println!(
         "crash test: seed={seed} cycles={} acked={} verified_batches={} lost={} elapsed={:.1}s",
@@ -194,7 +202,7 @@ fn crash_test_sigkill_loses_nothing_acknowledged() {
 fn verify(dir: &std::path::Path, acked: &BTreeMap<u64, (u64, u64)>, from: u64, seed: u64, cycle: u64) -> (u64, u64) {
     let dir = dir.to_path_buf();
     let acked: BTreeMap<u64, (u64, u64)> = acked.range(from..).map(|(k, v)| (*k, *v)).collect();
-    std::thread::spawn(move || {
+    with_watchdog(seed, cycle, move || {
         glommio::LocalExecutor::default().run(async move {
             let (log, report) = Log::open(DmaDir::create(&dir).await.unwrap(), SystemClock, config())
                 .await
@@ -251,6 +259,22 @@ fn verify(dir: &std::path::Path, acked: &BTreeMap<u64, (u64, u64)>, from: u64, s
             (served.len() as u64, end)
         })
     })
-    .join()
-    .expect("verification")
+}
+
+/// Runs `check` on its own thread and waits at most `VERIFY_TIMEOUT` for it, so a hang (an I/O
+/// that never completes) fails the test with its seed and cycle instead of stalling CI.
+fn with_watchdog<T: Send + 'static>(seed: u64, cycle: u64, check: impl FnOnce() -> T + Send + 'static) -> T {
+    const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
+        let _ = tx.send(result);
+    });
+    match rx.recv_timeout(VERIFY_TIMEOUT) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => {
+            panic!("seed {seed} cycle {cycle}: recovery/verification did not finish within {VERIFY_TIMEOUT:?} (hung)")
+        }
+    }
 }
