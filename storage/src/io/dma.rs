@@ -148,6 +148,11 @@ impl File for DmaSegmentFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        if len == 0 {
+            // glommio would submit a zero-length DMA read (its buffer allocation for 0 bytes
+            // has no buffer to give); nothing to read, so do not ask.
+            return Ok(Vec::new());
+        }
         // Large reads go as MAX_IO_BYTES pieces, all in flight at once.
         let pieces: Vec<_> = (0..len.div_ceil(MAX_IO_BYTES).max(1))
             .map(|i| {
