@@ -239,6 +239,13 @@ impl<D: Dir, C: Clock> Log<D, C> {
 
     pub fn offsets(&self) -> Offsets {
         let st = self.state.borrow();
+        debug_assert!(
+            st.flushed_end <= st.written_end && st.written_end <= st.log_end,
+            "offset order broken: flushed {} written {} end {}",
+            st.flushed_end,
+            st.written_end,
+            st.log_end
+        );
         Offsets {
             log_start: st.log_start,
             flushed_end: st.flushed_end,

@@ -197,16 +197,9 @@ async fn open_segment<D: Dir>(
         report.decisions.push((index_state, name));
         return Ok(segment_from(file, base, seal, index));
     }
-    let state = if is_last
-        && index_state != DiskState::IndexMissing
-        && index_state != DiskState::IndexDamaged
-        && index_state != DiskState::IndexPastEnd
-    {
-        DiskState::UncleanTail
-    } else {
-        index_state
-    };
-    report.decisions.push((state, name.clone()));
+    // Every state that reaches here calls for a scan (the table's Trust rows returned above).
+    debug_assert_eq!(action_for(index_state), Action::ScanAndRebuildIndex);
+    report.decisions.push((index_state, name.clone()));
     let scan = scan_segment(&file, base, len, !is_last, config.index_interval_bytes)
         .await
         .map_err(|e| StorageError::io("scanning", dir.describe(&name), e))?;
