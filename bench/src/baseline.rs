@@ -52,6 +52,11 @@ pub struct DiskArgs {
     /// Number of 4 KiB write + fdatasync samples.
     #[arg(long, default_value_t = 2000)]
     pub fsync_samples: u64,
+    /// Size of the second write + fdatasync latency measurement (`group_fsync_latency_us`): the
+    /// bytes one group commit writes when N appenders each append one batch (default: 8 × 64 KiB),
+    /// the floor of a group commit of that size on this disk. 0 skips it.
+    #[arg(long, default_value = "512KiB", value_parser = crate::parse_size)]
+    pub group_bytes: u64,
     /// Largest size the throughput file may reach before writes wrap to its start (bytes); also
     /// capped at half the free space of the filesystem.
     #[arg(long, default_value_t = 32 << 30)]
@@ -80,6 +85,10 @@ pub struct DiskBaseline {
     /// The file size at which writes wrapped to offset 0 (0: they never wrapped).
     pub wrapped_at_bytes: u64,
     pub fsync_latency_us: LatencySummary,
+    /// Write of `group_bytes` + fdatasync, each at the next position of a growing file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_fsync_latency_us: Option<LatencySummary>,
+    pub group_bytes: u64,
 }
 
 pub fn run_disk(args: &DiskArgs) -> Result<(), String> {
@@ -117,7 +126,13 @@ pub async fn measure_disk_here(args: &DiskArgs) -> Result<DiskBaseline, String> 
 
     let seq =
         sequential_write(dir, io_bytes, args.in_flight, Duration::from_secs_f64(args.duration_secs), wrap_at).await?;
-    let fsync = fsync_latency(dir, args.fsync_samples).await?;
+    let fsync = fsync_latency(dir, ALIGN, args.fsync_samples).await?;
+    let group = if args.group_bytes > 0 {
+        let samples = (args.fsync_samples / 4).max(1);
+        Some(fsync_latency(dir, args.group_bytes.min(max_io), samples).await?)
+    } else {
+        None
+    };
     Ok(DiskBaseline {
         kind: "baseline_disk",
         dir: dir.display().to_string(),
@@ -128,6 +143,8 @@ pub async fn measure_disk_here(args: &DiskArgs) -> Result<DiskBaseline, String> 
         bytes_written: seq.bytes,
         wrapped_at_bytes: if seq.wrapped { wrap_at } else { 0 },
         fsync_latency_us: fsync,
+        group_fsync_latency_us: group,
+        group_bytes: args.group_bytes.min(max_io),
     })
 }
 
@@ -148,6 +165,9 @@ pub fn validate(args: &DiskArgs) -> Result<(), String> {
     }
     if args.in_flight == 0 {
         return Err("--in-flight must be at least 1".into());
+    }
+    if args.group_bytes & (ALIGN - 1) != 0 {
+        return Err(format!("--group-bytes must be a multiple of {ALIGN}, not {}", args.group_bytes));
     }
     if args.fsync_samples == 0 {
         return Err("--fsync-samples must be at least 1".into());
@@ -172,6 +192,9 @@ pub fn print_human(r: &DiskBaseline) {
         );
     }
     println!("  4 KiB write + fdatasync latency: {}", r.fsync_latency_us.human());
+    if let Some(group) = &r.group_fsync_latency_us {
+        println!("  {} write + fdatasync latency: {}", report::fmt_bytes(r.group_bytes), group.human());
+    }
 }
 
 /// See [`keel_storage::io::dma::prime_poll_probe`]: glommio must probe polled-I/O support on a
@@ -356,32 +379,32 @@ async fn sequential_write_into(
     Ok(SeqResult { bytes: written.get(), elapsed: start.elapsed(), wrapped: wrapped.get() })
 }
 
-/// `samples` times: write one 4 KiB block at the next position, then fdatasync; each pair timed.
-async fn fsync_latency(dir: &Path, samples: u64) -> Result<LatencySummary, String> {
+/// `samples` times: write one `bytes` block at the next position, then fdatasync; each pair timed.
+async fn fsync_latency(dir: &Path, bytes: u64, samples: u64) -> Result<LatencySummary, String> {
     let scratch = ScratchFile::create(dir).await?;
-    let result = fsync_latency_into(&scratch.file, samples).await;
+    let result = fsync_latency_into(&scratch.file, bytes, samples).await;
     scratch.discard().await;
     result
 }
 
-async fn fsync_latency_into(file: &Rc<DmaFile>, samples: u64) -> Result<LatencySummary, String> {
-    let mut buf = file.alloc_dma_buffer(ALIGN as usize);
+async fn fsync_latency_into(file: &Rc<DmaFile>, bytes: u64, samples: u64) -> Result<LatencySummary, String> {
+    let mut buf = file.alloc_dma_buffer(bytes as usize);
     report::fill_pseudo_random(buf.as_bytes_mut(), 0x2545_F491_4F6C_DD1D);
     let buf = Rc::new(buf);
     let mut hist = report::latency_histogram();
     for i in 0..samples {
-        let pos = i * ALIGN;
+        let pos = i * bytes;
         let t0 = Instant::now();
         let n = file
             .write_rc_at(buf.clone(), pos)
             .await
-            .map_err(|e| format!("4 KiB O_DIRECT write at {pos} failed: {}", std::io::Error::from(e)))?;
-        if n as u64 != ALIGN {
-            return Err(format!("short 4 KiB write at {pos}: {n} bytes"));
+            .map_err(|e| format!("{bytes}-byte O_DIRECT write at {pos} failed: {}", std::io::Error::from(e)))?;
+        if n as u64 != bytes {
+            return Err(format!("short {bytes}-byte write at {pos}: {n} bytes"));
         }
-        file.fdatasync()
-            .await
-            .map_err(|e| format!("fdatasync after the 4 KiB write at {pos} failed: {}", std::io::Error::from(e)))?;
+        file.fdatasync().await.map_err(|e| {
+            format!("fdatasync after the {bytes}-byte write at {pos} failed: {}", std::io::Error::from(e))
+        })?;
         report::record_us(&mut hist, t0.elapsed());
     }
     Ok(LatencySummary::from_histogram(&hist))

@@ -292,6 +292,7 @@ async fn measure(args: &StorageArgs) -> Result<StorageResult, String> {
             block_bytes: 1 << 20,
             in_flight: 4,
             fsync_samples: 2000,
+            group_bytes: 0,
             max_file_bytes: 32 << 30,
             cpu: args.cpu,
             json: false,

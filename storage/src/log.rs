@@ -318,6 +318,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 Prepare::Allocate(upto) => self.allocate(upto).await?,
             }
         };
+        // Let every other task that is ready to run append before this one starts a write, so
+        // appends that arrive together (a burst of requests, the appenders woken by the last
+        // write or fdatasync) leave in one write and one fdatasync instead of a chain of small ones.
+        futures_lite::future::yield_now().await;
         self.wait_written(info.last_offset + 1).await?;
         match self.config.fsync {
             FsyncPolicy::Always => self.wait_flushed(info.last_offset + 1).await?,
