@@ -286,6 +286,21 @@ impl<D: Dir, C: Clock> Log<D, C> {
         self.changed.notify_all();
     }
 
+    /// Completes once a read at `offset` can return something (the written end moved past it),
+    /// or the log failed or closed: the wake-up of a consumer's long poll.
+    pub async fn wait_for_readable(&self, offset: u64) {
+        loop {
+            let wait = self.changed.changed();
+            {
+                let st = self.state.borrow();
+                if st.written_end > offset || st.closed || st.failed.is_some() {
+                    return;
+                }
+            }
+            wait.await;
+        }
+    }
+
     /// The reason the log refuses writes, if it does.
     pub fn failure(&self) -> Option<String> {
         self.state.borrow().failed.clone()

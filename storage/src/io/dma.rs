@@ -37,7 +37,10 @@ pub async fn prime_poll_probe(dir: &Path) -> io::Result<()> {
     if PROBED.lock().expect("probe set").get_or_insert_with(HashSet::new).contains(&dev) {
         return Ok(());
     }
-    let probe = dir.join(format!(".keel-poll-probe-{}", std::process::id()));
+    // Unique per call: shards on other threads may be priming the same directory right now.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = dir.join(format!(".keel-poll-probe-{}-{n}", std::process::id()));
     std::fs::write(&probe, vec![0u8; ALIGN])?;
     let opened = DmaFile::open(&probe).await.map_err(to_io);
     let _ = std::fs::remove_file(&probe);
