@@ -5,12 +5,18 @@ BENCH_DIR    ?= ./bench-data
 BENCH_SECS   ?= 10s
 RESULTS      ?= results/storage-$(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: all build test torture bench-storage fmt lint fuzz clean
+.PHONY: all build run test torture bench-storage fmt lint fuzz clean
 
 all: build
 
 build:
 	$(CARGO) build --release --workspace --locked
+
+## The broker on this machine: one shard per core, native protocol on 127.0.0.1:9400, data in
+## ./keel-data. Stop it with Ctrl-C (clean shutdown). Extra flags: make run ARGS="--cores 1".
+run:
+	$(CARGO) build --release --locked --bin keel
+	target/release/keel serve $(ARGS)
 
 ## All tests: unit, model-based property tests, corruption and fault tests, and the SIGKILL crash
 ## test (100 cycles). Must pass on a 2-core machine well within CI's limit.
@@ -34,9 +40,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## Fuzz the batch decoder (needs cargo-fuzz: `cargo install cargo-fuzz`). Not run in CI.
+## Fuzz the decoders (needs cargo-fuzz: `cargo install cargo-fuzz`), 5 minutes each: the record
+## batch decoder and the native protocol's frame + request decoder. Not run in CI.
 fuzz:
 	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run batch_decode -- -max_total_time=300
+	cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run request_decode -- -max_total_time=300
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,5 @@
-//! `keel`: the Keel command line.
-//!
-//! The broker itself (`keel serve`) and the client commands arrive with the shard runtime;
-//! today the binary carries the operator tools for partition log directories.
+//! `keel`: the Keel command line: `keel serve` runs the broker; `keel log` inspects partition
+//! log directories.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -16,6 +14,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the broker: one shard per core, the native protocol on --listen. Settings come from
+    /// defaults, then --config FILE (TOML), then KEEL_* variables, then flags.
+    Serve(keel::serve_config::ServeArgs),
     /// Inspect a partition log directory (read-only).
     #[command(subcommand)]
     Log(LogCommand),
@@ -41,6 +42,7 @@ enum LogCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Serve(args) => serve(&args),
         Command::Log(LogCommand::Verify { dir }) => verify(&dir),
         Command::Log(LogCommand::Dump { dir, records }) => {
             match keel_tools::logdir::dump(&dir, records, &mut std::io::stdout().lock()) {
@@ -51,6 +53,39 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn serve(args: &keel::serve_config::ServeArgs) -> ExitCode {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let config = match args.resolve(cpus) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("keel serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    match keel::broker::serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `KEEL_LOG` (or `RUST_LOG`) filters events, e.g. `KEEL_LOG=debug` or `KEEL_LOG=keel=debug`;
+/// the default is `info`.
+fn init_logging(format: keel::serve_config::LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KEEL_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        keel::serve_config::LogFormat::Human => builder.init(),
+        keel::serve_config::LogFormat::Json => builder.json().init(),
     }
 }
 

@@ -1,0 +1,421 @@
+//! `keel serve`: starts one shard per core, opens the partitions each shard owns, accepts
+//! connections on every shard (SO_REUSEPORT) and answers the requests that other shards route to
+//! this one. Shard 0 is the controller: it changes topic metadata, persists it and tells every
+//! shard.
+//!
+//! Shutdown (SIGTERM/SIGINT): shards stop accepting, give connections `shutdown_timeout_ms` to
+//! finish their request, then close every log cleanly (flushed, clean-shutdown marker written).
+
+use std::{
+    cell::{Cell, RefCell},
+    path::PathBuf,
+    rc::Rc,
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::net::TcpListener;
+use keel_protocol::ErrorCode;
+use keel_shards::{RuntimeConfig, Shard, ShardId};
+use keel_storage::{batch::BatchView, LogConfig};
+use tracing::{error, info, warn};
+
+use crate::{
+    connection,
+    metadata::{self, Metadata, Topic, TopicId},
+    partitions::{PartitionKey, Partitions},
+    routing::{Failure, PartitionOffsets, ShardRequest, ShardResponse},
+    serve_config::ServeConfig,
+    topic_config::TopicConfig,
+};
+
+pub type BrokerShard = Shard<ShardRequest, ShardResponse>;
+
+/// Everything one shard owns. Lives on the shard's thread only.
+pub struct ShardState {
+    pub shard: BrokerShard,
+    pub config: Arc<ServeConfig>,
+    pub partitions: Partitions,
+    /// This shard's copy of the controller's metadata (routing table).
+    pub metadata: RefCell<Arc<Metadata>>,
+    pub connections: Cell<usize>,
+    /// The CPU each shard is pinned to (for status), if pinned.
+    pub cores: Arc<Vec<Option<usize>>>,
+}
+
+impl ShardState {
+    pub fn id(&self) -> ShardId {
+        self.shard.id()
+    }
+
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.metadata.borrow().clone()
+    }
+
+    /// The owning shard of a partition, if the topic and partition exist.
+    pub fn route(&self, topic: &str, partition: u32) -> Option<(PartitionKey, ShardId)> {
+        let metadata = self.metadata.borrow();
+        let t = metadata.topic(topic)?;
+        let p = t.partitions.get(partition as usize)?;
+        Some((PartitionKey { topic: t.id, partition }, ShardId(p.shard)))
+    }
+}
+
+fn metadata_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("metadata.json")
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Errors are for the operator (printed, exit code 1).
+pub fn serve(config: ServeConfig) -> Result<(), String> {
+    let online = online_cpus()?;
+    let shards = config.shard_count(online.len());
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    let path = metadata_path(&config.data_dir);
+    let metadata = match metadata::store::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))? {
+        Some(bytes) => Metadata::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+        None => Metadata::new(),
+    };
+    let placed_beyond = metadata.topics().flat_map(|t| &t.partitions).find(|p| p.shard as usize >= shards);
+    if let Some(p) = placed_beyond {
+        return Err(format!(
+            "partitions are placed on shard {} but only {shards} shards are configured (--cores); \
+             start with at least {} cores",
+            p.shard,
+            p.shard + 1
+        ));
+    }
+    let cores: Vec<usize> = online.iter().copied().take(shards).collect();
+    let runtime_config =
+        RuntimeConfig { shards, pin: keel_shards::Pinning::Cores(cores.clone()), ..RuntimeConfig::unpinned(shards) };
+    let config = Arc::new(config);
+    let metadata = Arc::new(metadata);
+    let cores = Arc::new(cores.into_iter().map(Some).collect::<Vec<_>>());
+    info!(shards, data_dir = %config.data_dir.display(), listen = %config.listen, "starting");
+    let runtime = keel_shards::start(runtime_config, {
+        let (config, metadata, cores) = (config.clone(), metadata.clone(), cores.clone());
+        move |shard| shard_main(shard, config.clone(), metadata.clone(), cores.clone())
+    })
+    .map_err(|e| format!("cannot start the shards: {e}"))?;
+    let stop = runtime.stop_handle();
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let signal_handle = signals.handle();
+    std::thread::Builder::new()
+        .name("keel-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                info!(signal, "shutting down");
+                stop.stop();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let result = runtime.join().map_err(|e| format!("{e}"));
+    signal_handle.close();
+    result
+}
+
+fn online_cpus() -> Result<Vec<usize>, String> {
+    let cpus = std::thread::available_parallelism().map_err(|e| format!("cannot count CPUs: {e}"))?.get();
+    Ok((0..cpus).collect())
+}
+
+async fn shard_main(
+    shard: BrokerShard,
+    config: Arc<ServeConfig>,
+    metadata: Arc<Metadata>,
+    cores: Arc<Vec<Option<usize>>>,
+) -> Result<(), String> {
+    let base = LogConfig::default();
+    let partitions =
+        Partitions::new(&config.data_dir, base).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let state = Rc::new(ShardState {
+        shard: shard.clone(),
+        config: config.clone(),
+        partitions,
+        metadata: RefCell::new(metadata.clone()),
+        connections: Cell::new(0),
+        cores,
+    });
+    for topic in metadata.topics() {
+        let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == shard.id().0).map(|p| p.partition).collect();
+        if !mine.is_empty() {
+            state.partitions.open(topic, &mine).await.map_err(|e| format!("topic {}: {e}", topic.name))?;
+        }
+    }
+    info!(shard = %shard.id(), partitions = state.partitions.count(), "shard ready");
+    shard.serve({
+        let state = state.clone();
+        move |_from, request| {
+            let state = state.clone();
+            async move { handle_shard_request(&state, request).await }
+        }
+    });
+    let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let accept = glommio::spawn_local(accept_loop(listener, state.clone())).detach();
+    shard.stopping().await;
+    accept.cancel();
+    let deadline = std::time::Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
+    while state.connections.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if state.connections.get() > 0 {
+        warn!(shard = %shard.id(), connections = state.connections.get(), "closing connections still busy at the deadline");
+    }
+    state.partitions.close_all().await;
+    info!(shard = %shard.id(), "shard stopped");
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, state: Rc<ShardState>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if state.connections.get() >= state.config.max_connections_per_shard {
+            warn!(shard = %state.id(), "connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        }
+        state.connections.set(state.connections.get() + 1);
+        let state2 = state.clone();
+        glommio::spawn_local(async move {
+            connection::run(stream, &state2).await;
+            state2.connections.set(state2.connections.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Serves one request routed to this shard.
+async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> ShardResponse {
+    match request {
+        ShardRequest::Produce { key, records, term } => {
+            ShardResponse::Produced(produce(state, key, records, term).await)
+        }
+        ShardRequest::Fetch { key, offset, max_bytes, max_wait_ms } => {
+            let result = fetch(state, key, offset, max_bytes, max_wait_ms).await;
+            let offsets = state.partitions.get(key).map(|log| offsets_of(&log));
+            match result {
+                Ok((bytes, offsets)) => ShardResponse::Fetched(Ok(bytes), Some(offsets)),
+                Err(f) => ShardResponse::Fetched(Err(f), offsets),
+            }
+        }
+        ShardRequest::ListOffset { key, timestamp } => ShardResponse::Offset(list_offset(state, key, timestamp).await),
+        ShardRequest::Offsets { keys } => ShardResponse::Offsets(
+            keys.into_iter()
+                .map(|key| state.partitions.get(key).map(|log| offsets_of(&log)).ok_or(Failure::unknown_partition(key)))
+                .collect(),
+        ),
+        ShardRequest::OpenPartitions { topic, partitions } => {
+            ShardResponse::Done(state.partitions.open(&topic, &partitions).await.map_err(Failure::from))
+        }
+        ShardRequest::RemovePartitions { topic, partitions } => {
+            ShardResponse::Done(state.partitions.remove(&topic, &partitions).await.map_err(Failure::from))
+        }
+        ShardRequest::MetadataChanged(metadata) => {
+            *state.metadata.borrow_mut() = metadata;
+            ShardResponse::Done(Ok(()))
+        }
+        ShardRequest::CreateTopic { name, partitions, configs } => {
+            ShardResponse::Done(create_topic(state, &name, partitions, &configs).await)
+        }
+        ShardRequest::DeleteTopic { name } => ShardResponse::Done(delete_topic(state, &name).await),
+        ShardRequest::AlterConfigs { topic, set, remove } => {
+            ShardResponse::Done(alter_configs(state, &topic, &set, &remove).await)
+        }
+        ShardRequest::Status => ShardResponse::Status {
+            partitions: state.partitions.count() as u32,
+            log_bytes: state.partitions.log_bytes(),
+        },
+    }
+}
+
+fn offsets_of(log: &crate::partitions::PartitionLog) -> PartitionOffsets {
+    let o = log.offsets();
+    PartitionOffsets { log_start: o.log_start, high_watermark: o.written_end }
+}
+
+/// Appends every batch in `records` (one or more concatenated RecordBatch v2) in order. All are
+/// validated before the first is appended, so a bad batch appends nothing.
+async fn produce(
+    state: &ShardState,
+    key: PartitionKey,
+    records: Bytes,
+    term: u32,
+) -> Result<(u64, PartitionOffsets), Failure> {
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    let mut batches = Vec::new();
+    let mut rest = &records[..];
+    while !rest.is_empty() {
+        let view = BatchView::parse(rest).map_err(|e| {
+            Failure::new(ErrorCode::CorruptMessage, format!("batch {} of the request: {e}", batches.len()))
+        })?;
+        let len = view.total_len();
+        batches.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    if batches.is_empty() {
+        return Err(Failure::new(ErrorCode::CorruptMessage, "no record batch in the request"));
+    }
+    let mut base = None;
+    for batch in batches {
+        let info = log.append(batch, term).await?;
+        base.get_or_insert(info.base_offset);
+    }
+    Ok((base.expect("at least one batch"), offsets_of(&log)))
+}
+
+async fn fetch(
+    state: &ShardState,
+    key: PartitionKey,
+    offset: u64,
+    max_bytes: u32,
+    max_wait_ms: u32,
+) -> Result<(Bytes, PartitionOffsets), Failure> {
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    let o = log.offsets();
+    if offset < o.log_start || offset > o.written_end {
+        return Err(Failure::new(
+            ErrorCode::OffsetOutOfRange,
+            format!("offset {offset} is outside [{}, {}]", o.log_start, o.written_end),
+        ));
+    }
+    if offset == o.written_end && max_wait_ms > 0 {
+        let wait = log.wait_for_readable(offset);
+        let timeout = async { glommio::timer::sleep(Duration::from_millis(max_wait_ms as u64)).await };
+        future::or(wait, timeout).await;
+    }
+    let read = log.read(offset, max_bytes.max(1) as usize).await?;
+    Ok((read.bytes, PartitionOffsets { log_start: read.log_start, high_watermark: read.written_end }))
+}
+
+async fn list_offset(state: &ShardState, key: PartitionKey, timestamp: i64) -> Result<(Option<u64>, i64), Failure> {
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    let o = offsets_of(&log);
+    match timestamp {
+        -1 => Ok((Some(o.high_watermark), -1)),
+        -2 => Ok((Some(o.log_start), -1)),
+        ts => Ok((log.offset_for_timestamp(ts).await?, ts)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Controller (shard 0)
+
+fn new_topic_id() -> TopicId {
+    let mut id = [0u8; 16];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut id)) {
+        // Unique enough without randomness: time and a counter.
+        warn!(error = %e, "cannot read /dev/urandom for a topic id");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        id.copy_from_slice(&nanos.to_be_bytes());
+    }
+    TopicId(id)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn metadata_failure(e: metadata::MetadataError) -> Failure {
+    use metadata::MetadataError as E;
+    let code = match &e {
+        E::TopicExists(_) => ErrorCode::TopicAlreadyExists,
+        E::UnknownTopic(_) => ErrorCode::UnknownTopicOrPartition,
+        E::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
+        E::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+        E::Config(_) => ErrorCode::InvalidConfig,
+        E::Corrupt(_) => ErrorCode::UnknownServerError,
+    };
+    Failure::new(code, e.to_string())
+}
+
+/// Persists `next`, installs it on every shard, and returns once all have it.
+async fn publish(state: &ShardState, next: Metadata) -> Result<(), Failure> {
+    let path = metadata_path(&state.config.data_dir);
+    let bytes = next.encode();
+    metadata::store::replace(&path, &bytes)
+        .map_err(|e| Failure::new(ErrorCode::StorageError, format!("cannot write {}: {e}", path.display())))?;
+    let next = Arc::new(next);
+    for to in state.shard.all() {
+        match state.shard.call(to, ShardRequest::MetadataChanged(next.clone())).await {
+            Ok(_) => {}
+            Err(e) => error!(%to, error = %e, "a shard did not take the new metadata"),
+        }
+    }
+    Ok(())
+}
+
+async fn on_owning_shards(
+    state: &ShardState,
+    topic: &Topic,
+    make: impl Fn(Topic, Vec<u32>) -> ShardRequest,
+) -> Result<(), Failure> {
+    for to in state.shard.all() {
+        let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == to.0).map(|p| p.partition).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        match state.shard.call(to, make(topic.clone(), mine)).await {
+            Ok(ShardResponse::Done(result)) => result?,
+            Ok(other) => {
+                return Err(Failure::new(ErrorCode::UnknownServerError, format!("unexpected answer {other:?}")))
+            }
+            Err(e) => return Err(Failure::new(ErrorCode::UnknownServerError, format!("{to}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn create_topic(
+    state: &ShardState,
+    name: &str,
+    partitions: u32,
+    configs: &[(String, String)],
+) -> Result<(), Failure> {
+    let config = TopicConfig::from_pairs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
+    let mut next = (*state.metadata()).clone();
+    let shards = state.shard.count() as u16;
+    let topic = next
+        .create_topic(name, partitions, &config, shards, new_topic_id(), now_ms())
+        .map_err(metadata_failure)?
+        .clone();
+    // Logs first, metadata second: a topic is never announced before its partitions exist.
+    on_owning_shards(state, &topic, |topic, partitions| ShardRequest::OpenPartitions { topic, partitions }).await?;
+    publish(state, next).await?;
+    info!(topic = name, partitions, "created topic");
+    Ok(())
+}
+
+async fn delete_topic(state: &ShardState, name: &str) -> Result<(), Failure> {
+    let mut next = (*state.metadata()).clone();
+    let topic = next.delete_topic(name).map_err(metadata_failure)?;
+    // Metadata first, logs second: no request is routed to a partition being removed.
+    publish(state, next).await?;
+    on_owning_shards(state, &topic, |topic, partitions| ShardRequest::RemovePartitions { topic, partitions }).await?;
+    info!(topic = name, "deleted topic");
+    Ok(())
+}
+
+async fn alter_configs(
+    state: &ShardState,
+    name: &str,
+    set: &[(String, String)],
+    remove: &[String],
+) -> Result<(), Failure> {
+    let mut next = (*state.metadata()).clone();
+    next.alter_config(name, set, remove).map_err(metadata_failure)?;
+    publish(state, next).await?;
+    // Open logs keep the config they were opened with until the next start.
+    info!(topic = name, "altered topic config (takes effect on the partitions' next open)");
+    Ok(())
+}

@@ -1,0 +1,519 @@
+//! One client connection: read a frame, answer it, repeat — one request at a time, so responses
+//! leave in request order and a connection holds at most one request (≤ `max_frame_bytes`) in
+//! memory, as Kafka does by muting a connection while its request is served. A request's parts
+//! for other shards go to them over the shard runtime's bounded queues.
+//!
+//! Bad input: a length prefix over `max_frame_bytes` closes the connection before anything is
+//! allocated; a frame whose header decodes but whose body does not gets a top-level error; a
+//! frame without a readable header closes the connection. Nothing a client sends panics the
+//! broker.
+
+use std::{rc::Rc, sync::Arc};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use keel_protocol::{
+    decode_frame, decode_request, decode_request_header, encode_response,
+    messages::{
+        Acks, AlterConfigsResponse, ApiVersionRange, ApiVersionsResponse, BrokerStatusResponse, CreateTopicResponse,
+        DeleteTopicResponse, DescribeConfigsResponse, DescribeConfigsTopic, DescribedConfig as WireConfigValue,
+        FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
+        ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
+        MetadataPartition, MetadataResponse, MetadataTopic, OffsetQuery, ProducePartitionResponse, ProduceRequest,
+        ProduceResponse, ProduceTopicResponse, ShardStatus,
+    },
+    ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopLevelError,
+};
+use keel_shards::ShardId;
+use tracing::{debug, warn};
+
+use crate::{
+    broker::ShardState,
+    metadata::Metadata,
+    routing::{Failure, PartitionOffsets, ShardRequest, ShardResponse},
+};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 << 10;
+
+pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let max_frame = state.config.max_frame_bytes;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::new();
+    loop {
+        let frame = match decode_frame(&buf, max_frame) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                if state.shard.is_stopping() && buf.is_empty() {
+                    return; // between requests at shutdown: close
+                }
+                // An idle connection closes when the broker stops; one mid-request is read on.
+                let idle = buf.is_empty();
+                let want = READ_CHUNK.max(buf.capacity() - buf.len());
+                let start = buf.len();
+                buf.resize(start + want, 0);
+                let read = async { Some(stream.read(&mut buf[start..]).await) };
+                let stop = async {
+                    if idle {
+                        state.shard.stopping().await;
+                        None
+                    } else {
+                        std::future::pending().await
+                    }
+                };
+                match futures_lite::future::or(read, stop).await {
+                    None => return,
+                    Some(Ok(0)) => return,
+                    Some(Ok(n)) => buf.truncate(start + n),
+                    Some(Err(e)) => {
+                        debug!(%peer, error = %e, "read failed; closing");
+                        return;
+                    }
+                }
+                continue;
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "closing connection");
+                return;
+            }
+        };
+        let payload: Bytes = buf.split_to(frame.consumed).freeze().slice(frame.payload);
+        out.clear();
+        if !answer(state, &payload, &mut out).await {
+            return;
+        }
+        if !out.is_empty() {
+            if let Err(e) = stream.write_all(&out).await {
+                debug!(%peer, error = %e, "write failed; closing");
+                return;
+            }
+        }
+    }
+}
+
+/// Decodes and serves one request payload, appending the response frame (if any) to `out`.
+/// Returns false if the connection must close.
+async fn answer(state: &Rc<ShardState>, payload: &Bytes, out: &mut Vec<u8>) -> bool {
+    let (header, request) = match decode_request(payload) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let Ok((header, _)) = decode_request_header(payload) else {
+                warn!(error = %e, "unreadable request header; closing connection");
+                return false;
+            };
+            encode_response(header.correlation_id, header.api_version, &Err(TopLevelError::from(&e)), out);
+            return true;
+        }
+    };
+    let response = if state.shard.is_stopping() {
+        Some(Err(TopLevelError {
+            code: ErrorCode::BrokerShuttingDown,
+            message: Some("the broker is shutting down".into()),
+        }))
+    } else {
+        handle(state, &header, request).await
+    };
+    if let Some(response) = response {
+        encode_response(header.correlation_id, header.api_version, &response, out);
+    }
+    true
+}
+
+/// APIs this broker answers (ApiVersions lists only these).
+const SERVED: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::Metadata,
+    ApiKey::CreateTopic,
+    ApiKey::DeleteTopic,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
+    ApiKey::BrokerStatus,
+];
+
+fn top_level(code: ErrorCode, message: impl Into<String>) -> Result<Response, TopLevelError> {
+    Err(TopLevelError { code, message: Some(message.into()) })
+}
+
+async fn handle(
+    state: &Rc<ShardState>,
+    header: &RequestHeader,
+    request: Request,
+) -> Option<Result<Response, TopLevelError>> {
+    let _ = header;
+    let response = match request {
+        Request::ApiVersions(_) => Ok(Response::ApiVersions(ApiVersionsResponse {
+            apis: SERVED
+                .iter()
+                .map(|api| {
+                    let (min_version, max_version) = api.versions();
+                    ApiVersionRange { api_key: api.code(), min_version, max_version }
+                })
+                .collect(),
+            broker_version: env!("CARGO_PKG_VERSION").to_string(),
+        })),
+        Request::Metadata(req) => Ok(Response::Metadata(metadata(state, req.topics).await)),
+        Request::CreateTopic(req) => {
+            let configs = req.configs.into_iter().map(|c| (c.key, c.value)).collect();
+            let result =
+                controller(state, ShardRequest::CreateTopic { name: req.name, partitions: req.partitions, configs })
+                    .await;
+            let (error_code, error_message) = split(result);
+            Ok(Response::CreateTopic(CreateTopicResponse { error_code, error_message }))
+        }
+        Request::DeleteTopic(req) => {
+            let (error_code, error_message) =
+                split(controller(state, ShardRequest::DeleteTopic { name: req.name }).await);
+            Ok(Response::DeleteTopic(DeleteTopicResponse { error_code, error_message }))
+        }
+        Request::AlterConfigs(req) => {
+            let set = req.set.into_iter().map(|c| (c.key, c.value)).collect();
+            let result =
+                controller(state, ShardRequest::AlterConfigs { topic: req.topic, set, remove: req.remove }).await;
+            let (error_code, error_message) = split(result);
+            Ok(Response::AlterConfigs(AlterConfigsResponse { error_code, error_message }))
+        }
+        Request::DescribeConfigs(req) => Ok(Response::DescribeConfigs(describe_configs(&state.metadata(), req.topics))),
+        Request::Produce(req) => {
+            let acks = req.acks;
+            let response = produce(state, req).await;
+            if acks == Acks::None {
+                return None;
+            }
+            Ok(Response::Produce(response))
+        }
+        Request::Fetch(req) => Ok(Response::Fetch(fetch(state, req).await)),
+        Request::ListOffsets(req) => Ok(Response::ListOffsets(list_offsets(state, req).await)),
+        Request::BrokerStatus(_) => Ok(Response::BrokerStatus(status(state).await)),
+        Request::CommitOffsets(_) | Request::FetchCommitted(_) | Request::ListGroups(_) => top_level(
+            ErrorCode::UnknownApi,
+            "committed consumer offsets are not implemented by this broker yet (not listed by ApiVersions)",
+        ),
+    };
+    Some(response)
+}
+
+fn split(result: Result<(), Failure>) -> (ErrorCode, Option<String>) {
+    match result {
+        Ok(()) => (ErrorCode::None, None),
+        Err(f) => (f.code, Some(f.message)),
+    }
+}
+
+/// Sends a metadata change to the controller (shard 0).
+async fn controller(state: &ShardState, request: ShardRequest) -> Result<(), Failure> {
+    match state.shard.call(ShardId(0), request).await {
+        Ok(ShardResponse::Done(result)) => result,
+        Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("unexpected answer {other:?}"))),
+        Err(e) => Err(Failure::new(ErrorCode::BrokerShuttingDown, e.to_string())),
+    }
+}
+
+async fn call(state: &ShardState, to: ShardId, request: ShardRequest) -> Result<ShardResponse, Failure> {
+    state.shard.call(to, request).await.map_err(|e| Failure::new(ErrorCode::BrokerShuttingDown, e.to_string()))
+}
+
+async fn metadata(state: &ShardState, names: Option<Vec<String>>) -> MetadataResponse {
+    let metadata: Arc<Metadata> = state.metadata();
+    let names: Vec<String> = match names {
+        Some(names) => names,
+        None => metadata.topics().map(|t| t.name.clone()).collect(),
+    };
+    let mut topics = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(topic) = metadata.topic(&name) else {
+            topics.push(MetadataTopic {
+                error_code: ErrorCode::UnknownTopicOrPartition,
+                name,
+                topic_id: keel_protocol::TopicId([0; 16]),
+                partitions: Vec::new(),
+            });
+            continue;
+        };
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        // One Offsets call per owning shard.
+        for shard in state.shard.all() {
+            let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == shard.0).map(|p| p.partition).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let keys =
+                mine.iter().map(|&partition| crate::partitions::PartitionKey { topic: topic.id, partition }).collect();
+            let offsets = match call(state, shard, ShardRequest::Offsets { keys }).await {
+                Ok(ShardResponse::Offsets(offsets)) => offsets,
+                _ => mine.iter().map(|_| Err(Failure::new(ErrorCode::BrokerShuttingDown, ""))).collect(),
+            };
+            for (partition, offsets) in mine.into_iter().zip(offsets) {
+                let o = offsets.unwrap_or(PartitionOffsets { log_start: 0, high_watermark: 0 });
+                partitions.push(MetadataPartition {
+                    partition: PartitionId(partition),
+                    shard: keel_protocol::ShardId(shard.0 as u32),
+                    leader_epoch: 0,
+                    log_start_offset: Offset(o.log_start),
+                    high_watermark: Offset(o.high_watermark),
+                });
+            }
+        }
+        partitions.sort_by_key(|p| p.partition);
+        topics.push(MetadataTopic {
+            error_code: ErrorCode::None,
+            name,
+            topic_id: keel_protocol::TopicId(topic.id.0),
+            partitions,
+        });
+    }
+    MetadataResponse { shard_count: state.shard.count() as u32, topics }
+}
+
+fn describe_configs(metadata: &Metadata, names: Vec<String>) -> DescribeConfigsResponse {
+    let topics = names
+        .into_iter()
+        .map(|name| match metadata.topic(&name) {
+            Some(topic) => DescribeConfigsTopic {
+                error_code: ErrorCode::None,
+                configs: topic
+                    .config()
+                    .describe()
+                    .into_iter()
+                    .map(|v| WireConfigValue { key: v.key.to_string(), value: v.value, is_default: v.is_default })
+                    .collect(),
+                name,
+            },
+            None => DescribeConfigsTopic { name, error_code: ErrorCode::UnknownTopicOrPartition, configs: Vec::new() },
+        })
+        .collect();
+    DescribeConfigsResponse { topics }
+}
+
+/// Sends every partition's batches to its shard, all partitions at once, and gathers the results.
+async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let calls = topic.partitions.into_iter().map(|p| {
+            let route = state.route(&topic.name, p.partition.0);
+            async move {
+                let result = match route {
+                    None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")),
+                    Some((key, shard)) => {
+                        match call(state, shard, ShardRequest::Produce { key, records: p.records, term: 0 }).await {
+                            Ok(ShardResponse::Produced(result)) => result,
+                            Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
+                            Err(f) => Err(f),
+                        }
+                    }
+                };
+                match result {
+                    Ok((base, offsets)) => ProducePartitionResponse {
+                        partition: p.partition,
+                        error_code: ErrorCode::None,
+                        error_message: None,
+                        base_offset: Some(Offset(base)),
+                        log_start_offset: Some(Offset(offsets.log_start)),
+                    },
+                    Err(f) => ProducePartitionResponse {
+                        partition: p.partition,
+                        error_code: f.code,
+                        error_message: Some(f.message),
+                        base_offset: None,
+                        log_start_offset: None,
+                    },
+                }
+            }
+        });
+        let partitions = join_all(calls.collect()).await;
+        topics.push(ProduceTopicResponse { name: topic.name, partitions });
+    }
+    ProduceResponse { topics }
+}
+
+/// One partition's part of a fetch: (partition, records or failure, offsets if known).
+type PartitionFetch = (PartitionId, Result<Bytes, Failure>, Option<PartitionOffsets>);
+
+/// Reads every partition of the request on its shard, all at once, without waiting.
+async fn fetch_once(state: &ShardState, req: &FetchRequest, max_wait_ms: u32) -> Vec<Vec<PartitionFetch>> {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for topic in &req.topics {
+        let calls = topic.partitions.iter().map(|p| fetch_partition(state, &topic.name, p, max_wait_ms));
+        topics.push(join_all(calls.collect()).await);
+    }
+    topics
+}
+
+async fn fetch_partition(state: &ShardState, topic: &str, p: &FetchPartition, max_wait_ms: u32) -> PartitionFetch {
+    let Some((key, shard)) = state.route(topic, p.partition.0) else {
+        return (
+            p.partition,
+            Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")),
+            None,
+        );
+    };
+    let request = ShardRequest::Fetch { key, offset: p.fetch_offset.0, max_bytes: p.partition_max_bytes, max_wait_ms };
+    match call(state, shard, request).await {
+        Ok(ShardResponse::Fetched(result, offsets)) => (p.partition, result, offsets),
+        Ok(other) => (p.partition, Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))), None),
+        Err(f) => (p.partition, Err(f), None),
+    }
+}
+
+/// Fetch with long poll: read everything at once; if that is less than `min_bytes` and
+/// `max_wait_ms` allows, wait on every partition's shard until the first of them has new data
+/// (or the wait ends), then read everything again. The response stays within `max_bytes`, except
+/// that the first partition with data always returns its first batch (so a consumer never stalls
+/// on a batch larger than its limits).
+async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
+    let mut results = fetch_once(state, &req, 0).await;
+    let bytes: usize = results.iter().flatten().map(|(_, r, _)| r.as_ref().map_or(0, Bytes::len)).sum();
+    if bytes < req.min_bytes.max(1) as usize && req.max_wait_ms > 0 {
+        let waits: Vec<_> = req
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| fetch_partition(state, &t.name, p, req.max_wait_ms)))
+            .collect();
+        first_with_data(waits).await;
+        results = fetch_once(state, &req, 0).await;
+    }
+    let mut budget = req.max_bytes as usize;
+    let mut first = true;
+    let topics = req
+        .topics
+        .iter()
+        .zip(results)
+        .map(|(topic, partitions)| FetchTopicResponse {
+            name: topic.name.clone(),
+            partitions: partitions
+                .into_iter()
+                .map(|(partition, result, offsets)| {
+                    let o = offsets.unwrap_or(PartitionOffsets { log_start: 0, high_watermark: 0 });
+                    let (error_code, records) = match result {
+                        Ok(records) if first && !records.is_empty() || records.len() <= budget => {
+                            first &= records.is_empty();
+                            budget = budget.saturating_sub(records.len());
+                            (ErrorCode::None, records)
+                        }
+                        Ok(_) => (ErrorCode::None, Bytes::new()),
+                        Err(f) => (f.code, Bytes::new()),
+                    };
+                    FetchPartitionResponse {
+                        partition,
+                        error_code,
+                        high_watermark: Offset(o.high_watermark),
+                        log_start_offset: Offset(o.log_start),
+                        records,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    FetchResponse { topics }
+}
+
+/// Completes when the first of `waits` returns records (or all have returned). The others are
+/// dropped: their shards finish the wait on their own (bounded by max_wait) and the answer is
+/// discarded.
+async fn first_with_data<F: std::future::Future<Output = PartitionFetch>>(waits: Vec<F>) {
+    let mut waits: Vec<_> = waits.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in waits.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready((_, Ok(records), _)) if !records.is_empty() => {
+                        return std::task::Poll::Ready(());
+                    }
+                    std::task::Poll::Ready(_) => *slot = None,
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await
+}
+
+async fn list_offsets(state: &ShardState, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let timestamp = match p.timestamp {
+                OffsetQuery::Latest => -1,
+                OffsetQuery::Earliest => -2,
+                OffsetQuery::Timestamp(ms) => ms,
+            };
+            let result = match state.route(&topic.name, p.partition.0) {
+                None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")),
+                Some((key, shard)) => match call(state, shard, ShardRequest::ListOffset { key, timestamp }).await {
+                    Ok(ShardResponse::Offset(result)) => result,
+                    Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
+                    Err(f) => Err(f),
+                },
+            };
+            partitions.push(match result {
+                Ok((offset, ts)) => ListOffsetsPartitionResponse {
+                    partition: p.partition,
+                    error_code: ErrorCode::None,
+                    offset: offset.map(Offset),
+                    timestamp: ts,
+                },
+                Err(f) => ListOffsetsPartitionResponse {
+                    partition: p.partition,
+                    error_code: f.code,
+                    offset: None,
+                    timestamp: -1,
+                },
+            });
+        }
+        topics.push(ListOffsetsTopicResponse { name: topic.name, partitions });
+    }
+    ListOffsetsResponse { topics }
+}
+
+async fn status(state: &ShardState) -> BrokerStatusResponse {
+    let mut shards = Vec::new();
+    for shard in state.shard.all() {
+        if let Ok(ShardResponse::Status { partitions, log_bytes }) = call(state, shard, ShardRequest::Status).await {
+            let core = state.cores.get(shard.index()).copied().flatten().unwrap_or(shard.index()) as u32;
+            shards.push(ShardStatus { shard: keel_protocol::ShardId(shard.0 as u32), core, partitions, log_bytes });
+        }
+    }
+    BrokerStatusResponse {
+        broker_version: env!("CARGO_PKG_VERSION").to_string(),
+        data_dir: state.config.data_dir.display().to_string(),
+        shards,
+    }
+}
+
+/// Polls every future until all are done; results in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
+}

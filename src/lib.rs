@@ -1,0 +1,21 @@
+//! The Keel broker: what sits between the shard runtime (`keel-shards`), the partition logs
+//! (`keel-storage`) and the protocols.
+//!
+//! Map:
+//! - [`broker`]: `keel serve` — shards, listeners, the controller on shard 0, shutdown.
+//! - [`connection`]: one client connection: frames in, requests split by partition, answers out.
+//! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`).
+//! - [`topic_config`]: per-topic settings under Kafka's names, validated, mapped to a log config.
+//! - [`metadata`]: topics, topic ids and the persisted placement of partitions on shards.
+//! - [`partitions`]: the partition logs one shard owns, opened, created, removed, closed.
+//! - [`serve_config`]: the settings of `keel serve` (defaults, TOML file, `KEEL_*`, flags).
+//!
+//! The `keel` binary (`src/main.rs`) is the command line on top.
+
+pub mod broker;
+pub mod connection;
+pub mod metadata;
+pub mod partitions;
+pub mod routing;
+pub mod serve_config;
+pub mod topic_config;

@@ -1,0 +1,127 @@
+//! The partition logs one shard owns: opened at start-up for every partition the placement
+//! table puts on this shard, created with a topic, closed cleanly at shutdown.
+//!
+//! Layout under the data directory: `logs/<topic>-<topic id>/<partition>/` holds one partition's
+//! segments. The topic id in the name keeps a deleted topic's files apart from a new topic of the
+//! same name.
+
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use keel_storage::{
+    io::{dma::DmaDir, SystemClock},
+    Log, LogConfig, StorageError,
+};
+use tracing::{info, warn};
+
+use crate::metadata::{Topic, TopicId};
+
+pub type PartitionLog = Log<DmaDir, SystemClock>;
+
+/// A partition of a topic, by topic id (stable across renames and re-creations).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PartitionKey {
+    pub topic: TopicId,
+    pub partition: u32,
+}
+
+/// The logs of one shard.
+pub struct Partitions {
+    root: PathBuf,
+    /// What topic configs do not control (write sizes, cache sizes).
+    base: LogConfig,
+    logs: RefCell<HashMap<PartitionKey, Rc<PartitionLog>>>,
+}
+
+impl Partitions {
+    /// Creates `<data_dir>/logs` if missing.
+    pub fn new(data_dir: &Path, base: LogConfig) -> std::io::Result<Self> {
+        let root = data_dir.join("logs");
+        std::fs::create_dir_all(&root)?;
+        Ok(Partitions { root, base, logs: RefCell::new(HashMap::new()) })
+    }
+
+    /// Directory of one partition's log.
+    pub fn dir_of(&self, topic: &Topic, partition: u32) -> PathBuf {
+        self.root.join(format!("{}-{}", topic.name, topic.id)).join(partition.to_string())
+    }
+
+    pub fn get(&self, key: PartitionKey) -> Option<Rc<PartitionLog>> {
+        self.logs.borrow().get(&key).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.logs.borrow().len()
+    }
+
+    /// Bytes of every log of this shard.
+    pub fn log_bytes(&self) -> u64 {
+        self.logs.borrow().values().map(|l| l.size_bytes()).sum()
+    }
+
+    /// Opens (creating if new, recovering if unclean) the given partitions of `topic`.
+    pub async fn open(&self, topic: &Topic, partitions: &[u32]) -> Result<(), StorageError> {
+        let config = topic.config().log_config(&self.base);
+        for &partition in partitions {
+            let key = PartitionKey { topic: topic.id, partition };
+            if self.logs.borrow().contains_key(&key) {
+                continue;
+            }
+            let path = self.dir_of(topic, partition);
+            keel_storage::io::dma::prime_poll_probe(&self.root)
+                .await
+                .map_err(|e| StorageError::io("probing", self.root.display().to_string(), e))?;
+            let dir =
+                DmaDir::create(&path).await.map_err(|e| StorageError::io("creating", path.display().to_string(), e))?;
+            let (log, report) = Log::open(dir, SystemClock, config.clone()).await?;
+            if report.scanned_segments > 0 || !report.damaged.is_empty() || report.truncated_bytes > 0 {
+                info!(topic = %topic.name, partition, ?report, "recovered partition log");
+            }
+            self.logs.borrow_mut().insert(key, Rc::new(log));
+        }
+        Ok(())
+    }
+
+    /// Closes and deletes the given partitions of `topic` (a deleted topic).
+    pub async fn remove(&self, topic: &Topic, partitions: &[u32]) -> Result<(), StorageError> {
+        for &partition in partitions {
+            let key = PartitionKey { topic: topic.id, partition };
+            let log = self.logs.borrow_mut().remove(&key);
+            if let Some(log) = log {
+                close(log).await;
+            }
+            let path = self.dir_of(topic, partition);
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("removing", path.display().to_string(), e)),
+            }
+        }
+        let topic_dir = self.root.join(format!("{}-{}", topic.name, topic.id));
+        let _ = std::fs::remove_dir(topic_dir); // only if empty: other shards may still hold partitions
+        Ok(())
+    }
+
+    /// Clean shutdown of every log: flushed, sealed, clean-shutdown markers written.
+    pub async fn close_all(&self) {
+        let logs: Vec<_> = self.logs.borrow_mut().drain().collect();
+        for (_, log) in logs {
+            close(log).await;
+        }
+    }
+}
+
+async fn close(log: Rc<PartitionLog>) {
+    match Rc::try_unwrap(log) {
+        Ok(log) => {
+            if let Err(e) = log.close().await {
+                warn!(error = %e, "closing a partition log failed; the next start recovers it");
+            }
+        }
+        Err(_) => warn!("a partition log is still in use at close; the next start recovers it"),
+    }
+}

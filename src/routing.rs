@@ -1,0 +1,132 @@
+//! What one shard asks another: the per-partition pieces a request is split into, and the
+//! controller operations shard 0 performs for the whole node.
+//!
+//! These cross threads, so they hold only `Send` data: ids, numbers and `Bytes` (record batches
+//! travel as the slices of the frame they arrived in, never copied on the way).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keel_protocol::ErrorCode;
+use keel_storage::StorageError;
+
+use crate::{
+    metadata::{Metadata, Topic},
+    partitions::PartitionKey,
+};
+
+/// A failure with the error code a client acts on and a message a human reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into() }
+    }
+
+    pub fn unknown_partition(key: PartitionKey) -> Self {
+        Failure::new(ErrorCode::UnknownTopicOrPartition, format!("partition {} is not on this broker", key.partition))
+    }
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Self {
+        let code = match &e {
+            StorageError::InvalidBatch(_) => ErrorCode::CorruptMessage,
+            StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+            StorageError::OffsetOutOfRange { .. } | StorageError::NotBatchBoundary { .. } => {
+                ErrorCode::OffsetOutOfRange
+            }
+            StorageError::Closed => ErrorCode::BrokerShuttingDown,
+            StorageError::NoSpace(_)
+            | StorageError::Io { .. }
+            | StorageError::Failed { .. }
+            | StorageError::Corrupt { .. }
+            | StorageError::BadLayout(_) => ErrorCode::StorageError,
+        };
+        Failure { code, message: e.to_string() }
+    }
+}
+
+/// A request from one shard to another.
+#[derive(Debug)]
+pub enum ShardRequest {
+    /// Append record batches (one or more, concatenated) to a partition this shard owns.
+    Produce {
+        key: PartitionKey,
+        records: Bytes,
+        term: u32,
+    },
+    /// Read whole batches from `offset`; if the partition has nothing at `offset` yet, wait up to
+    /// `max_wait_ms` for an append before answering.
+    Fetch {
+        key: PartitionKey,
+        offset: u64,
+        max_bytes: u32,
+        max_wait_ms: u32,
+    },
+    /// Earliest (-2), latest (-1) or first offset with a batch timestamp >= the given one.
+    ListOffset {
+        key: PartitionKey,
+        timestamp: i64,
+    },
+    /// Offsets of partitions this shard owns, for Metadata.
+    Offsets {
+        keys: Vec<PartitionKey>,
+    },
+    /// Open (creating) these partitions of a topic.
+    OpenPartitions {
+        topic: Topic,
+        partitions: Vec<u32>,
+    },
+    /// Close and delete these partitions of a deleted topic.
+    RemovePartitions {
+        topic: Topic,
+        partitions: Vec<u32>,
+    },
+    /// The controller's new metadata: every shard keeps a copy to route requests.
+    MetadataChanged(Arc<Metadata>),
+    /// Controller operations, sent to shard 0.
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        configs: Vec<(String, String)>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    AlterConfigs {
+        topic: String,
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
+    /// Partitions and log bytes of this shard.
+    Status,
+}
+
+/// Offsets of one partition as a client sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub log_start: u64,
+    /// The end a consumer may read up to (exclusive).
+    pub high_watermark: u64,
+}
+
+/// The answer to a [`ShardRequest`], variant by variant.
+#[derive(Debug)]
+pub enum ShardResponse {
+    Produced(Result<(u64, PartitionOffsets), Failure>),
+    /// The batches read, or the failure; the partition's offsets whenever it exists (a client
+    /// resets an out-of-range position with them).
+    Fetched(Result<Bytes, Failure>, Option<PartitionOffsets>),
+    Offset(Result<(Option<u64>, i64), Failure>),
+    Offsets(Vec<Result<PartitionOffsets, Failure>>),
+    Done(Result<(), Failure>),
+    Status {
+        partitions: u32,
+        log_bytes: u64,
+    },
+}

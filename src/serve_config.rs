@@ -1,0 +1,275 @@
+//! Settings of `keel serve`: defaults, then a TOML file (`--config`), then `KEEL_*` environment
+//! variables, then flags — each later source wins for the settings it names.
+//!
+//! The flags are declared as `Option`s without clap defaults, so "not given" is visible and the
+//! file can fill it in; the defaults live in [`ServeConfig::default`] and are shown by `--help`.
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The resolved settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServeConfig {
+    /// Root of all data: topic metadata and one directory per partition log.
+    pub data_dir: PathBuf,
+    /// Native protocol listener.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener (metrics).
+    pub admin_listen: SocketAddr,
+    /// Shards (one per core, pinned); `None` = every online CPU.
+    pub cores: Option<usize>,
+    /// Memory budget of the whole broker in bytes, split evenly between shards (caches and data
+    /// in flight).
+    pub memory_bytes: u64,
+    /// Largest request frame accepted, in bytes; a larger length prefix closes the connection
+    /// before anything is allocated. A connection is served one request at a time, so this is
+    /// also the most request memory one connection holds.
+    pub max_frame_bytes: u32,
+    /// Open connections per shard; further connections are closed at once.
+    pub max_connections_per_shard: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests get to finish, in milliseconds.
+    pub shutdown_timeout_ms: u64,
+    pub log_format: LogFormat,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: PathBuf::from("keel-data"),
+            listen: "127.0.0.1:9400".parse().expect("valid"),
+            admin_listen: "127.0.0.1:9401".parse().expect("valid"),
+            cores: None,
+            memory_bytes: 1 << 30,
+            max_frame_bytes: 8 << 20,
+            max_connections_per_shard: 1024,
+            shutdown_timeout_ms: 10_000,
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+/// `keel serve` flags; each also reads a `KEEL_*` variable.
+#[derive(Clone, Debug, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `data_dir = "/var/lib/keel"`,
+    /// `memory_bytes = 4294967296`). Flags and KEEL_* variables override it.
+    #[arg(long, env = "KEEL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (topic metadata and partition logs) [default: ./keel-data]
+    #[arg(long, env = "KEEL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Native protocol listener [default: 127.0.0.1:9400]
+    #[arg(long, env = "KEEL_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP listener serving /metrics [default: 127.0.0.1:9401]
+    #[arg(long, env = "KEEL_ADMIN_LISTEN", value_name = "HOST:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Number of shards, one pinned to each of the first N CPUs [default: every online CPU]
+    #[arg(long, env = "KEEL_CORES", value_name = "N")]
+    pub cores: Option<usize>,
+    /// Memory budget of the broker, split evenly between shards; bytes, or with a suffix
+    /// KiB/MiB/GiB [default: 1GiB]
+    #[arg(long, env = "KEEL_MEMORY", value_name = "BYTES", value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Largest request frame, bytes or KiB/MiB [default: 8MiB]
+    #[arg(long, env = "KEEL_MAX_FRAME_BYTES", value_name = "BYTES", value_parser = parse_size)]
+    pub max_frame_bytes: Option<u64>,
+    /// Open connections per shard [default: 1024]
+    #[arg(long, env = "KEEL_MAX_CONNECTIONS_PER_SHARD", value_name = "N")]
+    pub max_connections_per_shard: Option<usize>,
+    /// Grace period for in-flight requests on SIGTERM/SIGINT, in milliseconds [default: 10000]
+    #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
+    pub shutdown_timeout_ms: Option<u64>,
+    /// Log format [default: human]
+    #[arg(long, env = "KEEL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file: the same settings, all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    cores: Option<usize>,
+    memory_bytes: Option<u64>,
+    max_frame_bytes: Option<u64>,
+    max_connections_per_shard: Option<usize>,
+    shutdown_timeout_ms: Option<u64>,
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Smallest memory budget per shard: room for a few partitions' caches and one large request.
+pub const MIN_MEMORY_PER_SHARD: u64 = 64 << 20;
+
+impl ServeArgs {
+    /// Defaults, then the file (if any), then flags/environment.
+    pub fn resolve(&self, online_cpus: usize) -> Result<ServeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let d = ServeConfig::default();
+        let frame = self.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(d.max_frame_bytes as u64);
+        let config = ServeConfig {
+            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+            listen: self.listen.or(file.listen).unwrap_or(d.listen),
+            admin_listen: self.admin_listen.or(file.admin_listen).unwrap_or(d.admin_listen),
+            cores: self.cores.or(file.cores),
+            memory_bytes: self.memory.or(file.memory_bytes).unwrap_or(d.memory_bytes),
+            max_frame_bytes: u32::try_from(frame)
+                .map_err(|_| ConfigError(format!("max_frame_bytes {frame} is larger than 4 GiB")))?,
+            max_connections_per_shard: self
+                .max_connections_per_shard
+                .or(file.max_connections_per_shard)
+                .unwrap_or(d.max_connections_per_shard),
+            shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms).unwrap_or(d.shutdown_timeout_ms),
+            log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
+        };
+        config.validate(online_cpus)?;
+        Ok(config)
+    }
+}
+
+impl ServeConfig {
+    /// Shards to run on a machine with `online_cpus` CPUs.
+    pub fn shard_count(&self, online_cpus: usize) -> usize {
+        self.cores.unwrap_or(online_cpus)
+    }
+
+    fn validate(&self, online_cpus: usize) -> Result<(), ConfigError> {
+        let shards = self.shard_count(online_cpus);
+        if shards == 0 || shards > online_cpus {
+            return Err(ConfigError(format!(
+                "cores must be between 1 and {online_cpus} (the online CPUs), not {shards}"
+            )));
+        }
+        if shards > u16::MAX as usize {
+            return Err(ConfigError(format!("at most {} shards", u16::MAX)));
+        }
+        let per_shard = self.memory_bytes / shards as u64;
+        if per_shard < MIN_MEMORY_PER_SHARD {
+            return Err(ConfigError(format!(
+                "memory {} bytes gives {per_shard} bytes per shard; at least {MIN_MEMORY_PER_SHARD} per shard are needed",
+                self.memory_bytes
+            )));
+        }
+        if self.max_frame_bytes < 64 << 10 {
+            return Err(ConfigError("max_frame_bytes must be at least 64 KiB".into()));
+        }
+        if self.max_frame_bytes as u64 > per_shard / 4 {
+            return Err(ConfigError(format!(
+                "max_frame_bytes ({}) must be at most a quarter of the memory per shard ({per_shard})",
+                self.max_frame_bytes
+            )));
+        }
+        if self.max_connections_per_shard == 0 {
+            return Err(ConfigError("max_connections_per_shard must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes with an optional binary suffix: `4096`, `64KiB`, `8MiB`, `2GiB` (also KB/MB/GB as
+/// powers of ten).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("'{s}' is not a size (e.g. 4096, 64KiB, 8MiB, 2GiB)"))?;
+    let unit: u64 = match suffix.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size suffix '{other}' (use KiB, MiB, GiB, KB, MB or GB)")),
+    };
+    n.checked_mul(unit).ok_or_else(|| format!("'{s}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "data_dir = \"/srv/keel\"\nlisten = \"0.0.0.0:9500\"\nmemory_bytes = 4294967296\n")
+            .unwrap();
+        let defaults = ServeArgs::default().resolve(2).unwrap();
+        assert_eq!(defaults, ServeConfig::default());
+        assert_eq!(defaults.shard_count(2), 2);
+        let args = ServeArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:9600".parse().unwrap()),
+            cores: Some(1),
+            ..ServeArgs::default()
+        };
+        let c = args.resolve(2).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/keel"), "from the file");
+        assert_eq!(c.listen, "127.0.0.1:9600".parse().unwrap(), "the flag wins over the file");
+        assert_eq!(c.memory_bytes, 4 << 30);
+        assert_eq!(c.shard_count(2), 1);
+        assert_eq!(c.admin_listen, ServeConfig::default().admin_listen, "default");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "listen_addr = \"x\"\n").unwrap();
+        let err = ServeArgs { config: Some(file), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("listen_addr"), "{err}");
+        let err = ServeArgs { cores: Some(3), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("cores"), "{err}");
+        let err = ServeArgs { memory: Some(1 << 20), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("per shard"), "{err}");
+        let err = ServeArgs { max_frame_bytes: Some(5 << 30), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("max_frame_bytes"), "{err}");
+        let missing = ServeArgs { config: Some("/nonexistent/keel.toml".into()), ..ServeArgs::default() };
+        assert!(missing.resolve(2).unwrap_err().0.contains("cannot read"));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("3MB"), Ok(3_000_000));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("99999999999GiB").is_err());
+    }
+}
