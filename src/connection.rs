@@ -26,6 +26,7 @@ use keel_protocol::{
     ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopLevelError,
 };
 use keel_shards::ShardId;
+use keel_storage::io::join_all;
 use tracing::{debug, warn};
 
 use crate::{
@@ -489,31 +490,4 @@ async fn status(state: &ShardState) -> BrokerStatusResponse {
         data_dir: state.config.data_dir.display().to_string(),
         shards,
     }
-}
-
-/// Polls every future until all are done; results in order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }

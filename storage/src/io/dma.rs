@@ -9,7 +9,7 @@ use std::{
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
-use super::{Dir, File, IoBuf, ALIGN};
+use super::{join_all, Dir, File, IoBuf, ALIGN};
 
 /// Largest single DMA request. Reads and writes above the device's `max_sectors_kb` can hang on
 /// some kernels (glommio issues #633/#635), so we split at a size every device accepts.
@@ -194,33 +194,6 @@ impl File for DmaSegmentFile {
     async fn close(self) -> io::Result<()> {
         self.file.close().await.map_err(to_io)
     }
-}
-
-/// Polls every future until all are done; results in order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
 fn copy_buf(file: &DmaFile, bytes: &[u8]) -> DmaBuffer {

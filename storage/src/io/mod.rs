@@ -98,6 +98,34 @@ pub async fn close_shared<F: File>(file: std::rc::Rc<F>) -> io::Result<()> {
     }
 }
 
+/// Polls every future until all are done; results in order. Runtime-agnostic (no spawning), so
+/// core logic and the broker's request fan-out can share it.
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("every future completed")).collect()
+}
+
 /// Wall-clock milliseconds since the Unix epoch, injectable so retention, segment age and
 /// tombstone expiry can be tested deterministically.
 pub trait Clock: 'static {
