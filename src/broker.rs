@@ -68,11 +68,14 @@ fn metadata_path(data_dir: &std::path::Path) -> PathBuf {
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Errors are for the operator (printed, exit code 1).
-pub fn serve(config: ServeConfig) -> Result<(), String> {
+pub fn serve(mut config: ServeConfig) -> Result<(), String> {
     let online = online_cpus()?;
     let shards = config.shard_count(online.len());
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data directory {}: {e}", config.data_dir.display()))?;
+    // Absolute from here on: glommio's directory handles fail on relative paths (EBADF on fsync).
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| format!("cannot resolve data directory {}: {e}", config.data_dir.display()))?;
     let path = metadata_path(&config.data_dir);
     let metadata = match metadata::store::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))? {
         Some(bytes) => Metadata::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,

@@ -3,6 +3,7 @@
 //!
 //! Map:
 //! - [`broker`]: `keel serve` — shards, listeners, the controller on shard 0, shutdown.
+//! - [`cli`]: the client commands of the `keel` binary (`topic`, `produce`, `consume`, `cluster`).
 //! - [`connection`]: one client connection: frames in, requests split by partition, answers out.
 //! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`).
 //! - [`topic_config`]: per-topic settings under Kafka's names, validated, mapped to a log config.
@@ -13,6 +14,7 @@
 //! The `keel` binary (`src/main.rs`) is the command line on top.
 
 pub mod broker;
+pub mod cli;
 pub mod connection;
 pub mod metadata;
 pub mod partitions;

@@ -1,5 +1,5 @@
-//! `keel`: the Keel command line: `keel serve` runs the broker; `keel log` inspects partition
-//! log directories.
+//! `keel`: the Keel command line: `keel serve` runs the broker; `topic`, `produce`, `consume`
+//! and `cluster` talk to one (see `keel::cli`); `keel log` inspects partition log directories.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -17,6 +17,34 @@ enum Command {
     /// Run the broker: one shard per core, the native protocol on --listen. Settings come from
     /// defaults, then --config FILE (TOML), then KEEL_* variables, then flags.
     Serve(keel::serve_config::ServeArgs),
+    /// Create, list, describe, delete topics and change their configs.
+    Topic {
+        #[command(flatten)]
+        bootstrap: keel::cli::Bootstrap,
+        #[command(subcommand)]
+        command: keel::cli::TopicCommand,
+    },
+    /// Send one record per line of stdin (optionally `key<SEP>value`).
+    Produce {
+        #[command(flatten)]
+        bootstrap: keel::cli::Bootstrap,
+        #[command(flatten)]
+        args: keel::cli::ProduceArgs,
+    },
+    /// Print records of a topic, one per line.
+    Consume {
+        #[command(flatten)]
+        bootstrap: keel::cli::Bootstrap,
+        #[command(flatten)]
+        args: keel::cli::ConsumeArgs,
+    },
+    /// The broker's state.
+    Cluster {
+        #[command(flatten)]
+        bootstrap: keel::cli::Bootstrap,
+        #[command(subcommand)]
+        command: keel::cli::ClusterCommand,
+    },
     /// Inspect a partition log directory (read-only).
     #[command(subcommand)]
     Log(LogCommand),
@@ -43,6 +71,10 @@ enum LogCommand {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => serve(&args),
+        Command::Topic { bootstrap, command } => client_exit(keel::cli::topic(&bootstrap, command)),
+        Command::Produce { bootstrap, args } => client_exit(keel::cli::produce(&bootstrap, args)),
+        Command::Consume { bootstrap, args } => client_exit(keel::cli::consume(&bootstrap, args)),
+        Command::Cluster { bootstrap, command } => client_exit(keel::cli::cluster(&bootstrap, command)),
         Command::Log(LogCommand::Verify { dir }) => verify(&dir),
         Command::Log(LogCommand::Dump { dir, records }) => {
             match keel_tools::logdir::dump(&dir, records, &mut std::io::stdout().lock()) {
@@ -52,6 +84,16 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn client_exit(result: Result<(), keel::cli::Failure>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(keel::cli::Failure(code, message)) => {
+            eprintln!("keel: {message}");
+            ExitCode::from(code)
         }
     }
 }

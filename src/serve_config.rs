@@ -26,7 +26,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Native protocol listener.
     pub listen: SocketAddr,
-    /// Admin HTTP listener (metrics).
+    /// Admin HTTP listener (metrics; reserved, not served yet).
     pub admin_listen: SocketAddr,
     /// Shards (one per core, pinned); `None` = every online CPU.
     pub cores: Option<usize>,
@@ -73,7 +73,8 @@ pub struct ServeArgs {
     /// Native protocol listener [default: 127.0.0.1:9400]
     #[arg(long, env = "KEEL_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Admin HTTP listener serving /metrics [default: 127.0.0.1:9401]
+    /// Admin HTTP listener, reserved for /metrics (not served yet: metrics are not built)
+    /// [default: 127.0.0.1:9401]
     #[arg(long, env = "KEEL_ADMIN_LISTEN", value_name = "HOST:PORT")]
     pub admin_listen: Option<SocketAddr>,
     /// Number of shards, one pinned to each of the first N CPUs [default: every online CPU]

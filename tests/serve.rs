@@ -427,3 +427,99 @@ fn sigkill_during_produce_loses_nothing_acknowledged() {
     assert!(total > 0, "the producer got acknowledgements");
     assert!(broker.stop().success());
 }
+
+/// The operator's path: the CLI against a running broker, exit codes included.
+#[test]
+fn cli_create_produce_consume_describe_delete() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path(), free_port());
+    let bootstrap = broker.addr.to_string();
+    let keel = |args: &[&str], stdin: Option<&str>| -> (i32, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(args)
+            .env("KEEL_BOOTSTRAP", &bootstrap)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) =
+        keel(&["topic", "create", "orders", "--partitions", "3", "--config", "retention.ms=3600000"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = keel(&["topic", "create", "orders", "--partitions", "3"], None);
+    assert_eq!(code, 1, "an existing topic is a broker refusal: {err}");
+    assert!(err.contains("TOPIC_ALREADY_EXISTS") || err.contains("already exists"), "{err}");
+    let (code, _, err) = keel(&["topic", "create", "x", "--config", "retention.msec=1"], None);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("retention.msec"), "the unknown key is named: {err}");
+
+    let lines: String = (0..30).map(|i| format!("user{}:order {i}\n", i % 5)).collect();
+    let (code, _, err) = keel(&["produce", "orders", "--key-separator", ":"], Some(&lines));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) =
+        keel(&["consume", "orders", "--from-beginning", "--count", "30", "--format", "detailed"], None);
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(records.len(), 30, "{out}");
+    let mut values: Vec<&str> = records.iter().map(|r| r[4]).collect();
+    values.sort_by_key(|v| v[6..].parse::<u32>().unwrap());
+    assert_eq!(values, (0..30).map(|i| format!("order {i}")).collect::<Vec<_>>());
+    for key in 0..5 {
+        let parts: std::collections::BTreeSet<&str> =
+            records.iter().filter(|r| r[3] == format!("user{key}")).map(|r| r[0]).collect();
+        assert_eq!(parts.len(), 1, "one key, one partition");
+    }
+
+    let (code, out, _) = keel(&["topic", "describe", "orders"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("retention.ms=3600000") && out.contains("fsync.policy=always (default)"), "{out}");
+    let (code, out, _) = keel(&["topic", "list"], None);
+    assert_eq!((code, out.trim()), (0, "orders\t3 partitions"));
+    let (code, out, _) = keel(&["cluster", "status"], None);
+    assert_eq!(code, 0);
+    assert!(out.contains("shard\tcore\tpartitions"), "{out}");
+    let (code, _, _) = keel(&["topic", "delete", "orders"], None);
+    assert_eq!(code, 0);
+    let (code, _, err) = keel(&["topic", "describe", "orders"], None);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = keel(&["topic", "list", "--bootstrap", "127.0.0.1:1"], None);
+    assert_eq!(code, 2, "unreachable broker: {err}");
+    assert!(broker.stop().success());
+}
+
+/// `keel serve` with its defaults, as the README's quick start runs it: a relative data
+/// directory under the current directory.
+#[test]
+fn default_relative_data_dir_works() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["serve", "--listen", &addr.to_string(), "--memory", "256MiB"])
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answers_api_versions(addr) {
+        assert!(Instant::now() < deadline, "keel serve did not answer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut client = Client::connect(addr);
+    assert_eq!(create(&mut client, "rel", 2), ErrorCode::None);
+    assert_eq!(produce(&mut client, "rel", 1, batch(1, 0)).0, ErrorCode::None);
+    assert!(tmp.path().join("keel-data/metadata.json").is_file());
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

@@ -57,8 +57,9 @@ pub struct DmaDir {
 impl DmaDir {
     /// Opens `path`, creating it (and its parents) if missing.
     pub async fn create(path: impl AsRef<Path>) -> io::Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        std::fs::create_dir_all(&path)?;
+        std::fs::create_dir_all(path.as_ref())?;
+        // Absolute: glommio's directory handle fails to fsync a relative path (EBADF).
+        let path = std::fs::canonicalize(path.as_ref())?;
         prime_poll_probe(&path).await?;
         Ok(DmaDir { path })
     }
