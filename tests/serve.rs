@@ -523,3 +523,52 @@ fn default_relative_data_dir_works() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+/// Many connections at once, each producing to every partition (most owned by another shard than
+/// the one that accepted the connection): every batch is stored once, and each connection's
+/// batches keep their order within every partition.
+#[test]
+fn concurrent_connections_across_shards() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path(), free_port());
+    let mut admin = Client::connect(broker.addr);
+    const PARTITIONS: u32 = 6;
+    const CONNECTIONS: u32 = 16;
+    const ROUNDS: u32 = 20;
+    assert_eq!(create(&mut admin, "busy", PARTITIONS), ErrorCode::None);
+    let producers: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let addr = broker.addr;
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr);
+                for round in 0..ROUNDS {
+                    for p in 0..PARTITIONS {
+                        // The connection and round are in the batch's first record key.
+                        let mut b = BatchBuilder::new();
+                        b.push(0, Some(format!("{c:02}-{round:03}").as_bytes()), Some(&[b'x'; 200]), &[]);
+                        let (code, _) = produce(&mut client, "busy", p, b.build());
+                        assert_eq!(code, ErrorCode::None);
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    for p in 0..PARTITIONS {
+        let batches = fetch_all(&mut admin, "busy", p);
+        assert_eq!(batches.len() as u32, CONNECTIONS * ROUNDS, "partition {p}");
+        let mut last_round = vec![-1i32; CONNECTIONS as usize];
+        for b in &batches {
+            let view = BatchView::parse(b).unwrap();
+            let record = view.records().unwrap().next().unwrap().unwrap();
+            let key = std::str::from_utf8(record.key.unwrap()).unwrap().to_string();
+            let (c, round) = key.split_once('-').unwrap();
+            let (c, round): (usize, i32) = (c.parse().unwrap(), round.parse().unwrap());
+            assert_eq!(round, last_round[c] + 1, "partition {p}: connection {c} out of order");
+            last_round[c] = round;
+        }
+    }
+    assert!(broker.stop().success());
+}
