@@ -25,8 +25,9 @@ use tracing::{error, info, warn};
 use crate::{
     connection,
     metadata::{self, Metadata, Topic, TopicId},
+    offsets::{self, partition_for_group, CommitKey, Committed, OffsetStore, OFFSETS_PARTITIONS, OFFSETS_TOPIC},
     partitions::{PartitionKey, Partitions},
-    routing::{Failure, PartitionOffsets, ShardRequest, ShardResponse},
+    routing::{CommittedEntry, Failure, PartitionOffsets, ShardRequest, ShardResponse},
     serve_config::ServeConfig,
     topic_config::TopicConfig,
 };
@@ -43,6 +44,11 @@ pub struct ShardState {
     pub connections: Cell<usize>,
     /// The CPU each shard is pinned to (for status), if pinned.
     pub cores: Arc<Vec<Option<usize>>>,
+    /// Latest committed offsets of the `__consumer_offsets` partitions this shard owns.
+    pub offsets: RefCell<OffsetStore>,
+    /// Serialises metadata changes on the controller: each reads the metadata, awaits the
+    /// shards, then publishes, so two at once would lose one's change.
+    controller: glommio::sync::Semaphore,
 }
 
 impl ShardState {
@@ -141,11 +147,13 @@ async fn shard_main(
         metadata: RefCell::new(metadata.clone()),
         connections: Cell::new(0),
         cores,
+        offsets: RefCell::new(OffsetStore::default()),
+        controller: glommio::sync::Semaphore::new(1),
     });
     for topic in metadata.topics() {
         let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == shard.id().0).map(|p| p.partition).collect();
         if !mine.is_empty() {
-            state.partitions.open(topic, &mine).await.map_err(|e| format!("topic {}: {e}", topic.name))?;
+            open_partitions(&state, topic, &mine).await.map_err(|f| format!("topic {}: {}", topic.name, f.message))?;
         }
     }
     info!(shard = %shard.id(), partitions = state.partitions.count(), "shard ready");
@@ -156,6 +164,12 @@ async fn shard_main(
             async move { handle_shard_request(&state, request).await }
         }
     });
+    if shard.id() == ShardId(0) && metadata.topic(OFFSETS_TOPIC).is_none() {
+        let configs = [("cleanup.policy".to_string(), "compact".to_string())];
+        create_topic(&state, OFFSETS_TOPIC, OFFSETS_PARTITIONS, &configs)
+            .await
+            .map_err(|f| format!("cannot create {OFFSETS_TOPIC}: {}", f.message))?;
+    }
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let accept = glommio::spawn_local(accept_loop(listener, state.clone())).detach();
     shard.stopping().await;
@@ -218,11 +232,18 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
                 .collect(),
         ),
         ShardRequest::OpenPartitions { topic, partitions } => {
-            ShardResponse::Done(state.partitions.open(&topic, &partitions).await.map_err(Failure::from))
+            ShardResponse::Done(open_partitions(state, &topic, &partitions).await)
         }
         ShardRequest::RemovePartitions { topic, partitions } => {
             ShardResponse::Done(state.partitions.remove(&topic, &partitions).await.map_err(Failure::from))
         }
+        ShardRequest::CommitOffsets { group, commits } => {
+            ShardResponse::Done(commit_offsets(state, group, commits).await)
+        }
+        ShardRequest::FetchCommitted { group, filter } => {
+            ShardResponse::Committed(Ok(fetch_committed(state, &group, filter)))
+        }
+        ShardRequest::ListGroups => ShardResponse::Groups(state.offsets.borrow().groups()),
         ShardRequest::MetadataChanged(metadata) => {
             *state.metadata.borrow_mut() = metadata;
             ShardResponse::Done(Ok(()))
@@ -238,6 +259,79 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
             partitions: state.partitions.count() as u32,
             log_bytes: state.partitions.log_bytes(),
         },
+    }
+}
+
+/// Opens partitions of `topic` on this shard; for the offsets topic, also replays their logs
+/// into the in-memory store of latest commits.
+async fn open_partitions(state: &ShardState, topic: &Topic, partitions: &[u32]) -> Result<(), Failure> {
+    state.partitions.open(topic, partitions).await?;
+    if topic.name != OFFSETS_TOPIC {
+        return Ok(());
+    }
+    for &partition in partitions {
+        let key = PartitionKey { topic: topic.id, partition };
+        let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+        let mut offset = log.offsets().log_start;
+        loop {
+            let read = log.read(offset, 1 << 20).await?;
+            if read.bytes.is_empty() {
+                break;
+            }
+            let skipped = state.offsets.borrow_mut().apply(partition, &read.bytes);
+            if skipped > 0 {
+                warn!(partition, skipped, "undecodable records in {OFFSETS_TOPIC} skipped");
+            }
+            offset = read.next_offset;
+        }
+    }
+    Ok(())
+}
+
+/// Appends a group's commits as one batch to its offsets partition, then makes them visible.
+async fn commit_offsets(
+    state: &ShardState,
+    group: String,
+    commits: Vec<(String, u32, u64, Option<String>)>,
+) -> Result<(), Failure> {
+    let partition = partition_for_group(&group);
+    let (key, _) = state
+        .route(OFFSETS_TOPIC, partition)
+        .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    let commits: Vec<(CommitKey, Committed)> = commits
+        .into_iter()
+        .map(|(topic, p, offset, metadata)| {
+            (CommitKey { group: group.clone(), topic, partition: p }, Committed { offset, metadata })
+        })
+        .collect();
+    if commits.is_empty() {
+        return Ok(());
+    }
+    let batch = offsets::commit_batch(&commits, now_ms());
+    log.append(&batch, 0).await?;
+    state.offsets.borrow_mut().apply(partition, &batch);
+    Ok(())
+}
+
+fn fetch_committed(state: &ShardState, group: &str, filter: Option<Vec<(String, Vec<u32>)>>) -> Vec<CommittedEntry> {
+    let partition = partition_for_group(group);
+    let store = state.offsets.borrow();
+    match filter {
+        None => store
+            .group(partition, group)
+            .into_iter()
+            .map(|(k, v)| (k.topic, k.partition, Some(v.offset), v.metadata))
+            .collect(),
+        Some(wanted) => wanted
+            .into_iter()
+            .flat_map(|(topic, partitions)| partitions.into_iter().map(move |p| (topic.clone(), p)))
+            .map(|(topic, p)| {
+                let key = CommitKey { group: group.to_string(), topic, partition: p };
+                let committed = store.get(partition, &key);
+                (key.topic.clone(), p, committed.map(|c| c.offset), committed.and_then(|c| c.metadata.clone()))
+            })
+            .collect(),
     }
 }
 
@@ -341,6 +435,11 @@ fn metadata_failure(e: metadata::MetadataError) -> Failure {
     Failure::new(code, e.to_string())
 }
 
+/// Waits for the other metadata changes to finish.
+async fn controller_turn(state: &ShardState) -> Result<glommio::sync::Permit<'_>, Failure> {
+    state.controller.acquire_permit(1).await.map_err(|e| Failure::new(ErrorCode::BrokerShuttingDown, e.to_string()))
+}
+
 /// Persists `next`, installs it on every shard, and returns once all have it.
 async fn publish(state: &ShardState, next: Metadata) -> Result<(), Failure> {
     let path = metadata_path(&state.config.data_dir);
@@ -384,6 +483,7 @@ async fn create_topic(
     partitions: u32,
     configs: &[(String, String)],
 ) -> Result<(), Failure> {
+    let _change = controller_turn(state).await?;
     let config = TopicConfig::from_pairs(configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .map_err(|e| Failure::new(ErrorCode::InvalidConfig, e.to_string()))?;
     let mut next = (*state.metadata()).clone();
@@ -400,6 +500,13 @@ async fn create_topic(
 }
 
 async fn delete_topic(state: &ShardState, name: &str) -> Result<(), Failure> {
+    let _change = controller_turn(state).await?;
+    if name == OFFSETS_TOPIC {
+        return Err(Failure::new(
+            ErrorCode::PolicyViolation,
+            format!("{OFFSETS_TOPIC} is internal and cannot be deleted"),
+        ));
+    }
     let mut next = (*state.metadata()).clone();
     let topic = next.delete_topic(name).map_err(metadata_failure)?;
     // Metadata first, logs second: no request is routed to a partition being removed.
@@ -415,6 +522,7 @@ async fn alter_configs(
     set: &[(String, String)],
     remove: &[String],
 ) -> Result<(), Failure> {
+    let _change = controller_turn(state).await?;
     let mut next = (*state.metadata()).clone();
     next.alter_config(name, set, remove).map_err(metadata_failure)?;
     publish(state, next).await?;

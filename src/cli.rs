@@ -99,6 +99,11 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long)]
     pub partition: Option<u32>,
+    /// Consume as this group: start where the group's committed offsets say (partitions without
+    /// one start per --from-beginning/--offset/--timestamp/latest) and commit after each batch
+    /// of printed records.
+    #[arg(long)]
+    pub group: Option<String>,
     /// Exit after this many records (default: run until interrupted, or until --idle-exit-ms).
     #[arg(long)]
     pub count: Option<u64>,
@@ -107,6 +112,34 @@ pub struct ConsumeArgs {
     pub idle_exit_ms: Option<u64>,
     #[arg(long, value_enum, default_value = "value")]
     pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Every group with committed offsets.
+    List,
+    /// A group's committed offsets with the partitions' high watermarks and the lag.
+    Offsets {
+        group: String,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
+    /// Move a group's committed offsets on every partition of a topic.
+    Reset {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// To the oldest record kept.
+        #[arg(long, conflicts_with_all = ["to_latest", "to_offset"], required_unless_present_any = ["to_latest", "to_offset"])]
+        to_earliest: bool,
+        /// To the end (only records produced from now on).
+        #[arg(long, conflicts_with = "to_offset")]
+        to_latest: bool,
+        /// To this offset (clamped into each partition's range).
+        #[arg(long)]
+        to_offset: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +249,16 @@ pub fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Failure> 
         _ => StartAt::Latest,
     };
     let mut consumer = Consumer::new(client, &args.topic, args.partition.map(|p| vec![p]), start)?;
+    if let Some(group) = &args.group {
+        let committed = consumer.client().fetch_committed(group, Some(&args.topic))?;
+        for (_, partition, offset) in committed {
+            if args.partition.is_none_or(|p| p == partition) {
+                consumer.seek(partition, StartAt::Offset(offset))?;
+            }
+        }
+    }
+    // Next offset per partition after the records printed so far: what a group commits.
+    let mut printed: std::collections::BTreeMap<u32, u64> = consumer.positions().iter().copied().collect();
     let out = &mut std::io::stdout().lock();
     let mut seen = 0u64;
     let mut last_record = Instant::now();
@@ -230,16 +273,26 @@ pub fn consume(bootstrap: &Bootstrap, args: ConsumeArgs) -> Result<(), Failure> 
         if !records.is_empty() {
             last_record = Instant::now();
         }
-        for record in records {
+        let mut closed = false;
+        for record in &records {
             if args.count.is_some_and(|n| seen >= n) {
                 break;
             }
-            if write_record(out, &record, args.format).is_err() {
-                return Ok(()); // stdout closed (e.g. piped into head)
+            if write_record(out, record, args.format).is_err() {
+                closed = true; // stdout closed (e.g. piped into head)
+                break;
             }
+            printed.insert(record.partition, record.offset + 1);
             seen += 1;
         }
         let _ = out.flush();
+        if let (Some(group), false) = (&args.group, records.is_empty()) {
+            let positions: Vec<(u32, u64)> = printed.iter().map(|(&p, &o)| (p, o)).collect();
+            consumer.client().commit_offsets(group, &args.topic, &positions)?;
+        }
+        if closed {
+            return Ok(());
+        }
     }
 }
 
@@ -264,6 +317,51 @@ fn write_record(out: &mut impl Write, r: &ConsumedRecord, format: Format) -> std
             writeln!(out, "{json}")
         }
     }
+}
+
+pub fn group(bootstrap: &Bootstrap, command: GroupCommand) -> Result<(), Failure> {
+    let mut client = connect(bootstrap)?;
+    match command {
+        GroupCommand::List => {
+            for g in client.list_groups()? {
+                println!("{g}");
+            }
+        }
+        GroupCommand::Offsets { group, topic } => {
+            let committed = client.fetch_committed(&group, topic.as_deref())?;
+            println!("topic\tpartition\tcommitted\thigh_watermark\tlag");
+            let mut ends = std::collections::HashMap::new();
+            for (topic, partition, offset) in committed {
+                if !ends.contains_key(&topic) {
+                    let info = client.topic(&topic)?;
+                    ends.insert(topic.clone(), info.partitions.iter().map(|p| p.high_watermark).collect::<Vec<_>>());
+                }
+                let hw = ends[&topic].get(partition as usize).copied().unwrap_or(0);
+                println!("{topic}\t{partition}\t{offset}\t{hw}\t{}", hw.saturating_sub(offset));
+            }
+        }
+        GroupCommand::Reset { group, topic, to_earliest, to_latest, to_offset } => {
+            let info = client.topic(&topic)?;
+            let positions: Vec<(u32, u64)> = info
+                .partitions
+                .iter()
+                .map(|p| {
+                    let offset = match (to_earliest, to_latest, to_offset) {
+                        (true, _, _) => p.log_start_offset,
+                        (_, true, _) => p.high_watermark,
+                        (_, _, Some(o)) => o.clamp(p.log_start_offset, p.high_watermark),
+                        _ => unreachable!("clap requires one of --to-earliest, --to-latest, --to-offset"),
+                    };
+                    (p.partition, offset)
+                })
+                .collect();
+            client.commit_offsets(&group, &topic, &positions)?;
+            for (p, o) in positions {
+                println!("{topic}\t{p}\t{o}");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn cluster(bootstrap: &Bootstrap, command: ClusterCommand) -> Result<(), Failure> {

@@ -16,12 +16,14 @@ use glommio::net::TcpStream;
 use keel_protocol::{
     decode_frame, decode_request, decode_request_header, encode_response,
     messages::{
-        Acks, AlterConfigsResponse, ApiVersionRange, ApiVersionsResponse, BrokerStatusResponse, CreateTopicResponse,
-        DeleteTopicResponse, DescribeConfigsResponse, DescribeConfigsTopic, DescribedConfig as WireConfigValue,
-        FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse, FetchTopicResponse,
-        ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
-        MetadataPartition, MetadataResponse, MetadataTopic, OffsetQuery, ProducePartitionResponse, ProduceRequest,
-        ProduceResponse, ProduceTopicResponse, ShardStatus,
+        Acks, AlterConfigsResponse, ApiVersionRange, ApiVersionsResponse, BrokerStatusResponse,
+        CommitOffsetsPartitionResponse, CommitOffsetsRequest, CommitOffsetsResponse, CommitOffsetsTopicResponse,
+        CreateTopicResponse, DeleteTopicResponse, DescribeConfigsResponse, DescribeConfigsTopic,
+        DescribedConfig as WireConfigValue, FetchCommittedPartitionResponse, FetchCommittedRequest,
+        FetchCommittedResponse, FetchCommittedTopicResponse, FetchPartition, FetchPartitionResponse, FetchRequest,
+        FetchResponse, FetchTopicResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
+        ListOffsetsResponse, ListOffsetsTopicResponse, MetadataPartition, MetadataResponse, MetadataTopic, OffsetQuery,
+        ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ShardStatus,
     },
     ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopLevelError,
 };
@@ -32,6 +34,7 @@ use tracing::{debug, warn};
 use crate::{
     broker::ShardState,
     metadata::Metadata,
+    offsets,
     routing::{Failure, PartitionOffsets, ShardRequest, ShardResponse},
 };
 
@@ -134,6 +137,9 @@ const SERVED: &[ApiKey] = &[
     ApiKey::DescribeConfigs,
     ApiKey::AlterConfigs,
     ApiKey::BrokerStatus,
+    ApiKey::CommitOffsets,
+    ApiKey::FetchCommitted,
+    ApiKey::ListGroups,
 ];
 
 fn top_level(code: ErrorCode, message: impl Into<String>) -> Result<Response, TopLevelError> {
@@ -190,10 +196,21 @@ async fn handle(
         Request::Fetch(req) => Ok(Response::Fetch(fetch(state, req).await)),
         Request::ListOffsets(req) => Ok(Response::ListOffsets(list_offsets(state, req).await)),
         Request::BrokerStatus(_) => Ok(Response::BrokerStatus(status(state).await)),
-        Request::CommitOffsets(_) | Request::FetchCommitted(_) | Request::ListGroups(_) => top_level(
-            ErrorCode::UnknownApi,
-            "committed consumer offsets are not implemented by this broker yet (not listed by ApiVersions)",
-        ),
+        Request::CommitOffsets(req) => Ok(Response::CommitOffsets(commit_offsets(state, req).await)),
+        Request::FetchCommitted(req) => match fetch_committed(state, req).await {
+            Ok(response) => Ok(Response::FetchCommitted(response)),
+            Err(f) => top_level(f.code, f.message),
+        },
+        Request::ListGroups(_) => {
+            let mut groups = Vec::new();
+            for shard in state.shard.all() {
+                if let Ok(ShardResponse::Groups(g)) = call(state, shard, ShardRequest::ListGroups).await {
+                    groups.extend(g);
+                }
+            }
+            groups.sort();
+            Ok(Response::ListGroups(ListGroupsResponse { groups }))
+        }
     };
     Some(response)
 }
@@ -475,6 +492,94 @@ async fn list_offsets(state: &ShardState, req: ListOffsetsRequest) -> ListOffset
         topics.push(ListOffsetsTopicResponse { name: topic.name, partitions });
     }
     ListOffsetsResponse { topics }
+}
+
+/// The shard owning a group's offsets partition.
+fn group_shard(state: &ShardState, group: &str) -> Result<ShardId, Failure> {
+    if !offsets::valid_group(group) {
+        return Err(Failure::new(ErrorCode::InvalidGroupId, "a group id is 1 to 255 bytes"));
+    }
+    state
+        .route(offsets::OFFSETS_TOPIC, offsets::partition_for_group(group))
+        .map(|(_, shard)| shard)
+        .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, "the offsets topic is not ready yet"))
+}
+
+/// Commits for partitions that exist go to the group's shard in one batch; the others get
+/// UNKNOWN_TOPIC_OR_PARTITION.
+async fn commit_offsets(state: &ShardState, req: CommitOffsetsRequest) -> CommitOffsetsResponse {
+    let shard = group_shard(state, &req.group);
+    let mut commits = Vec::new();
+    let mut codes: Vec<Vec<ErrorCode>> = Vec::new();
+    for topic in &req.topics {
+        codes.push(
+            topic
+                .partitions
+                .iter()
+                .map(|p| match (&shard, state.route(&topic.name, p.partition.0)) {
+                    (Err(f), _) => f.code,
+                    (Ok(_), None) => ErrorCode::UnknownTopicOrPartition,
+                    (Ok(_), Some(_)) => {
+                        commits.push((topic.name.clone(), p.partition.0, p.offset.0, p.metadata.clone()));
+                        ErrorCode::None
+                    }
+                })
+                .collect(),
+        );
+    }
+    if let (Ok(shard), false) = (&shard, commits.is_empty()) {
+        let result = match call(state, *shard, ShardRequest::CommitOffsets { group: req.group.clone(), commits }).await
+        {
+            Ok(ShardResponse::Done(result)) => result,
+            Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
+            Err(f) => Err(f),
+        };
+        if let Err(f) = result {
+            for code in codes.iter_mut().flatten().filter(|c| **c == ErrorCode::None) {
+                *code = f.code;
+            }
+        }
+    }
+    let topics = req
+        .topics
+        .into_iter()
+        .zip(codes)
+        .map(|(topic, codes)| CommitOffsetsTopicResponse {
+            name: topic.name,
+            partitions: topic
+                .partitions
+                .iter()
+                .zip(codes)
+                .map(|(p, error_code)| CommitOffsetsPartitionResponse { partition: p.partition, error_code })
+                .collect(),
+        })
+        .collect();
+    CommitOffsetsResponse { topics }
+}
+
+async fn fetch_committed(state: &ShardState, req: FetchCommittedRequest) -> Result<FetchCommittedResponse, Failure> {
+    let shard = group_shard(state, &req.group)?;
+    let filter = req
+        .topics
+        .map(|topics| topics.into_iter().map(|t| (t.name, t.partitions.into_iter().map(|p| p.0).collect())).collect());
+    let committed = match call(state, shard, ShardRequest::FetchCommitted { group: req.group, filter }).await? {
+        ShardResponse::Committed(result) => result?,
+        other => return Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
+    };
+    let mut topics: Vec<FetchCommittedTopicResponse> = Vec::new();
+    for (topic, partition, offset, metadata) in committed {
+        let entry = FetchCommittedPartitionResponse {
+            partition: PartitionId(partition),
+            error_code: ErrorCode::None,
+            offset: offset.map(Offset),
+            metadata,
+        };
+        match topics.last_mut() {
+            Some(t) if t.name == topic => t.partitions.push(entry),
+            _ => topics.push(FetchCommittedTopicResponse { name: topic, partitions: vec![entry] }),
+        }
+    }
+    Ok(FetchCommittedResponse { topics })
 }
 
 async fn status(state: &ShardState) -> BrokerStatusResponse {

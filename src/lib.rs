@@ -8,6 +8,7 @@
 //! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`).
 //! - [`topic_config`]: per-topic settings under Kafka's names, validated, mapped to a log config.
 //! - [`metadata`]: topics, topic ids and the persisted placement of partitions on shards.
+//! - [`offsets`]: committed consumer offsets in the internal compacted topic `__consumer_offsets`.
 //! - [`partitions`]: the partition logs one shard owns, opened, created, removed, closed.
 //! - [`serve_config`]: the settings of `keel serve` (defaults, TOML file, `KEEL_*`, flags).
 //!
@@ -17,6 +18,7 @@ pub mod broker;
 pub mod cli;
 pub mod connection;
 pub mod metadata;
+pub mod offsets;
 pub mod partitions;
 pub mod routing;
 pub mod serve_config;

@@ -38,6 +38,13 @@ enum Command {
         #[command(flatten)]
         args: keel::cli::ConsumeArgs,
     },
+    /// Consumer groups: list, committed offsets and lag, reset.
+    Group {
+        #[command(flatten)]
+        bootstrap: keel::cli::Bootstrap,
+        #[command(subcommand)]
+        command: keel::cli::GroupCommand,
+    },
     /// The broker's state.
     Cluster {
         #[command(flatten)]
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
         Command::Topic { bootstrap, command } => client_exit(keel::cli::topic(&bootstrap, command)),
         Command::Produce { bootstrap, args } => client_exit(keel::cli::produce(&bootstrap, args)),
         Command::Consume { bootstrap, args } => client_exit(keel::cli::consume(&bootstrap, args)),
+        Command::Group { bootstrap, command } => client_exit(keel::cli::group(&bootstrap, command)),
         Command::Cluster { bootstrap, command } => client_exit(keel::cli::cluster(&bootstrap, command)),
         Command::Log(LogCommand::Verify { dir }) => verify(&dir),
         Command::Log(LogCommand::Dump { dir, records }) => {

@@ -51,6 +51,9 @@ impl From<StorageError> for Failure {
     }
 }
 
+/// One committed position: (topic, partition, committed offset or none, metadata).
+pub type CommittedEntry = (String, u32, Option<u64>, Option<String>);
+
 /// A request from one shard to another.
 #[derive(Debug)]
 pub enum ShardRequest {
@@ -105,6 +108,18 @@ pub enum ShardRequest {
     },
     /// Partitions and log bytes of this shard.
     Status,
+    /// Append a group's commits (one batch, all or nothing) to its offsets partition here.
+    CommitOffsets {
+        group: String,
+        commits: Vec<(String, u32, u64, Option<String>)>,
+    },
+    /// A group's commits (`None` = all of them; else these partitions of these topics).
+    FetchCommitted {
+        group: String,
+        filter: Option<Vec<(String, Vec<u32>)>>,
+    },
+    /// Groups with commits on this shard.
+    ListGroups,
 }
 
 /// Offsets of one partition as a client sees them.
@@ -129,4 +144,6 @@ pub enum ShardResponse {
         partitions: u32,
         log_bytes: u64,
     },
+    Committed(Result<Vec<CommittedEntry>, Failure>),
+    Groups(Vec<String>),
 }

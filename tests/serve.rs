@@ -280,9 +280,10 @@ fn produce_fetch_restart_and_bad_input() {
     let (header, _) = keel_protocol::decode_response_header(&payload).unwrap();
     assert_eq!((header.correlation_id, header.error_code), (77, ErrorCode::UnknownApi));
     let Ok(Response::Metadata(m)) = client.call(Request::Metadata(MetadataRequest { topics: None })) else { panic!() };
-    assert_eq!(m.topics.len(), 1);
-    assert_eq!(m.topics[0].partitions.len(), PARTITIONS as usize);
-    assert!(m.topics[0].partitions.iter().all(|p| p.high_watermark == Offset(u64::from(BATCHES) * 3)));
+    let events: Vec<_> = m.topics.iter().filter(|t| t.name == "events").collect();
+    assert_eq!(m.topics.len(), 2, "events and the internal __consumer_offsets");
+    assert_eq!(events[0].partitions.len(), PARTITIONS as usize);
+    assert!(events[0].partitions.iter().all(|p| p.high_watermark == Offset(u64::from(BATCHES) * 3)));
 
     // Long poll: a fetch at the end waits for the next append instead of returning empty.
     let end = u64::from(BATCHES) * 3;
@@ -484,7 +485,34 @@ fn cli_create_produce_consume_describe_delete() {
     assert_eq!(code, 0);
     assert!(out.contains("retention.ms=3600000") && out.contains("fsync.policy=always (default)"), "{out}");
     let (code, out, _) = keel(&["topic", "list"], None);
-    assert_eq!((code, out.trim()), (0, "orders\t3 partitions"));
+    assert_eq!((code, out.trim()), (0, "__consumer_offsets\t16 partitions\norders\t3 partitions"));
+
+    // A group reads part of the topic, commits, and goes on where it stopped.
+    let group_values = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["consume", "orders", "--group", "billing", "--from-beginning", "--format", "detailed"];
+        all.extend_from_slice(args);
+        let (code, out, err) = keel(&all, None);
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(|l| l.split('\t').nth(4).unwrap().to_string()).collect()
+    };
+    let first = group_values(&["--count", "12"]);
+    let rest = group_values(&["--idle-exit-ms", "1500"]);
+    assert_eq!(first.len() + rest.len(), 30, "every record once across the two runs: {first:?} {rest:?}");
+    let mut all: Vec<String> = first.iter().chain(&rest).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 30);
+    let (code, out, err) = keel(&["group", "offsets", "billing"], None);
+    assert_eq!(code, 0, "{err}");
+    let lag: u64 = out.lines().skip(1).map(|l| l.split('\t').nth(4).unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(lag, 0, "{out}");
+    let (code, out, _) = keel(&["group", "list"], None);
+    assert_eq!((code, out.trim()), (0, "billing"));
+    let (code, _, err) = keel(&["group", "reset", "billing", "--topic", "orders", "--to-earliest"], None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(group_values(&["--idle-exit-ms", "1500"]).len(), 30, "after a reset to earliest: all again");
+    let (code, _, err) = keel(&["topic", "delete", "__consumer_offsets"], None);
+    assert_eq!(code, 1, "internal topic: {err}");
     let (code, out, _) = keel(&["cluster", "status"], None);
     assert_eq!(code, 0);
     assert!(out.contains("shard\tcore\tpartitions"), "{out}");

@@ -9,13 +9,15 @@ use keel_protocol::{
     decode_response, encode_request,
     messages::{
         Acks, AlterConfigsRequest, AlterConfigsResponse, ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse,
-        BrokerStatusRequest, BrokerStatusResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
-        DeleteTopicRequest, DeleteTopicResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest,
-        FetchResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopic,
+        BrokerStatusRequest, BrokerStatusResponse, CommitOffsetsPartition, CommitOffsetsRequest, CommitOffsetsResponse,
+        CommitOffsetsTopic, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
+        DeleteTopicResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchCommittedRequest,
+        FetchCommittedResponse, FetchCommittedTopic, FetchRequest, FetchResponse, ListGroupsRequest,
+        ListGroupsResponse, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopic,
         MetadataRequest, MetadataResponse, OffsetQuery, ProducePartition, ProduceRequest, ProduceResponse,
         ProduceTopic,
     },
-    ApiKey, ErrorCode, PartitionId, Request, RequestHeader, Response, TopicId, SUPPORTED,
+    ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopicId, SUPPORTED,
 };
 
 use crate::{connection::Connection, error::ClientError};
@@ -195,6 +197,62 @@ impl Client {
     /// The broker's version, data directory and shards.
     pub fn broker_status(&mut self) -> Result<BrokerStatusResponse, ClientError> {
         self.exchange(BrokerStatusRequest {}, Duration::ZERO)
+    }
+
+    /// Stores `group`'s position in partitions of `topic`: `(partition, next offset to read)`.
+    /// All are written in one record batch; any partition's error fails the call.
+    pub fn commit_offsets(&mut self, group: &str, topic: &str, offsets: &[(u32, u64)]) -> Result<(), ClientError> {
+        let partitions = offsets
+            .iter()
+            .map(|&(p, offset)| CommitOffsetsPartition {
+                partition: PartitionId(p),
+                offset: Offset(offset),
+                metadata: None,
+            })
+            .collect();
+        let request = CommitOffsetsRequest {
+            group: group.to_owned(),
+            topics: vec![CommitOffsetsTopic { name: topic.to_owned(), partitions }],
+        };
+        let r = self.exchange(request, Duration::ZERO)?;
+        for t in r.topics {
+            for p in t.partitions {
+                check_partition_code(p.error_code, &t.name, p.partition.0, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `group`'s committed positions: `(topic, partition, offset)`, for `topic` only or, with
+    /// `None`, for every topic the group committed.
+    pub fn fetch_committed(
+        &mut self,
+        group: &str,
+        topic: Option<&str>,
+    ) -> Result<Vec<(String, u32, u64)>, ClientError> {
+        let topics = match topic {
+            Some(name) => {
+                let partitions = self.topic(name)?.partitions.iter().map(|p| PartitionId(p.partition)).collect();
+                Some(vec![FetchCommittedTopic { name: name.to_owned(), partitions }])
+            }
+            None => None,
+        };
+        let r = self.exchange(FetchCommittedRequest { group: group.to_owned(), topics }, Duration::ZERO)?;
+        let mut out = Vec::new();
+        for t in r.topics {
+            for p in t.partitions {
+                check_partition_code(p.error_code, &t.name, p.partition.0, None)?;
+                if let Some(offset) = p.offset {
+                    out.push((t.name.clone(), p.partition.0, offset.0));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every group with committed offsets.
+    pub fn list_groups(&mut self) -> Result<Vec<String>, ClientError> {
+        Ok(self.exchange(ListGroupsRequest {}, Duration::ZERO)?.groups)
     }
 
     /// Looks up offsets in `topic`: for each `(partition, query)`, the offset found, or `None`
@@ -409,6 +467,9 @@ exchange! {
     DescribeConfigsRequest => DescribeConfigsResponse as DescribeConfigs,
     AlterConfigsRequest => AlterConfigsResponse as AlterConfigs,
     BrokerStatusRequest => BrokerStatusResponse as BrokerStatus,
+    CommitOffsetsRequest => CommitOffsetsResponse as CommitOffsets,
+    FetchCommittedRequest => FetchCommittedResponse as FetchCommitted,
+    ListGroupsRequest => ListGroupsResponse as ListGroups,
 }
 
 /// `Ok` for `NONE`, else the error for a code about `topic`.
