@@ -55,7 +55,14 @@ pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
                 }
                 // An idle connection closes when the broker stops; one mid-request is read on.
                 let idle = buf.is_empty();
-                let want = READ_CHUNK.max(buf.capacity() - buf.len());
+                // Read what the frame still lacks (its size passed the max_frame_bytes check in
+                // decode_frame), at least a chunk; zero-filling spare capacity beyond that on
+                // every read would cost as much as the copy.
+                let missing = match buf.first_chunk::<4>() {
+                    Some(prefix) => (u32::from_be_bytes(*prefix) as usize + 4).saturating_sub(buf.len()),
+                    None => 0,
+                };
+                let want = missing.max(READ_CHUNK);
                 let start = buf.len();
                 buf.resize(start + want, 0);
                 let read = async { Some(stream.read(&mut buf[start..]).await) };

@@ -315,6 +315,16 @@ fn produce_fetch_restart_and_bad_input() {
     assert_eq!(producer.join().unwrap(), (ErrorCode::None, Some(Offset(end))));
     sent[2].push(batch(2, BATCHES));
 
+    // A large request (~900 KiB batch, read from the socket in many pieces) goes through whole.
+    let mut big = BatchBuilder::new();
+    for r in 0..90u32 {
+        big.push(1_700_000_000_000, Some(format!("big-{r}").as_bytes()), Some(&vec![b'b'; 10_000]), &[]);
+    }
+    let big = big.last_offset_delta(89).build();
+    assert!(big.len() > 900_000);
+    assert_eq!(produce(&mut client, "events", 0, big.clone()), (ErrorCode::None, Some(Offset(end))));
+    sent[0].push(big);
+
     let status = broker.stop();
     assert!(status.success(), "keel serve exits 0 on SIGTERM: {status}");
 
