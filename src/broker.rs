@@ -34,6 +34,10 @@ use crate::{
 
 pub type BrokerShard = Shard<ShardRequest, ShardResponse>;
 
+/// The Raft term stamped on appended batches (`partitionLeaderEpoch`) until replication exists:
+/// one node, one term that never changes.
+pub const SINGLE_NODE_TERM: u32 = 0;
+
 /// Everything one shard owns. Lives on the shard's thread only.
 pub struct ShardState {
     pub shard: BrokerShard,
@@ -42,8 +46,8 @@ pub struct ShardState {
     /// This shard's copy of the controller's metadata (routing table).
     pub metadata: RefCell<Arc<Metadata>>,
     pub connections: Cell<usize>,
-    /// The CPU each shard is pinned to (for status), if pinned.
-    pub cores: Arc<Vec<Option<usize>>>,
+    /// The CPU each shard is pinned to (index = shard), for status.
+    pub cores: Arc<Vec<usize>>,
     /// Latest committed offsets of the `__consumer_offsets` partitions this shard owns.
     pub offsets: RefCell<OffsetStore>,
     /// Serialises metadata changes on the controller: each reads the metadata, awaits the
@@ -101,7 +105,8 @@ pub fn serve(mut config: ServeConfig) -> Result<(), String> {
         RuntimeConfig { shards, pin: keel_shards::Pinning::Cores(cores.clone()), ..RuntimeConfig::unpinned(shards) };
     let config = Arc::new(config);
     let metadata = Arc::new(metadata);
-    let cores = Arc::new(cores.into_iter().map(Some).collect::<Vec<_>>());
+    assert_eq!(cores.len(), shards, "config validation keeps shards <= online CPUs");
+    let cores = Arc::new(cores);
     info!(shards, data_dir = %config.data_dir.display(), listen = %config.listen, "starting");
     let runtime = keel_shards::start(runtime_config, {
         let (config, metadata, cores) = (config.clone(), metadata.clone(), cores.clone());
@@ -126,16 +131,19 @@ pub fn serve(mut config: ServeConfig) -> Result<(), String> {
     result
 }
 
-fn online_cpus() -> Result<Vec<usize>, String> {
-    let cpus = std::thread::available_parallelism().map_err(|e| format!("cannot count CPUs: {e}"))?.get();
-    Ok((0..cpus).collect())
+/// The online CPUs, in the shard runtime's own view (the ids it will pin to).
+pub fn online_cpus() -> Result<Vec<usize>, String> {
+    match RuntimeConfig::per_online_cpu().map_err(|e| format!("cannot read the CPU topology: {e}"))?.pin {
+        keel_shards::Pinning::Cores(cores) => Ok(cores),
+        keel_shards::Pinning::None => Err("the shard runtime reported no CPUs to pin to".into()),
+    }
 }
 
 async fn shard_main(
     shard: BrokerShard,
     config: Arc<ServeConfig>,
     metadata: Arc<Metadata>,
-    cores: Arc<Vec<Option<usize>>>,
+    cores: Arc<Vec<usize>>,
 ) -> Result<(), String> {
     let base = LogConfig::default();
     let partitions =
@@ -241,7 +249,7 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
             ShardResponse::Done(commit_offsets(state, group, commits).await)
         }
         ShardRequest::FetchCommitted { group, filter } => {
-            ShardResponse::Committed(Ok(fetch_committed(state, &group, filter)))
+            ShardResponse::Committed(fetch_committed(state, &group, filter))
         }
         ShardRequest::ListGroups => ShardResponse::Groups(state.offsets.borrow().groups()),
         ShardRequest::MetadataChanged(metadata) => {
@@ -309,7 +317,7 @@ async fn commit_offsets(
         return Ok(());
     }
     let batch = offsets::commit_batch(&commits, now_ms());
-    log.append(&batch, 0).await?;
+    log.append(&batch, SINGLE_NODE_TERM).await?;
     state.offsets.borrow_mut().apply(partition, &batch);
     Ok(())
 }

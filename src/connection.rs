@@ -25,14 +25,14 @@ use keel_protocol::{
         ListOffsetsResponse, ListOffsetsTopicResponse, MetadataPartition, MetadataResponse, MetadataTopic, OffsetQuery,
         ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ShardStatus,
     },
-    ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopLevelError,
+    ApiKey, ErrorCode, Offset, PartitionId, Request, Response, TopLevelError,
 };
 use keel_shards::ShardId;
 use keel_storage::io::join_all;
 use tracing::{debug, warn};
 
 use crate::{
-    broker::ShardState,
+    broker::{ShardState, SINGLE_NODE_TERM},
     metadata::Metadata,
     offsets,
     routing::{Failure, PartitionOffsets, ShardRequest, ShardResponse},
@@ -124,7 +124,7 @@ async fn answer(state: &Rc<ShardState>, payload: &Bytes, out: &mut Vec<u8>) -> b
             message: Some("the broker is shutting down".into()),
         }))
     } else {
-        handle(state, &header, request).await
+        handle(state, request).await
     };
     if let Some(response) = response {
         encode_response(header.correlation_id, header.api_version, &response, out);
@@ -153,12 +153,7 @@ fn top_level(code: ErrorCode, message: impl Into<String>) -> Result<Response, To
     Err(TopLevelError { code, message: Some(message.into()) })
 }
 
-async fn handle(
-    state: &Rc<ShardState>,
-    header: &RequestHeader,
-    request: Request,
-) -> Option<Result<Response, TopLevelError>> {
-    let _ = header;
+async fn handle(state: &Rc<ShardState>, request: Request) -> Option<Result<Response, TopLevelError>> {
     let response = match request {
         Request::ApiVersions(_) => Ok(Response::ApiVersions(ApiVersionsResponse {
             apis: SERVED
@@ -324,7 +319,13 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
                 let result = match route {
                     None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")),
                     Some((key, shard)) => {
-                        match call(state, shard, ShardRequest::Produce { key, records: p.records, term: 0 }).await {
+                        match call(
+                            state,
+                            shard,
+                            ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM },
+                        )
+                        .await
+                        {
                             Ok(ShardResponse::Produced(result)) => result,
                             Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
                             Err(f) => Err(f),
@@ -570,7 +571,7 @@ async fn fetch_committed(state: &ShardState, req: FetchCommittedRequest) -> Resu
         .topics
         .map(|topics| topics.into_iter().map(|t| (t.name, t.partitions.into_iter().map(|p| p.0).collect())).collect());
     let committed = match call(state, shard, ShardRequest::FetchCommitted { group: req.group, filter }).await? {
-        ShardResponse::Committed(result) => result?,
+        ShardResponse::Committed(committed) => committed,
         other => return Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
     };
     let mut topics: Vec<FetchCommittedTopicResponse> = Vec::new();
@@ -593,7 +594,7 @@ async fn status(state: &ShardState) -> BrokerStatusResponse {
     let mut shards = Vec::new();
     for shard in state.shard.all() {
         if let Ok(ShardResponse::Status { partitions, log_bytes }) = call(state, shard, ShardRequest::Status).await {
-            let core = state.cores.get(shard.index()).copied().flatten().unwrap_or(shard.index()) as u32;
+            let core = state.cores[shard.index()] as u32;
             shards.push(ShardStatus { shard: keel_protocol::ShardId(shard.0 as u32), core, partitions, log_bytes });
         }
     }

@@ -107,7 +107,13 @@ fn client_exit(result: Result<(), keel::cli::Failure>) -> ExitCode {
 }
 
 fn serve(args: &keel::serve_config::ServeArgs) -> ExitCode {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = match keel::broker::online_cpus() {
+        Ok(cpus) => cpus.len(),
+        Err(e) => {
+            eprintln!("keel serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match args.resolve(cpus) {
         Ok(config) => config,
         Err(e) => {

@@ -144,6 +144,6 @@ pub enum ShardResponse {
         partitions: u32,
         log_bytes: u64,
     },
-    Committed(Result<Vec<CommittedEntry>, Failure>),
+    Committed(Vec<CommittedEntry>),
     Groups(Vec<String>),
 }
