@@ -10,7 +10,7 @@ use std::{
     cell::{Cell, RefCell},
     path::PathBuf,
     rc::Rc,
-    sync::Arc,
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::Duration,
 };
 
@@ -23,8 +23,9 @@ use keel_storage::{batch::BatchView, LogConfig};
 use tracing::{error, info, warn};
 
 use crate::{
-    connection,
+    connection, maintenance,
     metadata::{self, Metadata, Topic, TopicId},
+    metrics::{self as broker_metrics, BrokerMetrics, ShardMetrics},
     offsets::{self, partition_for_group, CommitKey, Committed, OffsetStore, OFFSETS_PARTITIONS, OFFSETS_TOPIC},
     partitions::{PartitionKey, Partitions},
     routing::{CommittedEntry, Failure, PartitionOffsets, ShardRequest, ShardResponse},
@@ -50,6 +51,12 @@ pub struct ShardState {
     pub cores: Arc<Vec<usize>>,
     /// Latest committed offsets of the `__consumer_offsets` partitions this shard owns.
     pub offsets: RefCell<OffsetStore>,
+    /// This shard's budget for request and response bytes held by its connections: half of its
+    /// share of `--memory` (the other half is for the partitions' caches). A connection that
+    /// cannot get its frame's bytes stops reading its socket until others give theirs back.
+    pub request_memory: Rc<glommio::sync::Semaphore>,
+    /// Every shard's metrics; this shard writes only its own entry.
+    pub metrics: Arc<BrokerMetrics>,
     /// Serialises metadata changes on the controller: each reads the metadata, awaits the
     /// shards, then publishes, so two at once would lose one's change.
     controller: glommio::sync::Semaphore,
@@ -58,6 +65,11 @@ pub struct ShardState {
 impl ShardState {
     pub fn id(&self) -> ShardId {
         self.shard.id()
+    }
+
+    /// This shard's live metrics.
+    pub fn stats(&self) -> &ShardMetrics {
+        &self.metrics.shards[self.id().0 as usize]
     }
 
     pub fn metadata(&self) -> Arc<Metadata> {
@@ -107,10 +119,13 @@ pub fn serve(mut config: ServeConfig) -> Result<(), String> {
     let metadata = Arc::new(metadata);
     assert_eq!(cores.len(), shards, "config validation keeps shards <= online CPUs");
     let cores = Arc::new(cores);
-    info!(shards, data_dir = %config.data_dir.display(), listen = %config.listen, "starting");
+    let open_files = raise_open_file_limit();
+    info!(shards, data_dir = %config.data_dir.display(), listen = %config.listen, open_files, "starting");
+    let metrics = BrokerMetrics::new(shards);
+    let admin = broker_metrics::serve_admin(config.admin_listen, metrics.clone())?;
     let runtime = keel_shards::start(runtime_config, {
-        let (config, metadata, cores) = (config.clone(), metadata.clone(), cores.clone());
-        move |shard| shard_main(shard, config.clone(), metadata.clone(), cores.clone())
+        let (config, metadata, cores, metrics) = (config.clone(), metadata.clone(), cores.clone(), metrics.clone());
+        move |shard| shard_main(shard, config.clone(), metadata.clone(), cores.clone(), metrics.clone())
     })
     .map_err(|e| format!("cannot start the shards: {e}"))?;
     let stop = runtime.stop_handle();
@@ -128,7 +143,34 @@ pub fn serve(mut config: ServeConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     let result = runtime.join().map_err(|e| format!("{e}"));
     signal_handle.close();
+    admin.stop();
     result
+}
+
+/// Raises the soft limit on open files to the hard limit and returns it: every partition keeps
+/// its active segment open (one descriptor each) besides connections, so the common soft default
+/// of 1024 would cap a broker at about a thousand partitions.
+fn raise_open_file_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    if limit.rlim_cur < 65536 {
+        warn!(
+            limit = limit.rlim_cur,
+            "the open-file limit is low: each partition holds a file open; raise it (ulimit -n) for many partitions"
+        );
+    }
+    limit.rlim_cur
 }
 
 /// The online CPUs, in the shard runtime's own view (the ids it will pin to).
@@ -144,6 +186,7 @@ async fn shard_main(
     config: Arc<ServeConfig>,
     metadata: Arc<Metadata>,
     cores: Arc<Vec<usize>>,
+    metrics: Arc<BrokerMetrics>,
 ) -> Result<(), String> {
     let base = LogConfig::default();
     let partitions =
@@ -156,6 +199,8 @@ async fn shard_main(
         connections: Cell::new(0),
         cores,
         offsets: RefCell::new(OffsetStore::default()),
+        request_memory: Rc::new(glommio::sync::Semaphore::new(config.memory_per_shard(shard.all().count()) / 2)),
+        metrics,
         controller: glommio::sync::Semaphore::new(1),
     });
     for topic in metadata.topics() {
@@ -178,6 +223,7 @@ async fn shard_main(
             .await
             .map_err(|f| format!("cannot create {OFFSETS_TOPIC}: {}", f.message))?;
     }
+    let background = maintenance::start(&state);
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let accept = glommio::spawn_local(accept_loop(listener, state.clone())).detach();
     shard.stopping().await;
@@ -188,6 +234,21 @@ async fn shard_main(
     }
     if state.connections.get() > 0 {
         warn!(shard = %shard.id(), connections = state.connections.get(), "closing connections still busy at the deadline");
+    }
+    // Background tasks see the stop and end after the partition they are on; one that is
+    // still compacting at the deadline is dropped (compaction is restartable: recovery
+    // removes its unfinished files).
+    for mut task in background {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(100));
+        let finished = future::or(async { (&mut task).await.is_some() }, async {
+            glommio::timer::sleep(remaining).await;
+            false
+        })
+        .await;
+        if !finished {
+            task.cancel();
+            future::yield_now().await; // let the executor drop it and its log handles
+        }
     }
     state.partitions.close_all().await;
     info!(shard = %shard.id(), "shard stopped");
@@ -210,10 +271,12 @@ async fn accept_loop(listener: TcpListener, state: Rc<ShardState>) {
             continue;
         }
         state.connections.set(state.connections.get() + 1);
+        state.stats().connections.store(state.connections.get() as u64, Relaxed);
         let state2 = state.clone();
         glommio::spawn_local(async move {
             connection::run(stream, &state2).await;
             state2.connections.set(state2.connections.get() - 1);
+            state2.stats().connections.store(state2.connections.get() as u64, Relaxed);
         })
         .detach();
     }

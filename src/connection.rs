@@ -8,11 +8,15 @@
 //! frame without a readable header closes the connection. Nothing a client sends panics the
 //! broker.
 
-use std::{rc::Rc, sync::Arc};
+use std::{
+    rc::Rc,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Instant,
+};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use glommio::{net::TcpStream, sync::StaticPermit};
 use keel_protocol::{
     decode_frame, decode_request, decode_request_header, encode_response,
     messages::{
@@ -41,11 +45,44 @@ use crate::{
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 << 10;
 
+/// Request and response bytes charged to the shard's memory budget
+/// ([`ShardState::request_memory`]); released, and the in-flight gauge lowered, when dropped.
+struct MemoryCharge {
+    _permit: StaticPermit,
+    bytes: u64,
+    state: Rc<ShardState>,
+}
+
+impl MemoryCharge {
+    /// Waits until `bytes` fit in the shard's budget (the caller stops reading its socket
+    /// meanwhile: back-pressure); `None` if the broker stops first.
+    async fn acquire(state: &Rc<ShardState>, bytes: u64) -> Option<MemoryCharge> {
+        let permit =
+            futures_lite::future::or(async { state.request_memory.acquire_static_permit(bytes).await.ok() }, async {
+                state.shard.stopping().await;
+                None
+            })
+            .await?;
+        state.stats().in_flight_bytes.fetch_add(bytes, Relaxed);
+        Some(MemoryCharge { _permit: permit, bytes, state: state.clone() })
+    }
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        self.state.stats().in_flight_bytes.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
 pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let max_frame = state.config.max_frame_bytes;
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::new();
+    // The budget charge of the frame being read (taken once its length is known and before its
+    // body is read) and of the answer (a fetch's records), held until the answer is written.
+    let mut frame_charge: Option<MemoryCharge> = None;
+    let mut answer_charge: Option<MemoryCharge> = None;
     loop {
         let frame = match decode_frame(&buf, max_frame) {
             Ok(Some(frame)) => frame,
@@ -58,10 +95,18 @@ pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
                 // Read what the frame still lacks (its size passed the max_frame_bytes check in
                 // decode_frame), at least a chunk; zero-filling spare capacity beyond that on
                 // every read would cost as much as the copy.
-                let missing = match buf.first_chunk::<4>() {
-                    Some(prefix) => (u32::from_be_bytes(*prefix) as usize + 4).saturating_sub(buf.len()),
-                    None => 0,
+                let (frame_len, missing) = match buf.first_chunk::<4>() {
+                    Some(prefix) => {
+                        let len = u32::from_be_bytes(*prefix) as usize + 4;
+                        (len, len.saturating_sub(buf.len()))
+                    }
+                    None => (0, 0),
                 };
+                if frame_len > READ_CHUNK && frame_charge.is_none() {
+                    // A large frame: charge it before reading (and allocating) its body.
+                    let Some(charge) = MemoryCharge::acquire(state, frame_len as u64).await else { return };
+                    frame_charge = Some(charge);
+                }
                 let want = missing.max(READ_CHUNK);
                 let start = buf.len();
                 buf.resize(start + want, 0);
@@ -77,7 +122,10 @@ pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
                 match futures_lite::future::or(read, stop).await {
                     None => return,
                     Some(Ok(0)) => return,
-                    Some(Ok(n)) => buf.truncate(start + n),
+                    Some(Ok(n)) => {
+                        buf.truncate(start + n);
+                        state.stats().bytes_in.fetch_add(n as u64, Relaxed);
+                    }
                     Some(Err(e)) => {
                         debug!(%peer, error = %e, "read failed; closing");
                         return;
@@ -92,22 +140,39 @@ pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
         };
         let payload: Bytes = buf.split_to(frame.consumed).freeze().slice(frame.payload);
         out.clear();
-        if !answer(state, &payload, &mut out).await {
+        if !answer(state, &payload, &mut out, &mut answer_charge).await {
             return;
         }
+        drop(payload);
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out).await {
                 debug!(%peer, error = %e, "write failed; closing");
                 return;
             }
+            state.stats().bytes_out.fetch_add(out.len() as u64, Relaxed);
         }
+        // Give back what a large request or answer took: a connection keeps one read chunk.
+        if out.capacity() > READ_CHUNK {
+            out = Vec::new();
+        }
+        if buf.is_empty() && buf.capacity() > 2 * READ_CHUNK {
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        frame_charge = None;
+        answer_charge = None;
     }
 }
 
 /// Decodes and serves one request payload, appending the response frame (if any) to `out`.
-/// Returns false if the connection must close.
-async fn answer(state: &Rc<ShardState>, payload: &Bytes, out: &mut Vec<u8>) -> bool {
-    let (header, request) = match decode_request(payload) {
+/// A fetch's answer is charged to the shard's memory budget in `answer_charge` (its `max_bytes`
+/// capped at `max_frame_bytes`). Returns false if the connection must close.
+async fn answer(
+    state: &Rc<ShardState>,
+    payload: &Bytes,
+    out: &mut Vec<u8>,
+    answer_charge: &mut Option<MemoryCharge>,
+) -> bool {
+    let (header, mut request) = match decode_request(payload) {
         Ok(decoded) => decoded,
         Err(e) => {
             let Ok((header, _)) = decode_request_header(payload) else {
@@ -118,6 +183,13 @@ async fn answer(state: &Rc<ShardState>, payload: &Bytes, out: &mut Vec<u8>) -> b
             return true;
         }
     };
+    let started = Instant::now();
+    let api = request.api_key();
+    if let Request::Fetch(req) = &mut request {
+        req.max_bytes = req.max_bytes.min(state.config.max_frame_bytes);
+        let Some(charge) = MemoryCharge::acquire(state, req.max_bytes as u64).await else { return false };
+        *answer_charge = Some(charge);
+    }
     let response = if state.shard.is_stopping() {
         Some(Err(TopLevelError {
             code: ErrorCode::BrokerShuttingDown,
@@ -126,6 +198,7 @@ async fn answer(state: &Rc<ShardState>, payload: &Bytes, out: &mut Vec<u8>) -> b
     } else {
         handle(state, request).await
     };
+    state.stats().request_done(api, started.elapsed(), matches!(response, Some(Err(_))));
     if let Some(response) = response {
         encode_response(header.correlation_id, header.api_version, &response, out);
     }

@@ -17,7 +17,9 @@
 pub mod broker;
 pub mod cli;
 pub mod connection;
+pub mod maintenance;
 pub mod metadata;
+pub mod metrics;
 pub mod offsets;
 pub mod partitions;
 pub mod routing;

@@ -190,6 +190,11 @@ impl OffsetStore {
         groups
     }
 
+    /// Every latest commit on this shard (for metrics).
+    pub fn all(&self) -> impl Iterator<Item = (&CommitKey, &Committed)> {
+        self.partitions.values().flat_map(|m| m.iter())
+    }
+
     pub fn forget(&mut self, partition: u32) {
         self.partitions.remove(&partition);
     }

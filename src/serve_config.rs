@@ -26,7 +26,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Native protocol listener.
     pub listen: SocketAddr,
-    /// Admin HTTP listener (metrics; reserved, not served yet).
+    /// Admin HTTP listener: Prometheus metrics on `GET /metrics`.
     pub admin_listen: SocketAddr,
     /// Shards (one per core, pinned); `None` = every online CPU.
     pub cores: Option<usize>,
@@ -41,6 +41,8 @@ pub struct ServeConfig {
     pub max_connections_per_shard: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests get to finish, in milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// How often each shard applies retention and compaction to its partitions, in milliseconds.
+    pub maintenance_interval_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -55,6 +57,7 @@ impl Default for ServeConfig {
             max_frame_bytes: 8 << 20,
             max_connections_per_shard: 1024,
             shutdown_timeout_ms: 10_000,
+            maintenance_interval_ms: 30_000,
             log_format: LogFormat::Human,
         }
     }
@@ -73,15 +76,17 @@ pub struct ServeArgs {
     /// Native protocol listener [default: 127.0.0.1:9400]
     #[arg(long, env = "KEEL_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Admin HTTP listener, reserved for /metrics (not served yet: metrics are not built)
+    /// Admin HTTP listener: Prometheus metrics on GET /metrics (its own thread, not a shard)
     /// [default: 127.0.0.1:9401]
     #[arg(long, env = "KEEL_ADMIN_LISTEN", value_name = "HOST:PORT")]
     pub admin_listen: Option<SocketAddr>,
     /// Number of shards, one pinned to each of the first N CPUs [default: every online CPU]
     #[arg(long, env = "KEEL_CORES", value_name = "N")]
     pub cores: Option<usize>,
-    /// Memory budget of the broker, split evenly between shards; bytes, or with a suffix
-    /// KiB/MiB/GiB [default: 1GiB]
+    /// Memory budget of the broker, split evenly between shards; each shard gives half of its
+    /// share to request/response bytes in flight (a connection waits, not reading its socket,
+    /// when it is used up) and half to the partitions' caches of recent appends; bytes, or with
+    /// a suffix KiB/MiB/GiB [default: 1GiB]
     #[arg(long, env = "KEEL_MEMORY", value_name = "BYTES", value_parser = parse_size)]
     pub memory: Option<u64>,
     /// Largest request frame, bytes or KiB/MiB [default: 8MiB]
@@ -93,6 +98,11 @@ pub struct ServeArgs {
     /// Grace period for in-flight requests on SIGTERM/SIGINT, in milliseconds [default: 10000]
     #[arg(long, env = "KEEL_SHUTDOWN_TIMEOUT_MS", value_name = "MS")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// How often each shard deletes segments past retention and compacts compacted topics, in
+    /// milliseconds; the work runs in the background at a lower priority than requests
+    /// [default: 30000]
+    #[arg(long, env = "KEEL_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
+    pub maintenance_interval_ms: Option<u64>,
     /// Log format [default: human]
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -110,6 +120,7 @@ struct FileConfig {
     max_frame_bytes: Option<u64>,
     max_connections_per_shard: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
+    maintenance_interval_ms: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -154,6 +165,10 @@ impl ServeArgs {
                 .or(file.max_connections_per_shard)
                 .unwrap_or(d.max_connections_per_shard),
             shutdown_timeout_ms: self.shutdown_timeout_ms.or(file.shutdown_timeout_ms).unwrap_or(d.shutdown_timeout_ms),
+            maintenance_interval_ms: self
+                .maintenance_interval_ms
+                .or(file.maintenance_interval_ms)
+                .unwrap_or(d.maintenance_interval_ms),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
         };
         config.validate(online_cpus)?;
@@ -167,6 +182,11 @@ impl ServeConfig {
         self.cores.unwrap_or(online_cpus)
     }
 
+    /// Each shard's share of the memory budget, in bytes.
+    pub fn memory_per_shard(&self, shards: usize) -> u64 {
+        self.memory_bytes / shards.max(1) as u64
+    }
+
     fn validate(&self, online_cpus: usize) -> Result<(), ConfigError> {
         let shards = self.shard_count(online_cpus);
         if shards == 0 || shards > online_cpus {
@@ -177,7 +197,7 @@ impl ServeConfig {
         if shards > u16::MAX as usize {
             return Err(ConfigError(format!("at most {} shards", u16::MAX)));
         }
-        let per_shard = self.memory_bytes / shards as u64;
+        let per_shard = self.memory_per_shard(shards);
         if per_shard < MIN_MEMORY_PER_SHARD {
             return Err(ConfigError(format!(
                 "memory {} bytes gives {per_shard} bytes per shard; at least {MIN_MEMORY_PER_SHARD} per shard are needed",
@@ -192,6 +212,9 @@ impl ServeConfig {
                 "max_frame_bytes ({}) must be at most a quarter of the memory per shard ({per_shard})",
                 self.max_frame_bytes
             )));
+        }
+        if self.maintenance_interval_ms == 0 {
+            return Err(ConfigError("maintenance_interval_ms must be at least 1".into()));
         }
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError("max_connections_per_shard must be at least 1".into()));

@@ -27,14 +27,22 @@ use keel_storage::batch::{BatchBuilder, BatchView};
 struct Broker {
     child: Child,
     addr: SocketAddr,
+    /// The admin HTTP listener (`/metrics`).
+    admin: SocketAddr,
 }
 
 impl Broker {
     fn start(data: &Path, port: u16) -> Broker {
+        Broker::start_with(data, port, &[])
+    }
+
+    fn start_with(data: &Path, port: u16, extra_args: &[&str]) -> Broker {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB"])
+            .args(["--admin-listen", &admin.to_string(), "--memory", "256MiB"])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -46,7 +54,7 @@ impl Broker {
             assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Broker { child, addr }
+        Broker { child, addr, admin }
     }
 
     /// SIGTERM, then the exit status.
@@ -608,5 +616,153 @@ fn concurrent_connections_across_shards() {
             last_round[c] = round;
         }
     }
+    assert!(broker.stop().success());
+}
+
+/// Retention and compaction run in the background on each shard: segments past `retention.ms`
+/// disappear (the log start moves past them) and a compacted topic keeps only the latest value
+/// of each key in its closed segments, offsets unchanged.
+#[test]
+fn background_retention_and_compaction() {
+    use keel_client::{Consumer, Producer, ProducerConfig, StartAt};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start_with(dir.path(), free_port(), &["--maintenance-interval-ms", "100"]);
+    let mut client = keel_client::Client::connect(&broker.addr.to_string(), "maintenance-test").unwrap();
+    let cfg = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    // Each append after 50 ms rolls the segment; closed segments older than 300 ms are deleted.
+    client.create_topic("expiring", 1, &cfg(&[("segment.ms", "50"), ("retention.ms", "300")])).unwrap();
+    client.create_topic("latest", 1, &cfg(&[("cleanup.policy", "compact"), ("segment.ms", "50")])).unwrap();
+    let send = |client: &mut keel_client::Client, topic: &str, key: &str, value: &str| -> u64 {
+        let config = ProducerConfig { linger: Duration::from_secs(60), ..ProducerConfig::default() }; // sent by flush
+        let mut producer = Producer::new(&mut *client, topic, config).unwrap();
+        producer.send_to(0, Some(key.as_bytes()), Some(value.as_bytes()), &[], None).unwrap();
+        producer.flush().unwrap()[0].1
+    };
+    let first = send(&mut client, "expiring", "a", "old");
+    send(&mut client, "latest", "k1", "v1");
+    send(&mut client, "latest", "k2", "v1");
+    std::thread::sleep(Duration::from_millis(100));
+    send(&mut client, "latest", "k1", "v2");
+    std::thread::sleep(Duration::from_millis(100));
+    let second = send(&mut client, "expiring", "b", "new"); // rolls: "old" is now in a closed segment
+    send(&mut client, "latest", "k3", "v1"); // rolls: k1=v2 is now in a closed segment
+    assert_eq!((first, second), (0, 1));
+
+    let earliest = |client: &mut keel_client::Client| {
+        client.list_offsets("expiring", &[(0, keel_protocol::messages::OffsetQuery::Earliest)]).unwrap()[0].1
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while earliest(&mut client) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "retention never deleted the expired segment: log start {:?}",
+            earliest(&mut client)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let read_all = |client: &mut keel_client::Client| -> Vec<(u64, String, String)> {
+        let mut consumer = Consumer::new(&mut *client, "latest", None, StartAt::Earliest).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let records = consumer.poll(Duration::from_millis(100)).unwrap();
+            if records.is_empty() {
+                return out;
+            }
+            for r in records {
+                let text = |b: Option<bytes::Bytes>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+                out.push((r.offset, text(r.key), text(r.value)));
+            }
+        }
+    };
+    let compacted = |s: &str| (0u64, "k1".to_string(), s.to_string());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let records = read_all(&mut client);
+        if !records.contains(&compacted("v1")) {
+            let expected: Vec<(u64, String, String)> = [(1, "k2", "v1"), (2, "k1", "v2"), (3, "k3", "v1")]
+                .iter()
+                .map(|(o, k, v)| (*o, k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(records, expected, "compaction keeps the latest value per key at its offset");
+            break;
+        }
+        assert!(Instant::now() < deadline, "compaction never removed the overwritten k1=v1: {records:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+    assert!(broker.stop().success(), "clean exit after background work");
+}
+
+/// `GET path` on the admin listener: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("an HTTP status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// The value of the sample line that starts with `series` (name and labels, exactly).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Prometheus metrics on --admin-listen: request counts and latency per shard and API, bytes
+/// in/out, partitions per shard, log end offsets, committed offsets and lag per group.
+#[test]
+fn metrics_on_the_admin_listener() {
+    use keel_client::{Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let mut client = keel_client::Client::connect(&broker.addr.to_string(), "metrics-test").unwrap();
+    client.create_topic("watched", 3, &[]).unwrap();
+    let mut producer = Producer::new(&mut client, "watched", ProducerConfig::default()).unwrap();
+    for i in 0..30u32 {
+        producer.send_to(i % 3, None, Some(format!("record {i}").as_bytes()), &[], None).unwrap();
+    }
+    producer.flush().unwrap();
+    drop(producer);
+    client.commit_offsets("readers", "watched", &[(0, 4), (1, 10)]).unwrap();
+
+    // Per-partition figures are published once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let (status, text) = http_get(broker.admin, "/metrics");
+        assert_eq!(status, 200);
+        if sample(&text, "keel_group_lag{group=\"readers\",topic=\"watched\",partition=\"0\"}").is_some() {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no lag published:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let total = |name: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    assert!(
+        total("keel_requests_total{shard=\"0\",api=\"Produce\"}")
+            + total("keel_requests_total{shard=\"1\",api=\"Produce\"}")
+            >= 1.0
+    );
+    assert!(total("keel_request_duration_seconds_count") >= 4.0, "create, metadata, produce, commit timed");
+    assert!(total("keel_network_received_bytes_total") > 300.0, "30 records came in");
+    assert_eq!(total("keel_partitions{"), 16.0 + 3.0, "offsets topic + watched");
+    for p in 0..3 {
+        assert_eq!(
+            sample(&text, &format!("keel_partition_log_end_offset{{topic=\"watched\",partition=\"{p}\"}}")),
+            Some(10.0)
+        );
+    }
+    assert_eq!(
+        sample(&text, "keel_group_committed_offset{group=\"readers\",topic=\"watched\",partition=\"1\"}"),
+        Some(10.0)
+    );
+    assert_eq!(sample(&text, "keel_group_lag{group=\"readers\",topic=\"watched\",partition=\"0\"}"), Some(6.0));
+    assert_eq!(sample(&text, "keel_group_lag{group=\"readers\",topic=\"watched\",partition=\"1\"}"), Some(0.0));
+    assert_eq!(http_get(broker.admin, "/nowhere").0, 404);
+    drop(client);
     assert!(broker.stop().success());
 }

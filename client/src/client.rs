@@ -142,13 +142,15 @@ impl Client {
     ) -> Result<(), ClientError> {
         let configs = configs.iter().map(|(key, value)| ConfigEntry { key: key.clone(), value: value.clone() });
         let request = CreateTopicRequest { name: name.to_owned(), partitions, configs: configs.collect() };
-        let r = self.exchange(request, Duration::ZERO)?;
+        // The broker answers once every partition's log exists: allow for thousands of them.
+        let r = self.exchange(request, Duration::from_millis(2 * u64::from(partitions)))?;
         check_code(r.error_code, name, r.error_message)
     }
 
     /// Deletes topic `name` ([`ClientError::UnknownTopic`] if it does not exist).
     pub fn delete_topic(&mut self, name: &str) -> Result<(), ClientError> {
-        let r = self.exchange(DeleteTopicRequest { name: name.to_owned() }, Duration::ZERO)?;
+        // Deleting thousands of partitions' files takes the broker a while.
+        let r = self.exchange(DeleteTopicRequest { name: name.to_owned() }, Duration::from_secs(30))?;
         check_code(r.error_code, name, r.error_message)
     }
 

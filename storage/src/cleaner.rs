@@ -247,7 +247,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         };
         if deleted > 0 {
             self.set_log_start(new_start).await?;
-            info!(deleted, bytes, new_start, "retention deleted segments");
+            info!(dir = %self.dir.describe(""), deleted, bytes, new_start, "retention deleted segments");
         }
         Ok(RetentionOutcome { deleted_segments: deleted, deleted_bytes: bytes, log_start: self.offsets().log_start })
     }
@@ -384,12 +384,12 @@ impl<D: Dir, C: Clock> Log<D, C> {
         outcome.records_removed += removed;
         outcome.bytes_before += c.size;
         outcome.bytes_after += new_size;
-        info!(segment = %name, removed, before = c.size, after = new_size, "compacted segment");
+        info!(dir = %self.dir.describe(""), segment = %name, removed, before = c.size, after = new_size, "compacted segment");
         // Close the replaced file once nothing here holds it (readers in flight keep it open).
         drop(reader);
         drop(c);
         if let Err(e) = crate::io::close_shared(old_file).await {
-            tracing::warn!(segment = %name, error = %e, "closing the replaced segment file failed");
+            tracing::warn!(dir = %self.dir.describe(""), segment = %name, error = %e, "closing the replaced segment file failed");
         }
         Ok(())
     }

@@ -23,7 +23,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     batch::{self, BatchView, HEADER_LEN},
@@ -173,6 +173,9 @@ pub struct Log<D: Dir, C: Clock> {
     pub(crate) config: LogConfig,
     pub(crate) state: RefCell<State<D::File>>,
     pub(crate) changed: Notify,
+    /// Bytes of recent appends kept in memory; starts at `config.tail_cache_bytes`, lowered by
+    /// the owner of many logs to keep their caches within a budget ([`Log::set_cache_limit`]).
+    cache_limit: std::cell::Cell<usize>,
 }
 
 /// What an append must do before it can copy its batch in.
@@ -189,6 +192,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         config.validate();
         let opened = crate::open::open_segments(&dir, &clock, &config).await?;
         let now = clock.now_ms();
+        let cache_limit = std::cell::Cell::new(config.tail_cache_bytes);
         let log = Log {
             dir,
             clock,
@@ -215,6 +219,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 damaged: opened.report.damaged.clone(),
             }),
             changed: Notify::default(),
+            cache_limit,
         };
         let mut report = opened.report;
         // Redo an interrupted suffix truncation before anything else can read or write.
@@ -229,7 +234,16 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let offsets = log.offsets();
         report.log_start = offsets.log_start;
         report.log_end = offsets.log_end;
-        info!(log_start = offsets.log_start, log_end = offsets.log_end, clean = report.clean_shutdown, "log opened");
+        // One line per log is noise with thousands of partitions; say more only when recovery
+        // had work to do.
+        let eventful = !report.clean_shutdown && (report.truncated_bytes > 0 || !report.decisions.is_empty());
+        if eventful || !report.damaged.is_empty() {
+            info!(dir = %log.dir.describe(""), log_start = offsets.log_start, log_end = offsets.log_end,
+                truncated_bytes = report.truncated_bytes, damaged = report.damaged.len(), "log recovered");
+        } else {
+            debug!(dir = %log.dir.describe(""), log_start = offsets.log_start, log_end = offsets.log_end,
+                clean = report.clean_shutdown, "log opened");
+        }
         Ok((log, report))
     }
 
@@ -265,6 +279,22 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     /// Total bytes in all segments.
+    /// Caps the memory this log keeps of recent appends (at least one 256 KiB chunk while it
+    /// holds bytes of the active segment) and drops what is over the cap now, if written: reads
+    /// of dropped bytes go to the disk. Also drops kept-for-reuse buffers over the cap.
+    pub fn set_cache_limit(&self, bytes: usize) {
+        self.cache_limit.set(bytes);
+        let mut st = self.state.borrow_mut();
+        let written = st.pipeline.written();
+        st.tail.trim(written, bytes);
+    }
+
+    /// Bytes this log holds in memory for its cache of recent appends (including buffers kept
+    /// for reuse).
+    pub fn cache_bytes(&self) -> usize {
+        self.state.borrow().tail.allocated_bytes()
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.state.borrow().segments.values().map(|s| s.size).sum()
     }
@@ -279,7 +309,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     pub(crate) fn fail(&self, reason: String) {
         let mut st = self.state.borrow_mut();
         if st.failed.is_none() {
-            warn!(%reason, "log failed: refusing writes until reopened");
+            warn!(dir = %self.dir.describe(""), %reason, "log failed: refusing writes until reopened");
             st.failed = Some(reason);
         }
         drop(st);
@@ -369,9 +399,13 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         let end = active.size + len;
         if self.config.preallocate_bytes > 0 && end > st.allocated {
-            return Ok(Prepare::Allocate(align_up(end) + self.config.preallocate_bytes));
+            return Ok(Prepare::Allocate(preallocation_target(
+                end,
+                self.config.preallocate_bytes,
+                self.config.segment_bytes,
+            )));
         }
-        Ok(Prepare::Ready(st.push_batch(view, term, self.config.index_interval_bytes, self.config.tail_cache_bytes)))
+        Ok(Prepare::Ready(st.push_batch(view, term, self.config.index_interval_bytes, self.cache_limit.get())))
     }
 
     fn interval_sync_due(&self) -> bool {
@@ -504,7 +538,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         .await;
         if let Err(e) = cut {
-            warn!(error = %e, "could not drop unsynced bytes after a failed fdatasync");
+            warn!(dir = %self.dir.describe(""), error = %e, "could not drop unsynced bytes after a failed fdatasync");
             return;
         }
         let mut st = self.state.borrow_mut();
@@ -513,7 +547,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         st.pending.clear();
         let active = st.segments.values_mut().next_back().expect("active segment");
         active.size = pos;
-        warn!(log_end = end, "dropped bytes written after the last successful fdatasync");
+        warn!(dir = %self.dir.describe(""), log_end = end, "dropped bytes written after the last successful fdatasync");
     }
 
     /// Runs `work` with appends held off: waits for other exclusive work, then drains writes.
@@ -585,7 +619,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         st.pipeline = WritePipeline::new(0);
         st.flushed_pos = 0;
         st.allocated = 0;
-        info!(base, "rolled to a new segment");
+        info!(dir = %self.dir.describe(""), base, "rolled to a new segment");
         Ok(())
     }
 
@@ -808,7 +842,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     fn corrupt(&self, plan: &ReadPlan<D::File>, from: u64, reason: &str) -> StorageError {
-        warn!(segment = %plan.segment, from, reason, "corrupt batch on read");
+        warn!(dir = %self.dir.describe(""), segment = %plan.segment, from, reason, "corrupt batch on read");
         StorageError::Corrupt {
             segment: plan.segment.clone(),
             offsets: from..plan.segment_next_offset,
@@ -968,7 +1002,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         self.sync_dir().await?;
         self.remove_checkpoint(TRUNCATE_CHECKPOINT).await?;
-        info!(new_end, "truncated log suffix");
+        info!(dir = %self.dir.describe(""), new_end, "truncated log suffix");
         Ok(())
     }
 
@@ -1066,7 +1100,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let removed = self.state.borrow_mut().segments.remove(&base);
         if let Some(segment) = removed {
             if let Err(e) = io::close_shared(segment.file).await {
-                warn!(base, error = %e, "closing a removed segment failed");
+                warn!(dir = %self.dir.describe(""), base, error = %e, "closing a removed segment failed");
             }
         }
     }
@@ -1292,4 +1326,40 @@ pub(crate) struct Opened<F> {
     pub(crate) log_end: u64,
     pub(crate) truncate_intent: Option<u64>,
     pub(crate) report: RecoveryReport,
+}
+
+/// Smallest step by which an active segment's reserved space grows.
+const MIN_PREALLOCATE_STEP: u64 = 64 << 10;
+
+/// How far to reserve disk space for an active segment that must hold `end` bytes: ahead by as
+/// much as the segment already holds (so a busy partition reaches `step_max` steps after a few
+/// reservations), at least 64 KiB and at most `step_max`, and never past the segment's size
+/// limit (steps below 64 KiB only when `step_max` is). Reserving `step_max` up front would cost every partition that much disk however little
+/// it holds: 10,000 partitions with one record each would reserve 320 GiB at the 32 MiB default.
+fn preallocation_target(end: u64, step_max: u64, segment_bytes: u64) -> u64 {
+    let end = align_up(end);
+    let step = end.clamp(MIN_PREALLOCATE_STEP.min(step_max), step_max);
+    (end + step).min(align_up(segment_bytes).max(end))
+}
+
+#[cfg(test)]
+mod preallocation_tests {
+    use super::preallocation_target;
+
+    #[test]
+    fn grows_with_the_segment_up_to_the_step_and_the_segment_limit() {
+        const MIB: u64 = 1 << 20;
+        // One small record reserves 64 KiB more, not the whole 32 MiB step.
+        assert_eq!(preallocation_target(100, 32 * MIB, 1 << 30), 4096 + (64 << 10));
+        // Ahead by what the segment holds...
+        assert_eq!(preallocation_target(3 * MIB, 32 * MIB, 1 << 30), 6 * MIB);
+        // ...at most the configured step...
+        assert_eq!(preallocation_target(100 * MIB, 32 * MIB, 1 << 30), 132 * MIB);
+        // ...and never past the segment's size limit.
+        assert_eq!(preallocation_target(1000 * MIB, 32 * MIB, 1 << 30), 1 << 30);
+        // A step configured below 64 KiB is honoured.
+        assert_eq!(preallocation_target(100, 4096, 1 << 30), 8192);
+        // A batch larger than the segment limit still fits.
+        assert_eq!(preallocation_target(3 * MIB, 32 * MIB, MIB), 3 * MIB);
+    }
 }

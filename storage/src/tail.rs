@@ -95,6 +95,19 @@ impl Tail {
         self.chunks.len() * CHUNK
     }
 
+    /// [`Tail::evict`], then drops buffers kept for reuse that do not fit in `budget` beside the
+    /// chunks still held.
+    pub(crate) fn trim(&mut self, keep_from: u64, budget: usize) {
+        self.evict(keep_from, budget);
+        let room = budget.saturating_sub(self.held_bytes()) / CHUNK;
+        self.spare.truncate(room.min(MAX_SPARE));
+    }
+
+    /// Chunks held plus buffers kept for reuse, in bytes.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        (self.chunks.len() + self.spare.len()) * CHUNK
+    }
+
     /// Drops whole chunks from the front while more than `budget` bytes are held, never dropping
     /// anything at or after `keep_from` (bytes still to be written).
     pub(crate) fn evict(&mut self, keep_from: u64, budget: usize) {
@@ -125,6 +138,11 @@ mod tests {
         assert_eq!(&out[..], &data[CHUNK - 500..CHUNK + 500]);
         tail.evict(tail.end(), CHUNK);
         assert!(tail.held_bytes() <= 2 * CHUNK);
+        let spare = tail.spare.len();
+        assert!(spare > 0, "evicted chunks are kept for reuse");
+        tail.trim(tail.end(), tail.held_bytes());
+        assert_eq!(tail.spare.len(), 0, "a budget with no room drops the kept buffers");
+        assert_eq!(tail.allocated_bytes(), tail.held_bytes());
         let mut last = vec![0u8; 10];
         tail.copy_to(tail.end() - 10, &mut last);
         assert_eq!(&last[..], &data[data.len() - 10..]);

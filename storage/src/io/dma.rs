@@ -26,15 +26,16 @@ fn to_io(e: glommio::GlommioError<()>) -> io::Error {
 /// Makes glommio's one-time "does this device support polled I/O?" probe see real data.
 ///
 /// glommio 0.9 probes by reading block 0 of the first file it opens on a device, once per
-/// process. If that file is empty (a new log's first segment) the read succeeds with 0 bytes,
-/// glommio concludes the device is pollable, and every later DMA read on that device fails with
-/// EOPNOTSUPP on devices without poll queues (virtio here). Opening a non-empty file first gives
-/// the probe a real answer. Done once per device per process.
+/// device per thread (its device table is thread-local). If that file is empty (a new log's
+/// first segment) the read succeeds with 0 bytes, glommio concludes the device is pollable, and
+/// every later DMA read on that device from that thread fails with EOPNOTSUPP on devices without
+/// poll queues (virtio here). Opening a non-empty file first gives the probe a real answer. Done
+/// once per device per thread, so every shard's executor primes its own table.
 pub async fn prime_poll_probe(dir: &Path) -> io::Result<()> {
-    use std::{collections::HashSet, os::unix::fs::MetadataExt, sync::Mutex};
-    static PROBED: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
+    use std::{cell::RefCell, collections::HashSet, os::unix::fs::MetadataExt};
+    thread_local!(static PROBED: RefCell<HashSet<u64>> = RefCell::new(HashSet::new()));
     let dev = std::fs::metadata(dir)?.dev();
-    if PROBED.lock().expect("probe set").get_or_insert_with(HashSet::new).contains(&dev) {
+    if PROBED.with(|p| p.borrow().contains(&dev)) {
         return Ok(());
     }
     // Unique per call: shards on other threads may be priming the same directory right now.
@@ -45,7 +46,7 @@ pub async fn prime_poll_probe(dir: &Path) -> io::Result<()> {
     let opened = DmaFile::open(&probe).await.map_err(to_io);
     let _ = std::fs::remove_file(&probe);
     opened?.close().await.map_err(to_io)?;
-    PROBED.lock().expect("probe set").get_or_insert_with(HashSet::new).insert(dev);
+    PROBED.with(|p| p.borrow_mut().insert(dev));
     Ok(())
 }
 

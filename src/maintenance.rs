@@ -1,0 +1,207 @@
+//! Background work each shard does on its own partitions, away from the request path:
+//!
+//! - **Interval syncs** (`fsync.policy=interval`): every [`SYNC_TICK`], each such log fdatasyncs
+//!   if its `fsync.interval.ms` has passed, so data written just before producers go quiet does
+//!   not stay unsynced until the next append.
+//! - **Retention and compaction**: every `maintenance_interval_ms`, closed segments past
+//!   `retention.ms` / `retention.bytes` are deleted (cleanup policy `delete`), and logs of
+//!   compacted topics that closed a segment since their last compaction are compacted.
+//!
+//! - **Metrics snapshots**: every [`SNAPSHOT_INTERVAL`], the shard publishes its partitions'
+//!   offsets and its groups' committed offsets for the admin thread (see `metrics`).
+//!
+//! Retention and compaction run in their own glommio task queue with a tenth of the request
+//! path's CPU shares, one partition at a time, so a shard busy with requests gives them little
+//! time and an idle shard gives them all of it. Each log's own maintenance lock keeps them from
+//! overlapping a truncation.
+
+use std::{cell::RefCell, collections::HashMap, rc::Rc, sync::atomic::Ordering::Relaxed, time::Duration};
+
+use futures_lite::future;
+use glommio::{Latency, Shares};
+use keel_storage::FsyncPolicy;
+use tracing::{debug, warn};
+
+use crate::{
+    broker::ShardState,
+    metrics::{CommittedFigure, PartitionFigures, ShardSnapshot, SNAPSHOT_INTERVAL},
+    partitions::{PartitionKey, PartitionLog},
+};
+
+/// How often interval-synced logs are checked; bounds how late an interval sync can be.
+pub const SYNC_TICK: Duration = Duration::from_millis(10);
+
+/// CPU shares of the maintenance queue; the default queue (requests) has 1000.
+const MAINTENANCE_SHARES: usize = 100;
+
+/// Starts this shard's background tasks; they end when the shard stops.
+pub fn start(state: &Rc<ShardState>) -> Vec<glommio::task::JoinHandle<()>> {
+    let queue =
+        glommio::executor().create_task_queue(Shares::Static(MAINTENANCE_SHARES), Latency::NotImportant, "maintenance");
+    let cleaner = glommio::spawn_local_into(clean_loop(state.clone()), queue)
+        .expect("the maintenance queue was just created on this executor")
+        .detach();
+    let syncer = glommio::spawn_local(sync_loop(state.clone())).detach();
+    let publisher = glommio::spawn_local(publish_loop(state.clone())).detach();
+    vec![cleaner, syncer, publisher]
+}
+
+/// Sleeps for `period`; false if the shard began stopping first.
+async fn sleep_unless_stopped(state: &ShardState, period: Duration) -> bool {
+    future::or(
+        async {
+            glommio::timer::sleep(period).await;
+            true
+        },
+        async {
+            state.shard.stopping().await;
+            false
+        },
+    )
+    .await
+}
+
+async fn publish_loop(state: Rc<ShardState>) {
+    while !state.shard.is_stopping() {
+        publish_snapshot(&state);
+        if !sleep_unless_stopped(&state, SNAPSHOT_INTERVAL).await {
+            return;
+        }
+    }
+}
+
+/// Publishes this shard's partition offsets and committed offsets for the admin thread.
+fn publish_snapshot(state: &ShardState) {
+    let metadata = state.metadata();
+    let names: HashMap<_, &str> = metadata.topics().map(|t| (t.id, t.name.as_str())).collect();
+    let logs = state.partitions.all();
+    state.stats().partitions.store(logs.len() as u64, Relaxed);
+    // The caches of recent appends share half of the shard's memory budget.
+    let limit = cache_limit_per_log(state.config.memory_per_shard(state.shard.all().count()) / 2, logs.len());
+    let mut cached = 0;
+    for (_, log) in &logs {
+        log.set_cache_limit(limit);
+        cached += log.cache_bytes() as u64;
+    }
+    state.stats().cache_bytes.store(cached, Relaxed);
+    let partitions = logs
+        .iter()
+        .filter_map(|(key, log)| {
+            let offsets = log.offsets();
+            Some(PartitionFigures {
+                topic: names.get(&key.topic)?.to_string(),
+                partition: key.partition,
+                log_start: offsets.log_start,
+                log_end: offsets.written_end,
+                size_bytes: log.size_bytes(),
+            })
+        })
+        .collect();
+    let committed = state
+        .offsets
+        .borrow()
+        .all()
+        .map(|(key, value)| CommittedFigure {
+            group: key.group.clone(),
+            topic: key.topic.clone(),
+            partition: key.partition,
+            offset: value.offset,
+        })
+        .collect();
+    state.metrics.publish(state.id().0 as usize, ShardSnapshot { partitions, committed });
+}
+
+async fn sync_loop(state: Rc<ShardState>) {
+    while !state.shard.is_stopping() {
+        glommio::timer::sleep(SYNC_TICK).await;
+        for (key, log) in state.partitions.all() {
+            if !matches!(log.config().fsync, FsyncPolicy::Interval { .. }) {
+                continue;
+            }
+            if let Err(e) = log.tick().await {
+                warn!(topic = %key.topic, partition = key.partition, error = %e, "interval sync failed");
+            }
+        }
+    }
+}
+
+async fn clean_loop(state: Rc<ShardState>) {
+    let interval = Duration::from_millis(state.config.maintenance_interval_ms);
+    let compacted: RefCell<HashMap<PartitionKey, u64>> = RefCell::default();
+    loop {
+        if !sleep_unless_stopped(&state, interval).await {
+            return;
+        }
+        for (key, log) in state.partitions.all() {
+            if state.shard.is_stopping() {
+                return;
+            }
+            clean_one(key, &log, &compacted).await;
+        }
+        // Forget logs that were removed (deleted topics).
+        compacted.borrow_mut().retain(|key, _| state.partitions.get(*key).is_some());
+    }
+}
+
+/// Retention, then compaction if the log closed a segment since it was last compacted.
+async fn clean_one(key: PartitionKey, log: &PartitionLog, compacted: &RefCell<HashMap<PartitionKey, u64>>) {
+    // The storage engine logs what it deleted and compacted, with the log's directory.
+    if let Err(e) = log.enforce_retention().await {
+        warn!(topic = %key.topic, partition = key.partition, error = %e, "retention failed");
+    }
+    let active = log.active_segment_base();
+    if !needs_compaction(
+        log.config().cleanup_policy.compacts(),
+        log.segment_bases().len(),
+        active,
+        compacted.borrow().get(&key).copied(),
+    ) {
+        return;
+    }
+    match log.compact().await {
+        Ok(outcome) => {
+            debug!(topic = %key.topic, partition = key.partition, ?outcome, "compacted");
+            compacted.borrow_mut().insert(key, active);
+        }
+        Err(e) => warn!(topic = %key.topic, partition = key.partition, error = %e, "compaction failed"),
+    }
+}
+
+/// Smallest cache a log with data keeps: one chunk of its tail (see keel_storage's tail).
+const MIN_CACHE_PER_LOG: usize = 256 << 10;
+/// Largest: the storage engine's default (enough to serve tailing consumers from memory).
+const MAX_CACHE_PER_LOG: usize = 4 << 20;
+
+/// Each log's share of a shard's cache budget, between one chunk and the default.
+fn cache_limit_per_log(budget: u64, logs: usize) -> usize {
+    let share = usize::try_from(budget / logs.max(1) as u64).unwrap_or(usize::MAX);
+    share.clamp(MIN_CACHE_PER_LOG, MAX_CACHE_PER_LOG)
+}
+
+/// Whether a log should be compacted now: its topic compacts, it has a closed segment, and a
+/// segment closed since the last compaction (the active segment then had another base).
+fn needs_compaction(compacts: bool, segments: usize, active_base: u64, compacted_at_active: Option<u64>) -> bool {
+    compacts && segments > 1 && compacted_at_active != Some(active_base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cache_limit_per_log, needs_compaction};
+
+    #[test]
+    fn cache_budget_is_shared_between_logs() {
+        assert_eq!(cache_limit_per_log(256 << 20, 16), 4 << 20, "few logs: the default");
+        assert_eq!(cache_limit_per_log(256 << 20, 128), 2 << 20);
+        assert_eq!(cache_limit_per_log(256 << 20, 5000), 256 << 10, "many logs: one chunk each");
+        assert_eq!(cache_limit_per_log(256 << 20, 0), 4 << 20);
+    }
+
+    #[test]
+    fn compaction_runs_once_per_closed_segment() {
+        assert!(!needs_compaction(false, 5, 100, None), "delete-only topics are never compacted");
+        assert!(!needs_compaction(true, 1, 0, None), "nothing closed yet");
+        assert!(needs_compaction(true, 2, 100, None), "never compacted since start-up");
+        assert!(!needs_compaction(true, 2, 100, Some(100)), "no segment closed since");
+        assert!(needs_compaction(true, 3, 250, Some(100)), "a segment closed since");
+    }
+}
