@@ -408,7 +408,7 @@ fn fetch_committed(state: &ShardState, group: &str, filter: Option<Vec<(String, 
 
 fn offsets_of(log: &crate::partitions::PartitionLog) -> PartitionOffsets {
     let o = log.offsets();
-    PartitionOffsets { log_start: o.log_start, high_watermark: o.written_end }
+    PartitionOffsets { log_start: o.log_start, high_watermark: o.readable_end }
 }
 
 /// Appends every batch in `records` (one or more concatenated RecordBatch v2) in order. All are
@@ -450,19 +450,20 @@ async fn fetch(
 ) -> Result<(Bytes, PartitionOffsets), Failure> {
     let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
     let o = log.offsets();
-    if offset < o.log_start || offset > o.written_end {
+    // A fetch may ask for offsets appended but not yet readable (up to log_end): it waits.
+    if offset < o.log_start || offset > o.log_end {
         return Err(Failure::new(
             ErrorCode::OffsetOutOfRange,
-            format!("offset {offset} is outside [{}, {}]", o.log_start, o.written_end),
+            format!("offset {offset} is outside [{}, {}]", o.log_start, o.log_end),
         ));
     }
-    if offset == o.written_end && max_wait_ms > 0 {
+    if offset >= o.readable_end && max_wait_ms > 0 {
         let wait = log.wait_for_readable(offset);
         let timeout = async { glommio::timer::sleep(Duration::from_millis(max_wait_ms as u64)).await };
         future::or(wait, timeout).await;
     }
     let read = log.read(offset, max_bytes.max(1) as usize).await?;
-    Ok((read.bytes, PartitionOffsets { log_start: read.log_start, high_watermark: read.written_end }))
+    Ok((read.bytes, PartitionOffsets { log_start: read.log_start, high_watermark: read.readable_end }))
 }
 
 async fn list_offset(state: &ShardState, key: PartitionKey, timestamp: i64) -> Result<(Option<u64>, i64), Failure> {

@@ -458,21 +458,39 @@ async fn fetch_partition(state: &ShardState, topic: &str, p: &FetchPartition, ma
     }
 }
 
-/// Fetch with long poll: read everything at once; if that is less than `min_bytes` and
-/// `max_wait_ms` allows, wait on every partition's shard until the first of them has new data
-/// (or the wait ends), then read everything again. The response stays within `max_bytes`, except
-/// that the first partition with data always returns its first batch (so a consumer never stalls
-/// on a batch larger than its limits).
+/// Fetch with long poll: read everything at once; while that is less than `min_bytes` (taken as
+/// at least one byte) and `max_wait_ms` has not passed, wait on every partition's shard until the first of them
+/// has an append past what this answer already holds (or the wait ends), then read everything
+/// again. The response stays within `max_bytes`, except that the first partition with data
+/// always returns its first batch (so a consumer never stalls on a batch larger than its limits).
 async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
+    let min_bytes = req.min_bytes.max(1) as usize;
+    let deadline = Instant::now() + std::time::Duration::from_millis(u64::from(req.max_wait_ms));
     let mut results = fetch_once(state, &req, 0).await;
-    let bytes: usize = results.iter().flatten().map(|(_, r, _)| r.as_ref().map_or(0, Bytes::len)).sum();
-    if bytes < req.min_bytes.max(1) as usize && req.max_wait_ms > 0 {
+    loop {
+        let bytes: usize = results.iter().flatten().map(|(_, r, _)| r.as_ref().map_or(0, Bytes::len)).sum();
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if bytes >= min_bytes || remaining.is_zero() {
+            break;
+        }
+        let remaining_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
+        // Wait for data past each partition's high watermark as just read: a wait at the
+        // requested offset would end at once where data already is.
         let waits: Vec<_> = req
             .topics
             .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| fetch_partition(state, &t.name, p, req.max_wait_ms)))
+            .zip(&results)
+            .flat_map(|(topic, partitions)| {
+                topic.partitions.iter().zip(partitions).map(move |(p, (_, _, offsets))| {
+                    let from = offsets.map_or(p.fetch_offset.0, |o| o.high_watermark.max(p.fetch_offset.0));
+                    let probe = FetchPartition { fetch_offset: Offset(from), partition_max_bytes: 1, ..p.clone() };
+                    async move { fetch_partition(state, &topic.name, &probe, remaining_ms).await }
+                })
+            })
             .collect();
-        first_with_data(waits).await;
+        if !first_with_data(waits).await {
+            break; // every wait ended without data: timed out, or errors that will not change
+        }
         results = fetch_once(state, &req, 0).await;
     }
     let mut budget = req.max_bytes as usize;
@@ -510,10 +528,10 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
     FetchResponse { topics }
 }
 
-/// Completes when the first of `waits` returns records (or all have returned). The others are
-/// dropped: their shards finish the wait on their own (bounded by max_wait) and the answer is
-/// discarded.
-async fn first_with_data<F: std::future::Future<Output = PartitionFetch>>(waits: Vec<F>) {
+/// Completes when the first of `waits` returns records (true) or all have returned without
+/// (false). The others are dropped: their shards finish the wait on their own (bounded by
+/// max_wait) and the answer is discarded.
+async fn first_with_data<F: std::future::Future<Output = PartitionFetch>>(waits: Vec<F>) -> bool {
     let mut waits: Vec<_> = waits.into_iter().map(|f| Some(Box::pin(f))).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
@@ -521,7 +539,7 @@ async fn first_with_data<F: std::future::Future<Output = PartitionFetch>>(waits:
             if let Some(f) = slot {
                 match f.as_mut().poll(cx) {
                     std::task::Poll::Ready((_, Ok(records), _)) if !records.is_empty() => {
-                        return std::task::Poll::Ready(());
+                        return std::task::Poll::Ready(true);
                     }
                     std::task::Poll::Ready(_) => *slot = None,
                     std::task::Poll::Pending => pending = true,
@@ -531,7 +549,7 @@ async fn first_with_data<F: std::future::Future<Output = PartitionFetch>>(waits:
         if pending {
             std::task::Poll::Pending
         } else {
-            std::task::Poll::Ready(())
+            std::task::Poll::Ready(false)
         }
     })
     .await

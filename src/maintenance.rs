@@ -92,7 +92,7 @@ fn publish_snapshot(state: &ShardState) {
                 topic: names.get(&key.topic)?.to_string(),
                 partition: key.partition,
                 log_start: offsets.log_start,
-                log_end: offsets.written_end,
+                log_end: offsets.readable_end,
                 size_bytes: log.size_bytes(),
             })
         })

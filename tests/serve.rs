@@ -766,3 +766,56 @@ fn metrics_on_the_admin_listener() {
     drop(client);
     assert!(broker.stop().success());
 }
+
+/// Fetch `min_bytes`: the answer waits until the partitions together hold that much (or
+/// `max_wait_ms` passes, then it returns what there is).
+#[test]
+fn fetch_waits_for_min_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "mb", 2), ErrorCode::None);
+    let request = |min_bytes: u32, max_wait_ms: u32| FetchRequest {
+        max_wait_ms,
+        min_bytes,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: "mb".into(),
+            partitions: (0..2)
+                .map(|p| FetchPartition {
+                    partition: PartitionId(p),
+                    fetch_offset: Offset(0),
+                    partition_max_bytes: 1 << 20,
+                })
+                .collect(),
+        }],
+    };
+    let one = batch(0, 1).len() as u32;
+    let producer = {
+        let addr = broker.addr;
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(produce(&mut c, "mb", 0, batch(0, 1)).0, ErrorCode::None);
+            std::thread::sleep(Duration::from_millis(400));
+            assert_eq!(produce(&mut c, "mb", 1, batch(1, 1)).0, ErrorCode::None);
+        })
+    };
+    let started = Instant::now();
+    let Ok(Response::Fetch(r)) = client.call(Request::Fetch(request(one + 1, 10_000))) else { panic!("fetch failed") };
+    let waited = started.elapsed();
+    producer.join().unwrap();
+    let sizes: Vec<usize> = r.topics[0].partitions.iter().map(|p| p.records.len()).collect();
+    assert!(sizes.iter().all(|&n| n > 0), "both appends are in the answer: {sizes:?}");
+    assert!(waited >= Duration::from_millis(550), "one batch was not min_bytes: it waited for the second ({waited:?})");
+    assert!(waited < Duration::from_secs(5), "answered when min_bytes was reached, not at max_wait ({waited:?})");
+
+    // More than there is: the answer comes at max_wait with what there is.
+    let started = Instant::now();
+    let Ok(Response::Fetch(r)) = client.call(Request::Fetch(request(1 << 20, 500))) else { panic!("fetch failed") };
+    let waited = started.elapsed();
+    assert!(r.topics[0].partitions.iter().all(|p| !p.records.is_empty()));
+    assert!(waited >= Duration::from_millis(450) && waited < Duration::from_secs(5), "{waited:?}");
+    drop(client);
+    assert!(broker.stop().success());
+}

@@ -104,8 +104,9 @@ pub struct ReadBatches {
     /// Offset to read from next: one past the last offset returned (or the offset asked for when
     /// nothing was returned).
     pub next_offset: u64,
-    /// The log's `written_end` when the read was served (the high end a reader can reach now).
-    pub written_end: u64,
+    /// The log's [`Offsets::readable_end`] when the read was served (the high end a reader can
+    /// reach now).
+    pub readable_end: u64,
     pub log_start: u64,
 }
 
@@ -116,6 +117,10 @@ pub struct Offsets {
     pub flushed_end: u64,
     pub written_end: u64,
     pub log_end: u64,
+    /// Readers are served offsets below this: `flushed_end` under `fsync=always` (nothing is
+    /// seen before it is durable, so a crash can never take back a record a consumer read),
+    /// `written_end` otherwise (the policy accepts losing unsynced writes).
+    pub readable_end: u64,
 }
 
 /// What `open` found and did.
@@ -265,6 +270,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             flushed_end: st.flushed_end,
             written_end: st.written_end,
             log_end: st.log_end,
+            readable_end: st.readable_end(self.config.fsync),
         }
     }
 
@@ -316,14 +322,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
         self.changed.notify_all();
     }
 
-    /// Completes once a read at `offset` can return something (the written end moved past it),
+    /// Completes once a read at `offset` can return something (the readable end moved past it),
     /// or the log failed or closed: the wake-up of a consumer's long poll.
     pub async fn wait_for_readable(&self, offset: u64) {
         loop {
             let wait = self.changed.changed();
             {
                 let st = self.state.borrow();
-                if st.written_end > offset || st.closed || st.failed.is_some() {
+                if st.readable_end(self.config.fsync) > offset || st.closed || st.failed.is_some() {
                     return;
                 }
             }
@@ -671,8 +677,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
 
     /// Returns whole batches starting with the batch that contains `from` (or the first batch
     /// after it when `from` falls in a gap left by compaction), up to `max_bytes` — but always at
-    /// least one whole batch if there is one, so a reader makes progress. Serves only written
-    /// data (`< written_end`); an empty result at `from == written_end` means "nothing new".
+    /// least one whole batch if there is one, so a reader makes progress. Serves only readable
+    /// data (`< readable_end`: written, and under `fsync=always` durable); an empty result at
+    /// `from >= readable_end` means "nothing new".
     pub async fn read(&self, from: u64, max_bytes: usize) -> Result<ReadBatches> {
         let mut at = from;
         loop {
@@ -682,7 +689,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 return Ok(ReadBatches {
                     bytes: Bytes::new(),
                     next_offset: from,
-                    written_end: st.written_end,
+                    readable_end: st.readable_end(self.config.fsync),
                     log_start: st.log_start,
                 });
             };
@@ -692,7 +699,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 return Ok(ReadBatches {
                     bytes,
                     next_offset: next,
-                    written_end: st.written_end,
+                    readable_end: st.readable_end(self.config.fsync),
                     log_start: st.log_start,
                 });
             }
@@ -707,7 +714,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
         if from < st.log_start || from > st.log_end {
             return Err(StorageError::OffsetOutOfRange { offset: from, log_start: st.log_start, log_end: st.log_end });
         }
-        if from >= st.written_end {
+        let readable_end = st.readable_end(self.config.fsync);
+        if from >= readable_end {
             return Ok(None);
         }
         if let Some(d) = st.damaged.iter().find(|d| d.offsets.contains(&from)) {
@@ -728,8 +736,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let rel = from.saturating_sub(seg.base).min(u32::MAX as u64) as u32;
         // Stop before a damaged range that starts inside this segment.
         let next_damage = st.damaged.iter().filter(|d| d.offsets.start > from).map(|d| d.offsets.start).min();
-        // Never serve at or past written_end (a failed truncation lowers it below what files hold).
-        let stop_offset = Some(next_damage.map_or(st.written_end, |d| d.min(st.written_end)));
+        // Never serve at or past the readable end (written_end: a failed truncation lowers it
+        // below what files hold; flushed_end under fsync=always).
+        let stop_offset = Some(next_damage.map_or(readable_end, |d| d.min(readable_end)));
         Ok(Some(ReadPlan {
             file: seg.file.clone(),
             segment: log_name(seg.base),
@@ -1168,6 +1177,16 @@ struct ReadPlan<F> {
     limit: u64,
     stop_offset: Option<u64>,
     cache_start: Option<u64>,
+}
+
+impl<F: File> State<F> {
+    /// See [`Offsets::readable_end`].
+    fn readable_end(&self, fsync: FsyncPolicy) -> u64 {
+        match fsync {
+            FsyncPolicy::Always => self.flushed_end,
+            _ => self.written_end,
+        }
+    }
 }
 
 impl<F: File> State<F> {
