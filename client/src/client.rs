@@ -20,7 +20,7 @@ use keel_protocol::{
     ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopicId, SUPPORTED,
 };
 
-use crate::{connection::Connection, error::ClientError};
+use crate::{connection::Connection, error::ClientError, gather};
 
 /// Connection settings. The defaults suit a broker on the same network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,10 +377,27 @@ impl Client {
             client_id: self.client_id.clone(),
         };
         let mut frame = Vec::new();
-        encode_request(&header, request, &mut frame);
+        // A Produce with enough record bytes leaves its batches out of the frame and has them
+        // written from where they are (same bytes on the wire; see `gather`).
+        let gathered = match request {
+            Request::Produce(produce)
+                if produce.topics.iter().flat_map(|t| &t.partitions).map(|p| p.records.len()).sum::<usize>()
+                    >= gather::GATHER_MIN_RECORD_BYTES =>
+            {
+                gather::encode_produce_skeleton(&header, produce, &mut frame).map(|points| (produce, points))
+            }
+            _ => None,
+        };
+        if gathered.is_none() {
+            frame.clear();
+            encode_request(&header, request, &mut frame);
+        }
         let timeout = self.config.request_timeout;
         let conn = self.conn.as_mut().expect("call() connects first");
-        conn.send(&frame, timeout)?;
+        match &gathered {
+            Some((produce, points)) => conn.send_gathered(&gather::pieces(&frame, points, produce), timeout)?,
+            None => conn.send(&frame, timeout)?,
+        }
         if !request.expects_response() {
             return Ok(None);
         }

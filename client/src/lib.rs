@@ -13,9 +13,13 @@
 //! - [`consumer`]: [`Consumer`] — long-poll fetching of several partitions in one request,
 //!   positions resolved from [`StartAt`], records decoded into [`ConsumedRecord`]s.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner ([`partition_for_key`]).
+//! - [`batch_writer`]: [`BatchWriter`] — RecordBatch v2 encoding in place into a reusable
+//!   buffer, for callers that build their own Produce requests ([`Client::produce_many`]) and
+//!   care about the cost per record (`keel-bench`).
 //! - [`error`]: [`ClientError`], the one error type.
 //! - `connection` (private): framed reads and writes on the socket, with deadlines and the
-//!   response size bound. `accumulator` (private): the producer's per-partition batching.
+//!   response size bound. `gather` (private): Produce requests whose batches are written from
+//!   where they are (a vectored write) instead of being copied into the frame. `accumulator` (private): the producer's per-partition batching.
 //!
 //! ## Why it is shaped this way
 //! - **Blocking and single-connection.** A CLI or a test wants a call that returns an answer;
@@ -64,13 +68,16 @@
 //! ```
 
 mod accumulator;
+pub mod batch_writer;
 pub mod client;
 mod connection;
 pub mod consumer;
 pub mod error;
+mod gather;
 pub mod partitioner;
 pub mod producer;
 
+pub use batch_writer::BatchWriter;
 pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt};
 pub use error::ClientError;
