@@ -5,7 +5,7 @@ BENCH_DIR    ?= ./bench-data
 BENCH_SECS   ?= 10s
 RESULTS      ?= results/storage-$(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: all build run test torture bench-storage fmt lint fuzz clean
+.PHONY: all build run test torture bench-storage bench-broker fmt lint fuzz clean
 
 all: build
 
@@ -32,6 +32,13 @@ torture:
 ## $(RESULTS)/ and a summary is printed.
 bench-storage: build
 	BENCH_DIR=$(BENCH_DIR) BENCH_SECS=$(BENCH_SECS) RESULTS=$(RESULTS) ci/bench-storage.sh
+
+## The broker benchmark: the disk's baseline, then `keel serve` driven by keel-bench over the
+## native protocol — produce throughput (fsync=never), produce latency at 50 MB/s (acks=all,
+## fsync=always), end-to-end latency at 200 MB/s — and the broker's peak RSS. 60 s per run
+## (BROKER_SECS=10s make bench-broker for less); JSON in results/broker-*/ and a summary.
+bench-broker: build
+	BENCH_DIR=$(BENCH_DIR) ci/bench-broker.sh
 
 fmt:
 	$(CARGO) fmt --all

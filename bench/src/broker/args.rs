@@ -1,0 +1,247 @@
+//! Command lines of `produce`, `consume` and `e2e`, and the parsers of their values.
+
+use std::{fmt, time::Duration};
+
+use clap::{Args, ValueEnum};
+use keel_client::{Acks, StartAt};
+
+/// Flags every broker benchmark takes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The broker to drive: keel://HOST:PORT (Keel's native protocol). kafka:// is not supported
+    /// yet.
+    #[arg(long, default_value = "keel://127.0.0.1:9400", value_parser = parse_target)]
+    pub target: Target,
+    /// Topic to use. Created with --partitions and --topic-config if it does not exist; if it
+    /// exists with another partition count, or another value for a --topic-config key, the run
+    /// fails (pick another name or delete it: `keel topic delete NAME`).
+    #[arg(long, default_value = "keel-bench")]
+    pub topic: String,
+    /// Partitions of the topic (spread by the broker over its shards).
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Topic config KEY=VALUE for creating the topic (repeatable), e.g. fsync.policy=never,
+    /// segment.bytes=1073741824; `keel topic describe` lists the keys.
+    #[arg(long = "topic-config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub topic_config: Vec<(String, String)>,
+    /// Bytes of each record's value (KiB/MiB and KB/MB suffixes accepted). MB/s counts value +
+    /// key bytes, not record or batch framing. Values start with a 28-byte stamp (intended send
+    /// time, run id, producer, sequence number) when they are at least that long; e2e needs it.
+    #[arg(long, default_value = "1024", value_parser = crate::parse_size)]
+    pub record_bytes: u64,
+    /// Bytes of each record's key; 0 = keyless records, spread round-robin over the partitions
+    /// record by record. With keys, 4096 distinct random keys are cycled through and each record
+    /// goes to its key's partition (Kafka's murmur2 partitioner).
+    #[arg(long, default_value = "0", value_parser = crate::parse_size)]
+    pub key_bytes: u64,
+    /// How long to measure, after --warmup: `60s`, `500ms`, `2m`.
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    pub duration: Duration,
+    /// Load applied before the measurement starts and left out of every figure (connections,
+    /// segment preallocation and caches settle).
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    pub warmup: Duration,
+    /// Print a progress line (throughput over the last interval) to stderr this often; 0 = never.
+    #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+    pub report_interval: Duration,
+    /// Print exactly one JSON object on stdout instead of human-readable lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of the load generator (`produce`, `e2e`).
+#[derive(Debug, Clone, Args)]
+pub struct ProducerArgs {
+    /// Producer threads, each with its own connection and one request in flight at a time.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Records per second offered in total (split evenly over the producers): OPEN LOOP, each
+    /// record has an intended send time on a fixed schedule and its latency is measured from
+    /// that time, so a stall counts against every record that should have been sent during it
+    /// (coordinated-omission correction). Without --rate: CLOSED LOOP, as fast as acknowledgements
+    /// come back, latency measured from the actual send.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// When the broker answers: 0 = never (no acknowledgements, so no latency figures and
+    /// throughput counts bytes sent), 1 = once the leader appended, all = once committed.
+    #[arg(long, value_enum, default_value_t = AcksArg::One)]
+    pub acks: AcksArg,
+    /// Largest RecordBatch per partition in one request, bytes. Within a producer, every record
+    /// due is sent at the next request, one batch per partition, up to this and --max-request-bytes.
+    #[arg(long, default_value = "64KiB", value_parser = crate::parse_size)]
+    pub batch_bytes: u64,
+    /// Largest record data of one Produce request (all partitions), bytes; keep it below the
+    /// broker's --max-frame-bytes (8 MiB by default).
+    #[arg(long, default_value = "1MiB", value_parser = crate::parse_size)]
+    pub max_request_bytes: u64,
+    /// Open loop only: hold the due records until the oldest has waited this long or a request
+    /// is full, for bigger batches at the cost of latency. 0 = send whatever is due at once.
+    #[arg(long, default_value = "0ms", value_parser = crate::parse_duration)]
+    pub linger: Duration,
+}
+
+/// `produce`: the producers alone.
+#[derive(Debug, Clone, Args)]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub producer: ProducerArgs,
+}
+
+/// `consume`: the consumers alone, over data already in the topic (or written by --prefill).
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Consumer threads; partition p is read by consumer p mod M (each its own connection).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Where each partition is read from: earliest (the records already there; the run ends
+    /// early once every consumer has caught up with the high watermark seen at the start) or
+    /// latest (only records produced during the run, by someone else).
+    #[arg(long, value_enum, default_value_t = FromArg::Earliest)]
+    pub from: FromArg,
+    /// First write this many bytes of record values + keys into the topic (2 closed-loop
+    /// producers, acks=1; not part of the figures). Without it an empty topic is an error.
+    #[arg(long, default_value = "0", value_parser = crate::parse_size)]
+    pub prefill: u64,
+    /// Soft limit on the record bytes of one Fetch response (all of a consumer's partitions).
+    #[arg(long, default_value = "4MiB", value_parser = crate::parse_size)]
+    pub fetch_max_bytes: u64,
+}
+
+/// `e2e`: producers and consumers at once.
+#[derive(Debug, Clone, Args)]
+pub struct E2eArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub producer: ProducerArgs,
+    /// Consumer threads tailing the topic from its end; partition p is read by consumer p mod M.
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Soft limit on the record bytes of one Fetch response (all of a consumer's partitions).
+    #[arg(long, default_value = "4MiB", value_parser = crate::parse_size)]
+    pub fetch_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    /// No response: fire and forget.
+    #[value(name = "0")]
+    Zero,
+    /// The leader appended the records.
+    #[value(name = "1")]
+    One,
+    /// The records are committed (with fsync.policy=always: on disk).
+    #[value(name = "all", alias = "-1")]
+    All,
+}
+
+impl AcksArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            AcksArg::Zero => "0",
+            AcksArg::One => "1",
+            AcksArg::All => "all",
+        }
+    }
+
+    pub fn acks(self) -> Acks {
+        match self {
+            AcksArg::Zero => Acks::None,
+            AcksArg::One => Acks::Leader,
+            AcksArg::All => Acks::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FromArg {
+    Earliest,
+    Latest,
+}
+
+impl FromArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            FromArg::Earliest => "earliest",
+            FromArg::Latest => "latest",
+        }
+    }
+
+    pub fn start(self) -> StartAt {
+        match self {
+            FromArg::Earliest => StartAt::Earliest,
+            FromArg::Latest => StartAt::Latest,
+        }
+    }
+}
+
+/// Where the broker is: the protocol and `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `HOST:PORT` as given.
+    pub addr: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "keel://{}", self.addr)
+    }
+}
+
+/// `keel://HOST:PORT` → the target; any other scheme is refused with a reason.
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err(format!("{s:?} has no scheme: use keel://HOST:PORT"));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "keel" => {}
+        "kafka" => {
+            return Err("kafka:// targets (the Kafka protocol) are not supported yet; use keel://HOST:PORT".into())
+        }
+        other => return Err(format!("unknown scheme {other}:// (use keel://HOST:PORT)")),
+    }
+    let bad = || format!("{s:?} is not keel://HOST:PORT");
+    let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(Target { addr: rest.to_owned() })
+}
+
+/// `KEY=VALUE` → the pair.
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(parse_target("keel://127.0.0.1:9400").unwrap().addr, "127.0.0.1:9400");
+        assert_eq!(parse_target("KEEL://localhost:1").unwrap().to_string(), "keel://localhost:1");
+        assert_eq!(parse_target("keel://[::1]:9400").unwrap().addr, "[::1]:9400");
+        assert!(parse_target("kafka://127.0.0.1:9092").unwrap_err().contains("not supported yet"));
+        assert!(parse_target("http://x:1").unwrap_err().contains("unknown scheme"));
+        assert!(parse_target("127.0.0.1:9400").unwrap_err().contains("no scheme"));
+        for bad in ["keel://", "keel://host", "keel://:9400", "keel://h:99999", "keel://h:0", "keel://h/x:1"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(parse_key_value("fsync.policy=never").unwrap(), ("fsync.policy".into(), "never".into()));
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+}

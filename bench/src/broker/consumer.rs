@@ -1,0 +1,302 @@
+//! One consumer thread: its own connection, long-poll Fetches over its share of the partitions.
+//!
+//! In `consume` it only counts. In `e2e` it also checks what it reads: each record of this run
+//! (recognised by the run id in its stamp) is marked in a bitmap per (producer, partition) by its
+//! sequence number, so a record read twice is a duplicate, one read after a later sequence number
+//! of the same producer and partition is out of order, and one never read is missing (decided at
+//! the end against what producers had acknowledged). The offsets read from each partition must be
+//! dense, and the sum of the offsets of each (producer, partition)'s records is compared with the
+//! offsets the broker acknowledged. End-to-end latency: the moment the Fetch response carrying a
+//! record was decoded minus the record's intended send time (its stamp).
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use hdrhistogram::Histogram;
+use keel_client::{Consumer, ConsumerConfig, OffsetQuery, StartAt};
+
+use super::{
+    args::Target,
+    shared::{self, Clock, Shared, Stamp, DRAIN_LIMIT},
+};
+use crate::report;
+
+/// Longest a Fetch waits in the broker for data.
+const POLL_WAIT: Duration = Duration::from_millis(100);
+/// Sequence numbers above this are not from a producer of this run (a corrupt stamp).
+const MAX_SEQ: u64 = 1 << 36;
+
+pub enum Mode {
+    /// `consume`: count until the end of the schedule or, if asked, until caught up with the high
+    /// watermarks seen at setup.
+    Throughput { stop_when_caught_up: bool },
+    /// `e2e`: check this run's records; stop once every record the producers sent to these
+    /// partitions was read, or [`DRAIN_LIMIT`] after the last producer finished.
+    Verify { run_id: u64, producers: u32 },
+}
+
+pub struct ConsumerPlan {
+    pub id: u32,
+    pub target: Target,
+    pub topic: String,
+    /// The partitions this consumer reads.
+    pub partitions: Vec<u32>,
+    /// The topic's partition count.
+    pub topic_partitions: u32,
+    pub start: StartAt,
+    pub fetch_max_bytes: u32,
+    pub mode: Mode,
+}
+
+/// What one (producer, partition) pair's records looked like to the consumer.
+#[derive(Debug, Clone, Default)]
+pub struct SeenPair {
+    /// Bit `seq` is set once the record with that sequence number was read.
+    pub bits: Vec<u64>,
+    /// Distinct records read and the sum of their offsets (wrapping).
+    pub distinct: u64,
+    pub offset_sum: u64,
+    /// One past the highest sequence number read.
+    next_seq: u64,
+}
+
+impl SeenPair {
+    /// Distinct records read with a sequence number below `n`.
+    pub fn count_below(&self, n: u64) -> u64 {
+        let full = (n / 64) as usize;
+        let mut count: u64 = self.bits.iter().take(full).map(|w| u64::from(w.count_ones())).sum();
+        if let Some(w) = self.bits.get(full) {
+            let rest = n % 64;
+            if rest > 0 {
+                count += u64::from((w & ((1u64 << rest) - 1)).count_ones());
+            }
+        }
+        count
+    }
+}
+
+pub struct ConsumerTally {
+    pub partitions: Vec<u32>,
+    /// End-to-end latency of this run's records intended in the measurement window, µs.
+    pub e2e_latency: Histogram<u64>,
+    /// Every record read, and its value+key bytes.
+    pub records: u64,
+    pub bytes: u64,
+    /// Records read within the measurement window, and their value+key bytes.
+    pub window_records: u64,
+    pub window_bytes: u64,
+    /// Records of this run (e2e), duplicates included.
+    pub run_records: u64,
+    /// Records without this run's stamp (e2e).
+    pub foreign: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Records whose offset is not one past the previous record read from its partition.
+    pub offset_gaps: u64,
+    /// When this consumer had read up to the high watermarks seen at setup.
+    pub caught_up_at: Option<Instant>,
+    /// Indexed by `producer * partitions.len() + i` for the i-th partition of this consumer.
+    pub seen: Vec<SeenPair>,
+}
+
+pub fn run(plan: ConsumerPlan, shared: Arc<Shared>) -> ConsumerTally {
+    let producers = match plan.mode {
+        Mode::Verify { producers, .. } => producers as usize,
+        Mode::Throughput { .. } => 0,
+    };
+    let mut tally = ConsumerTally {
+        partitions: plan.partitions.clone(),
+        e2e_latency: report::latency_histogram(),
+        records: 0,
+        bytes: 0,
+        window_records: 0,
+        window_bytes: 0,
+        run_records: 0,
+        foreign: 0,
+        duplicates: 0,
+        out_of_order: 0,
+        offset_gaps: 0,
+        caught_up_at: None,
+        seen: vec![SeenPair::default(); producers * plan.partitions.len()],
+    };
+    let setup = setup(&plan);
+    if let Err(e) = &setup {
+        shared.fail(format!("consumer {}: {e}", plan.id));
+    }
+    let clock = shared.wait_start();
+    if let (Ok((consumer, high_watermarks)), Some(clock)) = (setup, clock) {
+        let mut reader = Reader::new(&plan, &shared, clock, high_watermarks);
+        if let Err(e) = reader.read(consumer, &mut tally) {
+            shared.fail(format!("consumer {}: {e}", plan.id));
+        }
+    }
+    tally
+}
+
+/// Connects and resolves the start positions (before the clock starts: e2e consumers must be
+/// positioned at the end before the first record is produced). Also returns the high
+/// watermarks at that moment.
+fn setup(plan: &ConsumerPlan) -> Result<(Consumer, Vec<u64>), String> {
+    let client = shared::connect(&plan.target, &format!("keel-bench-consumer-{}", plan.id))?;
+    let config = ConsumerConfig {
+        max_bytes: plan.fetch_max_bytes,
+        partition_max_bytes: plan.fetch_max_bytes.min(ConsumerConfig::default().partition_max_bytes),
+    };
+    let mut consumer = Consumer::with_config(client, &plan.topic, Some(plan.partitions.clone()), plan.start, config)
+        .map_err(|e| format!("cannot start reading {}: {e}", plan.topic))?;
+    let queries: Vec<_> = plan.partitions.iter().map(|&p| (p, OffsetQuery::Latest)).collect();
+    let found = consumer
+        .client()
+        .list_offsets(&plan.topic, &queries)
+        .map_err(|e| format!("cannot read the high watermarks of {}: {e}", plan.topic))?;
+    Ok((consumer, found.iter().map(|f| f.1.unwrap_or(0)).collect()))
+}
+
+struct Reader<'a> {
+    plan: &'a ConsumerPlan,
+    shared: &'a Shared,
+    clock: Clock,
+    high_watermarks: Vec<u64>,
+    /// Partition → index in `plan.partitions` (`u32::MAX` if not ours).
+    local: Vec<u32>,
+    last_offset: Vec<Option<u64>>,
+    /// Distinct records of this run read per partition (index as `plan.partitions`).
+    distinct: Vec<u64>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(plan: &'a ConsumerPlan, shared: &'a Shared, clock: Clock, high_watermarks: Vec<u64>) -> Reader<'a> {
+        let mut local = vec![u32::MAX; plan.topic_partitions as usize];
+        for (i, &p) in plan.partitions.iter().enumerate() {
+            local[p as usize] = i as u32;
+        }
+        let n = plan.partitions.len();
+        Reader { plan, shared, clock, high_watermarks, local, last_offset: vec![None; n], distinct: vec![0; n] }
+    }
+
+    fn read(&mut self, mut consumer: Consumer, tally: &mut ConsumerTally) -> Result<(), String> {
+        loop {
+            if self.shared.stopped() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            match self.plan.mode {
+                Mode::Throughput { stop_when_caught_up } => {
+                    if stop_when_caught_up && self.caught_up(consumer.positions()) {
+                        tally.caught_up_at = Some(now);
+                        return Ok(());
+                    }
+                    if now >= self.clock.end {
+                        return Ok(());
+                    }
+                }
+                Mode::Verify { .. } => {
+                    if let Some(done_at) = self.shared.producers_done() {
+                        if self.all_read() || now >= done_at + DRAIN_LIMIT {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            let records = consumer.poll(POLL_WAIT).map_err(|e| format!("Fetch failed: {e}"))?;
+            let seen_at = Instant::now();
+            let in_window = self.clock.in_window(seen_at);
+            let mut bytes = 0u64;
+            for r in &records {
+                let len = (r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len())) as u64;
+                bytes += len;
+                let i = self.local[r.partition as usize] as usize;
+                if let Some(last) = self.last_offset[i] {
+                    if r.offset != last + 1 {
+                        tally.offset_gaps += 1;
+                    }
+                }
+                self.last_offset[i] = Some(r.offset);
+                if let Mode::Verify { run_id, producers } = self.plan.mode {
+                    self.check(r.value.as_deref(), r.offset, i, run_id, producers, seen_at, tally);
+                }
+            }
+            tally.records += records.len() as u64;
+            tally.bytes += bytes;
+            if in_window {
+                tally.window_records += records.len() as u64;
+                tally.window_bytes += bytes;
+            }
+            self.shared.consumed_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+            self.shared.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &mut self,
+        value: Option<&[u8]>,
+        offset: u64,
+        i: usize,
+        run_id: u64,
+        producers: u32,
+        seen_at: Instant,
+        tally: &mut ConsumerTally,
+    ) {
+        let stamp = match value.and_then(Stamp::decode) {
+            Some(s) if s.run_id == run_id && s.producer < producers && s.seq < MAX_SEQ => s,
+            _ => {
+                tally.foreign += 1;
+                return;
+            }
+        };
+        tally.run_records += 1;
+        let pair = &mut tally.seen[stamp.producer as usize * self.plan.partitions.len() + i];
+        let (word, bit) = ((stamp.seq / 64) as usize, 1u64 << (stamp.seq % 64));
+        if pair.bits.len() <= word {
+            pair.bits.resize((word + 1).next_power_of_two(), 0);
+        }
+        if pair.bits[word] & bit != 0 {
+            tally.duplicates += 1;
+        } else {
+            pair.bits[word] |= bit;
+            pair.distinct += 1;
+            pair.offset_sum = pair.offset_sum.wrapping_add(offset);
+            self.distinct[i] += 1;
+            if stamp.seq < pair.next_seq {
+                tally.out_of_order += 1;
+            }
+        }
+        pair.next_seq = pair.next_seq.max(stamp.seq + 1);
+        let intended = self.clock.t0 + Duration::from_nanos(stamp.intended_ns);
+        if self.clock.in_window(intended) {
+            report::record_us(&mut tally.e2e_latency, seen_at.saturating_duration_since(intended));
+        }
+    }
+
+    fn caught_up(&self, positions: &[(u32, u64)]) -> bool {
+        positions.iter().zip(&self.high_watermarks).all(|(&(_, at), &hw)| at >= hw)
+    }
+
+    /// Every record the (finished) producers sent to our partitions has been read.
+    fn all_read(&self) -> bool {
+        self.plan
+            .partitions
+            .iter()
+            .zip(&self.distinct)
+            .all(|(&p, &read)| read >= self.shared.sent_per_partition[p as usize].load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counting_bits_below() {
+        let s = SeenPair { bits: vec![u64::MAX, 0b1011], ..SeenPair::default() };
+        assert_eq!(s.count_below(0), 0);
+        assert_eq!(s.count_below(10), 10);
+        assert_eq!(s.count_below(64), 64);
+        assert_eq!(s.count_below(66), 66);
+        assert_eq!(s.count_below(67), 66);
+        assert_eq!(s.count_below(1000), 67);
+    }
+}

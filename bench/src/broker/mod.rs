@@ -1,0 +1,913 @@
+//! `keel-bench produce | consume | e2e`: a running `keel serve` broker driven over the native
+//! protocol through `keel-client`, from threads of this process (one blocking connection each).
+//!
+//! - `produce`: `--producers` threads, closed loop (as fast as acknowledgements come back) or
+//!   open loop at `--rate` records/s in total with coordinated-omission correction (see
+//!   [`producer`]). Figures: acknowledged throughput and the acknowledgement latency of every
+//!   record.
+//! - `consume`: `--consumers` threads reading the topic from its start (or its end): throughput.
+//! - `e2e`: both at once, consumers tailing from the end; adds the end-to-end latency of every
+//!   record (read time minus intended send time, from the stamp in its value) and checks that
+//!   every acknowledged record was read exactly once, in order (see [`consumer`]).
+//!
+//! What is counted: MB/s is 10^6 bytes per second of record **values + keys** (not record or
+//! batch framing, not protocol overhead), records/s is records per second; both over the
+//! measurement window only (`--duration` after `--warmup`). `produce` counts records whose
+//! acknowledgement arrived in the window (with acks=0: written to the socket in the window);
+//! `consume` counts records received in the window. Latencies (µs, HDR histograms) are those of
+//! records whose intended (open loop) or actual (closed loop) send time is in the window.
+//!
+//! The topic is created with `--partitions` and `--topic-config` if missing; an existing topic
+//! with another partition count or config value is an error rather than a silently different
+//! benchmark.
+
+pub mod args;
+mod consumer;
+mod producer;
+mod shared;
+
+use std::{
+    collections::BTreeMap,
+    sync::{atomic::Ordering, Arc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use keel_client::{Acks, ClientError, StartAt};
+use serde::Serialize;
+
+use args::{CommonArgs, ProducerArgs};
+pub use args::{ConsumeArgs, E2eArgs, ProduceArgs};
+use consumer::{ConsumerPlan, ConsumerTally, Mode};
+use producer::{ProducerPlan, ProducerTally};
+use shared::{Clock, Shared, STAMP_LEN};
+
+use crate::report::{self, LatencySummary};
+
+/// Most producer or consumer threads (the machine they share with the broker is small).
+const MAX_THREADS: usize = 64;
+/// What `mb_per_s` counts, in the JSON.
+const COUNTED_ACKED: &str = "record value+key bytes acknowledged within the measurement window, 10^6 bytes/s";
+const COUNTED_SENT: &str =
+    "record value+key bytes written to the socket within the measurement window (acks=0: nothing is acknowledged), 10^6 bytes/s";
+const COUNTED_CONSUMED: &str =
+    "record value+key bytes received by consumers within the measurement window, 10^6 bytes/s";
+
+pub fn run_produce(args: &ProduceArgs) -> Result<(), String> {
+    let c = &args.common;
+    validate_common(c, false)?;
+    validate_producer(&args.producer, c)?;
+    let created = ensure_topic(c)?;
+    let run_id = shared::new_run_id();
+    let plans = producer_plans(c, &args.producer, run_id, None);
+    let load = Load::run(c, plans, Vec::new(), c.warmup, c.duration)?;
+    let p = &args.producer;
+    let produced = ProducedFigures::new(&load.producers, &load.clock, p);
+    let mut result = BrokerResult::new("broker_produce", config(c, Some(p), 0, None), created);
+    result.fill_produced(&produced, p, c);
+    emit(&result, c.json)
+}
+
+pub fn run_e2e(args: &E2eArgs) -> Result<(), String> {
+    let c = &args.common;
+    validate_common(c, true)?;
+    validate_producer(&args.producer, c)?;
+    validate_consumers(args.consumers, c)?;
+    let created = ensure_topic(c)?;
+    let run_id = shared::new_run_id();
+    let p = &args.producer;
+    let plans = producer_plans(c, p, run_id, None);
+    let mode = || Mode::Verify { run_id, producers: p.producers as u32 };
+    let consumers = consumer_plans(c, args.consumers, StartAt::Latest, args.fetch_max_bytes, mode);
+    let load = Load::run(c, plans, consumers, c.warmup, c.duration)?;
+    let produced = ProducedFigures::new(&load.producers, &load.clock, p);
+    let extra = ConsumeExtra { from: None, prefill: None, fetch_max_bytes: args.fetch_max_bytes };
+    let mut result = BrokerResult::new("broker_e2e", config(c, Some(p), args.consumers, Some(extra)), created);
+    result.fill_produced(&produced, p, c);
+    let window = load.clock.end - load.clock.warm_end;
+    let (bytes, records) = consumed_in_window(&load.consumers);
+    result.consume_mb_per_s = Some(report::mb_per_s(bytes, window.as_secs_f64()));
+    result.consume_records_per_s = Some(records as f64 / window.as_secs_f64());
+    let mut e2e = report::latency_histogram();
+    for t in &load.consumers {
+        e2e.add(&t.e2e_latency).map_err(|e| format!("merging histograms: {e:?}"))?;
+    }
+    result.e2e_latency_us = Some(LatencySummary::with_p9999(&e2e));
+    result.records_consumed = Some(load.consumers.iter().map(|t| t.run_records).sum());
+    let verification = verify(&load.producers, &load.consumers, p.acks.acks(), c.partitions);
+    let failed = verification.failure();
+    if verification.foreign_records > 0 {
+        result.warnings.push(format!(
+            "{} records in the topic were not written by this run (another writer?): the checks cover this run's records only",
+            verification.foreign_records
+        ));
+    }
+    result.verification = Some(verification);
+    emit(&result, c.json)?;
+    match failed {
+        Some(why) => Err(format!("verification failed: {why}")),
+        None => Ok(()),
+    }
+}
+
+pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
+    let c = &args.common;
+    validate_common(c, false)?;
+    validate_consumers(args.consumers, c)?;
+    let created = ensure_topic(c)?;
+    let mut warnings = Vec::new();
+    if args.prefill > 0 {
+        prefill(c, args.prefill)?;
+    }
+    if args.from == args::FromArg::Earliest {
+        let available = records_available(c)?;
+        if available == 0 {
+            return Err(format!(
+                "topic {} is empty: nothing to consume from the earliest offset; write into it first \
+                 (keel-bench produce --topic {} ...) or pass --prefill BYTES",
+                c.topic, c.topic
+            ));
+        }
+    }
+    let stop_when_caught_up = args.from == args::FromArg::Earliest;
+    let mode = || Mode::Throughput { stop_when_caught_up };
+    let consumers = consumer_plans(c, args.consumers, args.from.start(), args.fetch_max_bytes, mode);
+    let load = Load::run(c, Vec::new(), consumers, c.warmup, c.duration)?;
+    let clock = load.clock;
+    let caught_up = load.consumers.iter().all(|t| t.caught_up_at.is_some());
+    let window_end = if caught_up {
+        load.consumers.iter().filter_map(|t| t.caught_up_at).max().unwrap_or(clock.end).min(clock.end)
+    } else {
+        clock.end
+    };
+    if window_end <= clock.warm_end {
+        let read: u64 = load.consumers.iter().map(|t| t.bytes).sum();
+        return Err(format!(
+            "every record was read during the {:?} warmup ({} in all): nothing left to measure; \
+             write more first (--prefill) or shorten --warmup",
+            c.warmup,
+            report::fmt_bytes(read)
+        ));
+    }
+    let window = (window_end - clock.warm_end).as_secs_f64();
+    let (bytes, records) = consumed_in_window(&load.consumers);
+    let extra = ConsumeExtra {
+        from: Some(args.from.name()),
+        prefill: Some(args.prefill),
+        fetch_max_bytes: args.fetch_max_bytes,
+    };
+    let mut result = BrokerResult::new("broker_consume", config(c, None, args.consumers, Some(extra)), created);
+    result.counted = COUNTED_CONSUMED;
+    result.elapsed_s = window;
+    result.mb_per_s = report::mb_per_s(bytes, window);
+    result.records_per_s = records as f64 / window;
+    result.records_consumed = Some(load.consumers.iter().map(|t| t.records).sum());
+    result.caught_up = Some(caught_up);
+    let gaps: u64 = load.consumers.iter().map(|t| t.offset_gaps).sum();
+    result.offset_gaps = Some(gaps);
+    if gaps > 0 {
+        warnings.push(format!("{gaps} records were not at the offset after the previous one of their partition"));
+    }
+    if records == 0 {
+        warnings.push("no record was received in the measurement window".into());
+    }
+    result.warnings.extend(warnings);
+    emit(&result, c.json)
+}
+
+fn validate_common(c: &CommonArgs, e2e: bool) -> Result<(), String> {
+    if c.topic.is_empty() {
+        return Err("--topic must not be empty".into());
+    }
+    if c.partitions == 0 || c.partitions > 100_000 {
+        return Err("--partitions must be between 1 and 100000".into());
+    }
+    let min = if e2e { STAMP_LEN as u64 } else { 1 };
+    if c.record_bytes < min || c.record_bytes > (16 << 20) {
+        return Err(format!(
+            "--record-bytes must be between {min} and 16 MiB{}",
+            if e2e { " (e2e values carry a 28-byte stamp)" } else { "" }
+        ));
+    }
+    if c.key_bytes > (64 << 10) {
+        return Err("--key-bytes must be at most 64 KiB".into());
+    }
+    if c.duration.is_zero() {
+        return Err("--duration must be positive".into());
+    }
+    Ok(())
+}
+
+fn validate_producer(p: &ProducerArgs, c: &CommonArgs) -> Result<(), String> {
+    if p.producers == 0 || p.producers > MAX_THREADS {
+        return Err(format!("--producers must be between 1 and {MAX_THREADS}"));
+    }
+    if let Some(rate) = p.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err("--rate must be a positive number of records per second".into());
+        }
+    }
+    let record =
+        keel_client::BatchWriter::record_bytes(0, 0, Some(c.key_bytes as usize), Some(c.record_bytes as usize))
+            + keel_storage::batch::HEADER_LEN;
+    if (p.max_request_bytes as usize) < record {
+        return Err(format!(
+            "--max-request-bytes {} cannot hold one record ({record} bytes in a batch)",
+            p.max_request_bytes
+        ));
+    }
+    if p.batch_bytes == 0 {
+        return Err("--batch-bytes must be positive".into());
+    }
+    if !p.linger.is_zero() && p.rate.is_none() {
+        eprintln!("note: --linger only applies to the open loop (--rate); closed-loop requests are always full");
+    }
+    Ok(())
+}
+
+fn validate_consumers(m: usize, c: &CommonArgs) -> Result<(), String> {
+    if m == 0 || m > MAX_THREADS {
+        return Err(format!("--consumers must be between 1 and {MAX_THREADS}"));
+    }
+    if m > c.partitions as usize {
+        return Err(format!("--consumers {m} is more than the {} partitions: some would read nothing", c.partitions));
+    }
+    Ok(())
+}
+
+/// Makes sure the topic exists as asked; returns whether it was created.
+fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
+    let mut client = shared::connect(&c.target, "keel-bench-admin")?;
+    match client.topic(&c.topic) {
+        Ok(info) => {
+            if info.partitions.len() != c.partitions as usize {
+                return Err(format!(
+                    "topic {} already exists with {} partitions, not --partitions {}: use another --topic or delete it \
+                     (keel topic delete {})",
+                    c.topic,
+                    info.partitions.len(),
+                    c.partitions,
+                    c.topic
+                ));
+            }
+            let configs = client
+                .describe_configs(&c.topic)
+                .map_err(|e| format!("cannot read the configs of {}: {e}", c.topic))?;
+            for (key, want) in &c.topic_config {
+                match configs.iter().find(|(k, _, _)| k == key) {
+                    Some((_, have, _)) if have == want => {}
+                    Some((_, have, _)) => {
+                        return Err(format!(
+                            "topic {} already exists with {key}={have}, not {want}: use another --topic, delete it \
+                             (keel topic delete {}) or change it (keel topic alter-config)",
+                            c.topic, c.topic
+                        ))
+                    }
+                    None => return Err(format!("the broker does not know topic config {key:?}")),
+                }
+            }
+            Ok(false)
+        }
+        Err(ClientError::UnknownTopic(_)) => {
+            client
+                .create_topic(&c.topic, c.partitions, &c.topic_config)
+                .map_err(|e| format!("cannot create topic {}: {e}", c.topic))?;
+            Ok(true)
+        }
+        Err(e) => Err(format!("cannot look up topic {}: {e}", c.topic)),
+    }
+}
+
+/// Records between the log start and the high watermark, over every partition.
+fn records_available(c: &CommonArgs) -> Result<u64, String> {
+    let mut client = shared::connect(&c.target, "keel-bench-admin")?;
+    let info = client.topic(&c.topic).map_err(|e| format!("cannot look up topic {}: {e}", c.topic))?;
+    Ok(info.partitions.iter().map(|p| p.high_watermark.saturating_sub(p.log_start_offset)).sum())
+}
+
+fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_bytes: Option<u64>) -> Vec<ProducerPlan> {
+    let n = p.producers;
+    let per_producer = p.rate.map(|r| r / n as f64);
+    (0..n)
+        .map(|i| ProducerPlan {
+            id: i as u32,
+            target: c.target.clone(),
+            topic: c.topic.clone(),
+            partitions: c.partitions,
+            acks: p.acks.acks(),
+            batch_bytes: p.batch_bytes as usize,
+            max_request_bytes: p.max_request_bytes as usize,
+            linger: p.linger,
+            record_bytes: c.record_bytes as usize,
+            key_bytes: c.key_bytes as usize,
+            rate: per_producer,
+            // Producer i starts i/n of an interval after producer 0: the n schedules interleave.
+            phase: per_producer.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / n as f64 / r)),
+            run_id,
+            stop_after_bytes,
+        })
+        .collect()
+}
+
+fn consumer_plans(
+    c: &CommonArgs,
+    m: usize,
+    start: StartAt,
+    fetch_max_bytes: u64,
+    mode: impl Fn() -> Mode,
+) -> Vec<ConsumerPlan> {
+    (0..m)
+        .map(|j| ConsumerPlan {
+            id: j as u32,
+            target: c.target.clone(),
+            topic: c.topic.clone(),
+            partitions: (0..c.partitions).filter(|p| *p as usize % m == j).collect(),
+            topic_partitions: c.partitions,
+            start,
+            fetch_max_bytes: u32::try_from(fetch_max_bytes).unwrap_or(u32::MAX),
+            mode: mode(),
+        })
+        .collect()
+}
+
+/// `consume --prefill`: two closed-loop producers with acks=1 until `bytes` of values + keys are
+/// acknowledged.
+fn prefill(c: &CommonArgs, bytes: u64) -> Result<(), String> {
+    let p = ProducerArgs {
+        producers: 2,
+        rate: None,
+        acks: args::AcksArg::One,
+        batch_bytes: 64 << 10,
+        max_request_bytes: 1 << 20,
+        linger: Duration::ZERO,
+    };
+    let plans = producer_plans(c, &p, shared::new_run_id(), Some(bytes));
+    let quiet = CommonArgs { report_interval: Duration::ZERO, ..c.clone() };
+    let t0 = Instant::now();
+    let load = Load::run(&quiet, plans, Vec::new(), Duration::ZERO, Duration::from_secs(86_400))?;
+    let acked: u64 = load.producers.iter().map(|t| t.acked).sum();
+    let secs = t0.elapsed().as_secs_f64();
+    let written = acked * (c.record_bytes + c.key_bytes);
+    eprintln!(
+        "prefill: {acked} records ({}) written to {} in {secs:.1} s ({:.1} MB/s); not part of the figures",
+        report::fmt_bytes(written),
+        c.topic,
+        report::mb_per_s(written, secs)
+    );
+    Ok(())
+}
+
+/// A run of producer and consumer threads, finished.
+struct Load {
+    clock: Clock,
+    producers: Vec<ProducerTally>,
+    consumers: Vec<ConsumerTally>,
+}
+
+impl Load {
+    /// Starts every thread, lets them set up, starts the clock, prints progress every
+    /// `--report-interval`, and collects what they did. The first error of any thread fails the
+    /// run.
+    fn run(
+        c: &CommonArgs,
+        producers: Vec<ProducerPlan>,
+        consumers: Vec<ConsumerPlan>,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Result<Load, String> {
+        let partitions = c.partitions;
+        let shared = Arc::new(Shared::new(producers.len() + consumers.len(), producers.len(), partitions));
+        let spawn_err = |e: std::io::Error| format!("cannot start a thread: {e}");
+        let mut p_handles: Vec<JoinHandle<ProducerTally>> = Vec::new();
+        let mut c_handles: Vec<JoinHandle<ConsumerTally>> = Vec::new();
+        // Consumers first: in e2e they must be positioned before anything is produced (the start
+        // gate also guarantees it).
+        for plan in consumers {
+            let s = shared.clone();
+            let name = format!("consumer-{}", plan.id);
+            c_handles
+                .push(std::thread::Builder::new().name(name).spawn(move || consumer::run(plan, s)).map_err(spawn_err)?);
+        }
+        for plan in producers {
+            let s = shared.clone();
+            let name = format!("producer-{}", plan.id);
+            p_handles
+                .push(std::thread::Builder::new().name(name).spawn(move || producer::run(plan, s)).map_err(spawn_err)?);
+        }
+        let started = shared.start(warmup, duration);
+        if let Ok(clock) = &started {
+            monitor(&shared, clock, c.report_interval, || {
+                p_handles.iter().all(|h| h.is_finished()) && c_handles.iter().all(|h| h.is_finished())
+            });
+        }
+        let panicked = || "a load thread panicked".to_string();
+        let producers =
+            p_handles.into_iter().map(|h| h.join().map_err(|_| panicked())).collect::<Result<Vec<_>, _>>()?;
+        let consumers =
+            c_handles.into_iter().map(|h| h.join().map_err(|_| panicked())).collect::<Result<Vec<_>, _>>()?;
+        let clock = started?;
+        if let Some(e) = shared.first_error() {
+            return Err(e);
+        }
+        Ok(Load { clock, producers, consumers })
+    }
+}
+
+/// Waits until `finished()`, printing a progress line to stderr every `interval` (if not zero).
+fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn() -> bool) {
+    let tick = Duration::from_millis(50);
+    let mut last = (Instant::now(), 0u64, 0u64, 0u64, 0u64);
+    while !finished() {
+        std::thread::sleep(tick);
+        if interval.is_zero() || last.0.elapsed() < interval {
+            continue;
+        }
+        let now = Instant::now();
+        let pr = shared.produced_records.load(Ordering::Relaxed);
+        let pb = shared.produced_bytes.load(Ordering::Relaxed);
+        let cr = shared.consumed_records.load(Ordering::Relaxed);
+        let cb = shared.consumed_bytes.load(Ordering::Relaxed);
+        let secs = (now - last.0).as_secs_f64();
+        let phase = if now < clock.warm_end {
+            "warmup"
+        } else if now < clock.end {
+            "measuring"
+        } else {
+            "draining"
+        };
+        eprintln!(
+            "[{:>6.1} s {phase}] produced {:.1} MB/s, {:.0} records/s; consumed {:.1} MB/s, {:.0} records/s",
+            now.saturating_duration_since(clock.t0).as_secs_f64(),
+            report::mb_per_s(pb - last.2, secs),
+            (pr - last.1) as f64 / secs,
+            report::mb_per_s(cb - last.4, secs),
+            (cr - last.3) as f64 / secs,
+        );
+        last = (now, pr, pb, cr, cb);
+    }
+}
+
+fn consumed_in_window(consumers: &[ConsumerTally]) -> (u64, u64) {
+    (consumers.iter().map(|t| t.window_bytes).sum(), consumers.iter().map(|t| t.window_records).sum())
+}
+
+/// The producers' figures, merged.
+struct ProducedFigures {
+    window_s: f64,
+    window_bytes: u64,
+    window_records: u64,
+    ack_latency: Option<LatencySummary>,
+    send_delay: Option<LatencySummary>,
+    sent: u64,
+    acked: u64,
+    not_sent: u64,
+    requests: u64,
+    batches: u64,
+}
+
+impl ProducedFigures {
+    fn new(tallies: &[ProducerTally], clock: &Clock, p: &ProducerArgs) -> ProducedFigures {
+        let mut ack = report::latency_histogram();
+        let mut delay = report::latency_histogram();
+        for t in tallies {
+            // Same bounds and precision: adding cannot fail.
+            let _ = ack.add(&t.ack_latency);
+            let _ = delay.add(&t.send_delay);
+        }
+        let sum = |f: fn(&ProducerTally) -> u64| tallies.iter().map(f).sum::<u64>();
+        ProducedFigures {
+            window_s: (clock.end - clock.warm_end).as_secs_f64(),
+            window_bytes: sum(|t| t.window_bytes),
+            window_records: sum(|t| t.window_records),
+            ack_latency: (p.acks != args::AcksArg::Zero).then(|| LatencySummary::with_p9999(&ack)),
+            send_delay: p.rate.is_some().then(|| LatencySummary::with_p9999(&delay)),
+            sent: sum(|t| t.sent),
+            acked: sum(|t| t.acked),
+            not_sent: sum(|t| t.not_sent),
+            requests: sum(|t| t.requests),
+            batches: sum(|t| t.batches),
+        }
+    }
+}
+
+/// The e2e checks, over every (producer, partition).
+#[derive(Debug, Clone, Serialize)]
+struct Verification {
+    /// "acked" (records the broker acknowledged) or "sent" (acks=0: records written).
+    checked_against: &'static str,
+    /// Records that had to be read: acknowledged (or sent, with acks=0).
+    expected: u64,
+    /// Of those, how many were read (once or more).
+    read: u64,
+    missing: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    /// Records whose offset was not one past the previous record read from the partition.
+    offset_gaps: u64,
+    /// (producer, partition) pairs whose records were read at other offsets than acknowledged.
+    offset_mismatches: u64,
+    /// Acknowledged base offsets not above the same producer's previous batch in the partition.
+    offset_regressions: u64,
+    /// Records read that were sent but never acknowledged (a failed request).
+    read_unacknowledged: u64,
+    /// Records in the topic not written by this run.
+    foreign_records: u64,
+    ok: bool,
+}
+
+impl Verification {
+    fn failure(&self) -> Option<String> {
+        if self.ok {
+            return None;
+        }
+        Some(format!(
+            "{} missing, {} duplicates, {} out of order, {} offset gaps, {} offset mismatches, {} offset regressions \
+             (of {} records {})",
+            self.missing,
+            self.duplicates,
+            self.out_of_order,
+            self.offset_gaps,
+            self.offset_mismatches,
+            self.offset_regressions,
+            self.expected,
+            self.checked_against
+        ))
+    }
+}
+
+fn verify(producers: &[ProducerTally], consumers: &[ConsumerTally], acks: Acks, partitions: u32) -> Verification {
+    let acked = acks != Acks::None;
+    // Partition → (consumer, index among its partitions).
+    let mut owner = vec![None; partitions as usize];
+    for (ci, t) in consumers.iter().enumerate() {
+        for (li, &p) in t.partitions.iter().enumerate() {
+            owner[p as usize] = Some((ci, li));
+        }
+    }
+    let mut v = Verification {
+        checked_against: if acked { "acked" } else { "sent" },
+        expected: 0,
+        read: 0,
+        missing: 0,
+        duplicates: consumers.iter().map(|t| t.duplicates).sum(),
+        out_of_order: consumers.iter().map(|t| t.out_of_order).sum(),
+        offset_gaps: consumers.iter().map(|t| t.offset_gaps).sum(),
+        offset_mismatches: 0,
+        offset_regressions: producers.iter().map(|t| t.offset_regressions).sum(),
+        read_unacknowledged: 0,
+        foreign_records: consumers.iter().map(|t| t.foreign).sum(),
+        ok: false,
+    };
+    for (pi, t) in producers.iter().enumerate() {
+        for (p, pt) in t.per_partition.iter().enumerate() {
+            let expected = if acked { pt.acked } else { pt.sent };
+            let Some((ci, li)) = owner[p] else {
+                v.expected += expected;
+                v.missing += expected;
+                continue;
+            };
+            let pair = &consumers[ci].seen[pi * consumers[ci].partitions.len() + li];
+            let read = pair.count_below(expected);
+            v.expected += expected;
+            v.read += read;
+            v.missing += expected - read;
+            v.read_unacknowledged += pair.distinct - read;
+            if acked && read == expected && pair.distinct == expected && pair.offset_sum != pt.offset_sum {
+                v.offset_mismatches += 1;
+            }
+        }
+    }
+    v.ok = v.missing == 0
+        && v.duplicates == 0
+        && v.out_of_order == 0
+        && v.offset_gaps == 0
+        && v.offset_mismatches == 0
+        && v.offset_regressions == 0;
+    v
+}
+
+/// The command configuration, in every result.
+#[derive(Debug, Clone, Serialize)]
+struct RunConfig {
+    target: String,
+    topic: String,
+    partitions: u32,
+    topic_config: BTreeMap<String, String>,
+    producers: usize,
+    consumers: usize,
+    record_bytes: u64,
+    key_bytes: u64,
+    /// Records/s offered in total (open loop); null = closed loop.
+    rate: Option<f64>,
+    /// "0", "1" or "all"; null for `consume`.
+    acks: Option<&'static str>,
+    /// Seconds measured, after `warmup` seconds.
+    duration: f64,
+    warmup: f64,
+    /// "open" or "closed"; null for `consume`.
+    #[serde(rename = "loop")]
+    load_loop: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_request_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    linger_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefill: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fetch_max_bytes: Option<u64>,
+}
+
+struct ConsumeExtra {
+    from: Option<&'static str>,
+    prefill: Option<u64>,
+    fetch_max_bytes: u64,
+}
+
+fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Option<ConsumeExtra>) -> RunConfig {
+    RunConfig {
+        target: c.target.to_string(),
+        topic: c.topic.clone(),
+        partitions: c.partitions,
+        topic_config: c.topic_config.iter().cloned().collect(),
+        producers: p.map_or(0, |p| p.producers),
+        consumers,
+        record_bytes: c.record_bytes,
+        key_bytes: c.key_bytes,
+        rate: p.and_then(|p| p.rate),
+        acks: p.map(|p| p.acks.name()),
+        duration: c.duration.as_secs_f64(),
+        warmup: c.warmup.as_secs_f64(),
+        load_loop: p.map(|p| if p.rate.is_some() { "open" } else { "closed" }),
+        batch_bytes: p.map(|p| p.batch_bytes),
+        max_request_bytes: p.map(|p| p.max_request_bytes),
+        linger_ms: p.map(|p| p.linger.as_secs_f64() * 1e3),
+        from: extra.as_ref().and_then(|e| e.from),
+        prefill: extra.as_ref().and_then(|e| e.prefill),
+        fetch_max_bytes: extra.as_ref().map(|e| e.fetch_max_bytes),
+    }
+}
+
+/// The result of `produce`, `consume` or `e2e`, also the `--json` object.
+#[derive(Debug, Clone, Serialize)]
+struct BrokerResult {
+    /// "broker_produce", "broker_consume" or "broker_e2e".
+    kind: &'static str,
+    #[serde(flatten)]
+    config: RunConfig,
+    /// The topic did not exist and this run created it.
+    topic_created: bool,
+    /// What `mb_per_s` and `records_per_s` count.
+    counted: &'static str,
+    /// Seconds of the measurement window.
+    elapsed_s: f64,
+    mb_per_s: f64,
+    records_per_s: f64,
+    /// Open loop: what the schedule offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offered_records_per_s: Option<f64>,
+    /// Produce-acknowledgement latency per record, µs; null with acks=0 and for `consume`.
+    latency_us: Option<LatencySummary>,
+    /// Open loop: actual minus intended send time per record, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    send_delay_us: Option<LatencySummary>,
+    /// e2e: read time minus intended send time per record, µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    e2e_latency_us: Option<LatencySummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consume_mb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consume_records_per_s: Option<f64>,
+    /// Whole run, warmup and drain included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_acked: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_consumed: Option<u64>,
+    /// Open loop: records scheduled but not sent by the drain limit (recorded with the latency
+    /// they had reached).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_not_sent: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requests: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    records_per_request: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions_per_request: Option<f64>,
+    /// `consume --from earliest`: every consumer reached the high watermarks seen at the start
+    /// before the duration was over (the window then ends there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caught_up: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset_gaps: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verification: Option<Verification>,
+    warnings: Vec<String>,
+}
+
+impl BrokerResult {
+    fn new(kind: &'static str, config: RunConfig, topic_created: bool) -> BrokerResult {
+        BrokerResult {
+            kind,
+            config,
+            topic_created,
+            counted: COUNTED_ACKED,
+            elapsed_s: 0.0,
+            mb_per_s: 0.0,
+            records_per_s: 0.0,
+            offered_mb_per_s: None,
+            offered_records_per_s: None,
+            latency_us: None,
+            send_delay_us: None,
+            e2e_latency_us: None,
+            consume_mb_per_s: None,
+            consume_records_per_s: None,
+            records_sent: None,
+            records_acked: None,
+            records_consumed: None,
+            records_not_sent: None,
+            requests: None,
+            records_per_request: None,
+            partitions_per_request: None,
+            caught_up: None,
+            offset_gaps: None,
+            verification: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn fill_produced(&mut self, f: &ProducedFigures, p: &ProducerArgs, c: &CommonArgs) {
+        let acks0 = p.acks == args::AcksArg::Zero;
+        self.counted = if acks0 { COUNTED_SENT } else { COUNTED_ACKED };
+        self.elapsed_s = f.window_s;
+        self.mb_per_s = report::mb_per_s(f.window_bytes, f.window_s);
+        self.records_per_s = f.window_records as f64 / f.window_s;
+        self.offered_records_per_s = p.rate;
+        self.offered_mb_per_s = p.rate.map(|r| r * (c.record_bytes + c.key_bytes) as f64 / 1e6);
+        self.latency_us = f.ack_latency;
+        self.send_delay_us = f.send_delay;
+        self.records_sent = Some(f.sent);
+        self.records_acked = (!acks0).then_some(f.acked);
+        self.records_not_sent = p.rate.map(|_| f.not_sent);
+        self.requests = Some(f.requests);
+        if f.requests > 0 {
+            self.records_per_request = Some(f.sent as f64 / f.requests as f64);
+            self.partitions_per_request = Some(f.batches as f64 / f.requests as f64);
+        }
+        if acks0 {
+            self.warnings.push("acks=0: nothing is acknowledged, so there are no latency figures".into());
+        }
+        if f.not_sent > 0 {
+            self.warnings.push(format!(
+                "{} scheduled records were still unsent {} s after the schedule ended: the broker could not keep up with \
+                 --rate (they are in the latency figures with the latency they had reached)",
+                f.not_sent,
+                shared::DRAIN_LIMIT.as_secs()
+            ));
+        }
+        if let Some(rate) = p.rate {
+            let achieved = self.records_per_s;
+            if achieved < rate * 0.95 {
+                self.warnings.push(format!(
+                    "{} {achieved:.0} records/s in the window, below the {rate:.0} offered: the broker (or this \
+                     machine) did not keep up",
+                    if acks0 { "sent" } else { "acknowledged" }
+                ));
+            }
+        }
+        if let Some(l) = &f.ack_latency {
+            if l.samples < 10_000 {
+                self.warnings.push(format!(
+                    "only {} latency samples: p99.99 needs at least 10000 to mean more than the maximum",
+                    l.samples
+                ));
+            }
+        }
+    }
+}
+
+fn emit(r: &BrokerResult, json: bool) -> Result<(), String> {
+    if json {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        report::print_json(r)
+    } else {
+        print_human(r);
+        Ok(())
+    }
+}
+
+fn print_human(r: &BrokerResult) {
+    let c = &r.config;
+    let configs = if c.topic_config.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", c.topic_config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
+    };
+    let name = r.kind.trim_start_matches("broker_");
+    println!(
+        "{name}: {} topic {} ({} partitions{}{configs})",
+        c.target,
+        c.topic,
+        c.partitions,
+        if r.topic_created { ", created" } else { "" }
+    );
+    let keys = if c.key_bytes == 0 { "keyless (round-robin)".to_string() } else { format!("{} B keys", c.key_bytes) };
+    if let Some(acks) = c.acks {
+        let load = match c.rate {
+            Some(rate) => format!("open loop at {rate:.0} records/s ({:.1} MB/s)", r.offered_mb_per_s.unwrap_or(0.0)),
+            None => "closed loop".to_string(),
+        };
+        println!(
+            "  {} producer(s), {load}, acks={acks}, {} B values, {keys}; batches ≤ {}, requests ≤ {}, linger {} ms",
+            c.producers,
+            c.record_bytes,
+            report::fmt_bytes(c.batch_bytes.unwrap_or(0)),
+            report::fmt_bytes(c.max_request_bytes.unwrap_or(0)),
+            c.linger_ms.unwrap_or(0.0)
+        );
+    }
+    if c.consumers > 0 {
+        println!(
+            "  {} consumer(s) from {}, fetches ≤ {}",
+            c.consumers,
+            c.from.unwrap_or("latest"),
+            report::fmt_bytes(c.fetch_max_bytes.unwrap_or(0))
+        );
+    }
+    println!("  measured {:.2} s after a {:.1} s warmup", r.elapsed_s, c.warmup);
+    let what = if r.kind == "broker_consume" {
+        "consumed"
+    } else if c.acks == Some("0") {
+        "sent, unacknowledged"
+    } else {
+        "acknowledged"
+    };
+    println!(
+        "  throughput: {:.1} MB/s, {:.0} records/s ({what}; MB = 10^6 bytes of record values + keys)",
+        r.mb_per_s, r.records_per_s
+    );
+    match (&r.latency_us, c.acks) {
+        (Some(l), _) => println!("  produce-ack latency: {}", l.human()),
+        (None, Some(_)) => println!("  produce-ack latency: none (acks=0: nothing is acknowledged)"),
+        (None, None) => {}
+    }
+    if let Some(l) = &r.send_delay_us {
+        println!("  send delay (actual − intended send time): {}", l.human());
+    }
+    if let Some(l) = &r.e2e_latency_us {
+        println!("  end-to-end latency (read − intended send time): {}", l.human());
+    }
+    if let (Some(mb), Some(rps)) = (r.consume_mb_per_s, r.consume_records_per_s) {
+        println!("  consumed: {mb:.1} MB/s, {rps:.0} records/s");
+    }
+    if let (Some(req), Some(rpr), Some(ppr)) = (r.requests, r.records_per_request, r.partitions_per_request) {
+        println!("  requests: {req}, {rpr:.1} records and {ppr:.1} partitions per request");
+    }
+    let mut counts = Vec::new();
+    if let Some(n) = r.records_sent {
+        counts.push(format!("sent {n}"));
+    }
+    if let Some(n) = r.records_acked {
+        counts.push(format!("acknowledged {n}"));
+    }
+    if let Some(n) = r.records_consumed {
+        counts.push(format!("consumed {n}"));
+    }
+    if let Some(n) = r.records_not_sent.filter(|n| *n > 0) {
+        counts.push(format!("never sent {n}"));
+    }
+    if !counts.is_empty() {
+        println!("  records (whole run): {}", counts.join(", "));
+    }
+    if let Some(caught_up) = r.caught_up {
+        if caught_up {
+            println!("  every consumer caught up with the high watermark before the duration ended");
+        }
+    }
+    if let Some(v) = &r.verification {
+        match v.failure() {
+            None if v.checked_against == "acked" => println!(
+                "  verification: every acknowledged record read exactly once, in per-partition order, at its \
+                 acknowledged offset ({} records)",
+                v.expected
+            ),
+            None => println!(
+                "  verification: every sent record read exactly once, in per-partition order ({} records; acks=0: \
+                 no offsets to compare)",
+                v.expected
+            ),
+            Some(why) => println!("  verification FAILED: {why}"),
+        }
+    }
+    for w in &r.warnings {
+        println!("  warning: {w}");
+    }
+}

@@ -1,0 +1,650 @@
+//! One producer thread: its own connection, one Produce request in flight at a time.
+//!
+//! Records are numbered k = 0, 1, 2, ... per producer. Record k goes to partition
+//! `(first + k) mod P` (keyless) or to its key's partition (keys cycle through a pool). A request
+//! takes the next records in order, as many as are due (open loop) or as fit (closed loop), at
+//! most `batch_bytes` per partition and `max_request_bytes` in all, and carries one RecordBatch v2
+//! per partition. Each partition's batch is cut from a template encoded once (see [`Template`]):
+//! per request only the header, keys, stamps and CRC are written, no record value is copied.
+//!
+//! Open loop: record k's intended send time is `t0 + phase + k / rate`. Its latency is the time
+//! its request was acknowledged minus that intended time, whatever delayed the send (the previous
+//! request still in flight, a stall in the broker), so a stall counts against every record that
+//! should have been sent during it. Records scheduled before the end but still unsent
+//! [`DRAIN_LIMIT`] after it are abandoned and recorded with the latency they had reached then (a
+//! lower bound). Closed loop: a request goes out as soon as the previous one is answered; latency
+//! is acknowledgement minus the moment its bytes were handed to the socket.
+
+use std::{
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use keel_client::{partition_for_key, Acks, BatchWriter};
+use keel_storage::batch::{BatchView, HEADER_LEN, LOG_OVERHEAD};
+
+use super::{
+    args::Target,
+    shared::{self, Clock, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
+};
+use crate::report;
+
+/// Distinct keys cycled through when records have keys.
+const KEY_POOL: usize = 4096;
+/// Extra random bytes after the payload, so record values start at different offsets of it.
+const PAYLOAD_SLACK: usize = 4096;
+
+pub struct ProducerPlan {
+    pub id: u32,
+    pub target: Target,
+    pub topic: String,
+    pub partitions: u32,
+    pub acks: Acks,
+    pub batch_bytes: usize,
+    pub max_request_bytes: usize,
+    pub linger: Duration,
+    pub record_bytes: usize,
+    pub key_bytes: usize,
+    /// Records per second of this producer (open loop); `None` = closed loop.
+    pub rate: Option<f64>,
+    /// Offset of this producer's schedule from t0, so producers do not send in lockstep.
+    pub phase: Duration,
+    pub run_id: u64,
+    /// Stop once every producer together has this many value+key bytes acknowledged (prefill).
+    pub stop_after_bytes: Option<u64>,
+}
+
+/// What one producer did.
+pub struct ProducerTally {
+    /// Acknowledgement latency of records intended (open loop) or sent (closed loop) in the
+    /// measurement window, µs. Empty with acks=0.
+    pub ack_latency: Histogram<u64>,
+    /// Open loop: actual send minus intended send time, µs (how late the schedule ran).
+    pub send_delay: Histogram<u64>,
+    /// Records written to the socket.
+    pub sent: u64,
+    /// Records acknowledged (0 with acks=0).
+    pub acked: u64,
+    /// Records acknowledged (sent, with acks=0) within the measurement window, and their
+    /// value+key bytes.
+    pub window_records: u64,
+    pub window_bytes: u64,
+    /// Open loop: records scheduled but still unsent at the drain limit.
+    pub not_sent: u64,
+    pub requests: u64,
+    /// Partition batches sent (sum over requests of the partitions in each).
+    pub batches: u64,
+    /// Per partition: records sent, acknowledged, and the sum of the offsets the broker assigned
+    /// them (wrapping), to compare with what consumers read.
+    pub per_partition: Vec<PartitionTally>,
+    /// Acknowledged base offsets that were not above this producer's previous batch for the
+    /// partition.
+    pub offset_regressions: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartitionTally {
+    pub sent: u64,
+    pub acked: u64,
+    pub offset_sum: u64,
+    /// One past the last offset acknowledged to this producer.
+    pub next_offset: u64,
+}
+
+impl ProducerTally {
+    fn new(partitions: u32) -> ProducerTally {
+        ProducerTally {
+            ack_latency: report::latency_histogram(),
+            send_delay: report::latency_histogram(),
+            sent: 0,
+            acked: 0,
+            window_records: 0,
+            window_bytes: 0,
+            not_sent: 0,
+            requests: 0,
+            batches: 0,
+            per_partition: vec![PartitionTally::default(); partitions as usize],
+            offset_regressions: 0,
+        }
+    }
+}
+
+/// Runs one producer to the end of the schedule (or an error, recorded in `shared`).
+pub fn run(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
+    let mut tally = ProducerTally::new(plan.partitions);
+    shared::tighten_timer_slack();
+    let client = match shared::connect(&plan.target, &format!("keel-bench-producer-{}", plan.id)) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            shared.fail(e);
+            None
+        }
+    };
+    let clock = shared.wait_start();
+    if let (Some(client), Some(clock)) = (client, clock) {
+        let mut p = Producer { plan: &plan, shared: &shared, client, gen: Generator::new(&plan), clock };
+        let result = match plan.rate {
+            Some(rate) => p.open_loop(rate, &mut tally),
+            None => p.closed_loop(&mut tally),
+        };
+        if let Err(e) = result {
+            shared.fail(format!("producer {}: {e}", plan.id));
+        }
+    }
+    let sent: Vec<u64> = tally.per_partition.iter().map(|p| p.sent).collect();
+    shared.producer_finished(&sent);
+    tally
+}
+
+struct Producer<'a> {
+    plan: &'a ProducerPlan,
+    shared: &'a Shared,
+    client: keel_client::Client,
+    gen: Generator,
+    clock: Clock,
+}
+
+impl Producer<'_> {
+    fn closed_loop(&mut self, tally: &mut ProducerTally) -> Result<(), String> {
+        let mut k = 0u64;
+        loop {
+            if self.shared.stopped() || Instant::now() >= self.clock.end {
+                return Ok(());
+            }
+            if let Some(limit) = self.plan.stop_after_bytes {
+                if self.shared.produced_bytes.load(Ordering::Relaxed) >= limit {
+                    return Ok(());
+                }
+            }
+            let n = self.gen.plan_request(k, u64::MAX, self.plan);
+            let stamp_ns = self.clock.t0.elapsed().as_nanos() as u64;
+            let batches = self.gen.encode(k, n, self.plan, |_| stamp_ns);
+            let (sent_at, acked_at) = self.send(batches, n, tally)?;
+            if self.plan.acks != Acks::None && self.clock.in_window(sent_at) {
+                tally.ack_latency.saturating_record_n(us(acked_at - sent_at), n);
+            }
+            k += n;
+        }
+    }
+
+    fn open_loop(&mut self, rate: f64, tally: &mut ProducerTally) -> Result<(), String> {
+        let interval_ns = 1e9 / rate;
+        let phase_ns = self.plan.phase.as_nanos() as f64;
+        let span_ns = (self.clock.end - self.clock.t0).as_nanos() as f64;
+        let total = if span_ns > phase_ns { ((span_ns - phase_ns) / interval_ns).ceil() as u64 } else { 0 };
+        let clock = self.clock;
+        let intended_ns = |k: u64| (phase_ns + k as f64 * interval_ns) as u64;
+        let intended = |k: u64| clock.t0 + Duration::from_nanos(intended_ns(k));
+        let fill = self.gen.records_per_full_request(self.plan);
+        let drain_deadline = self.clock.end + DRAIN_LIMIT;
+        let mut k = 0u64;
+        while k < total {
+            if self.shared.stopped() {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let since = now.saturating_duration_since(self.clock.t0).as_nanos() as f64;
+            let due_end = if since < phase_ns {
+                0
+            } else {
+                (((since - phase_ns) / interval_ns) as u64).saturating_add(1).min(total)
+            };
+            if due_end <= k {
+                sleep_until(intended(k));
+                continue;
+            }
+            if now >= drain_deadline {
+                // Abandoned: each has waited at least this long.
+                tally.not_sent = total - k;
+                for j in k..total {
+                    let t = intended(j);
+                    if self.clock.in_window(t) && self.plan.acks != Acks::None {
+                        report::record_us(&mut tally.ack_latency, now - t);
+                    }
+                }
+                return Ok(());
+            }
+            let due = due_end - k;
+            if !self.plan.linger.is_zero() && due < fill {
+                let hold_until = intended(k) + self.plan.linger;
+                if now < hold_until {
+                    sleep_until(hold_until.min(intended(k + fill - 1)));
+                    continue;
+                }
+            }
+            let n = self.gen.plan_request(k, due, self.plan);
+            let batches = self.gen.encode(k, n, self.plan, intended_ns);
+            let (sent_at, acked_at) = self.send(batches, n, tally)?;
+            for j in k..k + n {
+                let t = intended(j);
+                if self.clock.in_window(t) {
+                    report::record_us(&mut tally.send_delay, sent_at.saturating_duration_since(t));
+                    if self.plan.acks != Acks::None {
+                        report::record_us(&mut tally.ack_latency, acked_at.saturating_duration_since(t));
+                    }
+                }
+            }
+            k += n;
+        }
+        Ok(())
+    }
+
+    /// Sends one request of `n` records and accounts for it; returns when its bytes went to the
+    /// socket and when it was acknowledged (with acks=0: written).
+    fn send(
+        &mut self,
+        batches: Vec<(u32, Bytes)>,
+        n: u64,
+        tally: &mut ProducerTally,
+    ) -> Result<(Instant, Instant), String> {
+        let parts = batches.len();
+        let sent_at = Instant::now();
+        let offsets = self
+            .client
+            .produce_many(&self.plan.topic, batches, self.plan.acks)
+            .map_err(|e| format!("Produce of {n} records failed: {e}"))?;
+        let acked_at = Instant::now();
+        tally.requests += 1;
+        tally.batches += parts as u64;
+        tally.sent += n;
+        for &p in &self.gen.touched {
+            tally.per_partition[p as usize].sent += u64::from(self.gen.counts[p as usize]);
+        }
+        if self.plan.acks != Acks::None {
+            if offsets.len() != parts {
+                return Err(format!("Produce answered {} partitions for {parts}", offsets.len()));
+            }
+            for (p, base) in offsets {
+                let count = u64::from(self.gen.counts[p as usize]);
+                let t = &mut tally.per_partition[p as usize];
+                if base < t.next_offset {
+                    tally.offset_regressions += 1;
+                }
+                t.next_offset = base + count;
+                t.acked += count;
+                // Offsets base..base+count-1.
+                let sum = base.wrapping_mul(count).wrapping_add(count * count.saturating_sub(1) / 2);
+                t.offset_sum = t.offset_sum.wrapping_add(sum);
+            }
+            tally.acked += n;
+        }
+        let bytes = n * (self.plan.record_bytes + self.plan.key_bytes) as u64;
+        if self.clock.in_window(acked_at) {
+            tally.window_records += n;
+            tally.window_bytes += bytes;
+        }
+        self.shared.produced_records.fetch_add(n, Ordering::Relaxed);
+        self.shared.produced_bytes.fetch_add(bytes, Ordering::Relaxed);
+        Ok((sent_at, acked_at))
+    }
+}
+
+/// Prebuilt payload and keys, the partition of each record, and the buffers requests are built
+/// in, all reused from request to request.
+struct Generator {
+    /// Random bytes; record k's value (after its stamp) starts at a k-dependent offset.
+    payload: Vec<u8>,
+    /// `KEY_POOL` keys of `key_bytes` each (empty for keyless records).
+    keys: Vec<u8>,
+    key_partitions: Vec<u32>,
+    partitions: u32,
+    first_partition: u32,
+    /// Next sequence number per partition.
+    next_seq: Vec<u64>,
+    /// Per partition, built when first used.
+    templates: Vec<Option<Template>>,
+    /// Of the planned request: partition per record, records and bytes per partition, the
+    /// partitions touched (sorted after planning), and record indices grouped by partition.
+    parts: Vec<u32>,
+    counts: Vec<u32>,
+    bytes: Vec<usize>,
+    touched: Vec<u32>,
+    order: Vec<u32>,
+    slot: Vec<u32>,
+}
+
+impl Generator {
+    fn new(plan: &ProducerPlan) -> Generator {
+        let seed = plan.run_id ^ (u64::from(plan.id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut payload = vec![0u8; plan.record_bytes + PAYLOAD_SLACK];
+        report::fill_pseudo_random(&mut payload, seed);
+        let mut keys = Vec::new();
+        let mut key_partitions = Vec::new();
+        if plan.key_bytes > 0 {
+            keys = vec![0u8; KEY_POOL * plan.key_bytes];
+            report::fill_pseudo_random(&mut keys, seed ^ 0x5555);
+            key_partitions =
+                keys.chunks(plan.key_bytes).map(|key| partition_for_key(key, plan.partitions)).collect::<Vec<_>>();
+        }
+        let p = plan.partitions as usize;
+        Generator {
+            payload,
+            keys,
+            key_partitions,
+            partitions: plan.partitions,
+            first_partition: (plan.id * 7919) % plan.partitions,
+            next_seq: vec![0; p],
+            templates: (0..p).map(|_| None).collect(),
+            parts: Vec::new(),
+            counts: vec![0; p],
+            bytes: vec![0; p],
+            touched: Vec::new(),
+            order: Vec::new(),
+            slot: vec![0; p],
+        }
+    }
+
+    fn partition(&self, k: u64) -> u32 {
+        if self.key_partitions.is_empty() {
+            ((u64::from(self.first_partition) + k) % u64::from(self.partitions)) as u32
+        } else {
+            self.key_partitions[(k % KEY_POOL as u64) as usize]
+        }
+    }
+
+    /// About how many records make a full request.
+    fn records_per_full_request(&self, plan: &ProducerPlan) -> u64 {
+        let record = BatchWriter::record_bytes(0, 0, key_len(plan), Some(plan.record_bytes));
+        let cap = plan.max_request_bytes.min(plan.batch_bytes.saturating_mul(plan.partitions as usize));
+        (cap / record).max(1) as u64
+    }
+
+    /// Chooses the records of the next request: from record `k`, at most `limit`, while each
+    /// partition's batch stays within `batch_bytes` and the request within `max_request_bytes`
+    /// (one record at least). Returns how many.
+    fn plan_request(&mut self, k: u64, limit: u64, plan: &ProducerPlan) -> u64 {
+        for &p in &self.touched {
+            self.counts[p as usize] = 0;
+            self.bytes[p as usize] = 0;
+        }
+        self.touched.clear();
+        self.parts.clear();
+        let key_len = key_len(plan);
+        let mut request_bytes = 0;
+        let mut n = 0u64;
+        while n < limit {
+            let p = self.partition(k + n);
+            let pi = p as usize;
+            let count = self.counts[pi] as usize;
+            let record = BatchWriter::record_bytes(0, count, key_len, Some(plan.record_bytes));
+            let grow = record + if count == 0 { HEADER_LEN } else { 0 };
+            if n > 0
+                && ((count > 0 && self.bytes[pi] + record > plan.batch_bytes)
+                    || request_bytes + grow > plan.max_request_bytes)
+            {
+                break;
+            }
+            if count == 0 {
+                self.touched.push(p);
+            }
+            self.counts[pi] += 1;
+            self.bytes[pi] += grow;
+            request_bytes += grow;
+            self.parts.push(p);
+            n += 1;
+        }
+        self.touched.sort_unstable();
+        n
+    }
+
+    /// Encodes the planned request (records `k..k+n`), one batch per partition in partition
+    /// order, from the partitions' templates; `intended_ns(j)` is record j's stamp time.
+    fn encode(&mut self, k: u64, n: u64, plan: &ProducerPlan, intended_ns: impl Fn(u64) -> u64) -> Vec<(u32, Bytes)> {
+        // Group record indices by partition (counting sort).
+        let mut at = 0u32;
+        for &p in &self.touched {
+            self.slot[p as usize] = at;
+            at += self.counts[p as usize];
+        }
+        self.order.resize(n as usize, 0);
+        for (j, &p) in self.parts.iter().enumerate() {
+            let s = &mut self.slot[p as usize];
+            self.order[*s as usize] = j as u32;
+            *s += 1;
+        }
+        let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut batches = Vec::with_capacity(self.touched.len());
+        let stamped = plan.record_bytes >= STAMP_LEN;
+        let mut from = 0usize;
+        for &p in &self.touched {
+            let count = self.counts[p as usize] as usize;
+            let records = &self.order[from..from + count];
+            let next_seq = &mut self.next_seq[p as usize];
+            let keys = &self.keys;
+            let template = self.templates[p as usize].get_or_insert_with(|| Template::build(plan, &self.payload));
+            let batch = template.batch(count, ts_ms, |i, key, value| {
+                let rec = k + u64::from(records[i]);
+                if let Some(src) = key_of(keys, rec, plan.key_bytes) {
+                    key.copy_from_slice(src);
+                }
+                if stamped {
+                    let stamp =
+                        Stamp { intended_ns: intended_ns(rec), run_id: plan.run_id, producer: plan.id, seq: *next_seq };
+                    value[..STAMP_LEN].copy_from_slice(&stamp.encode());
+                }
+                *next_seq += 1;
+            });
+            batches.push((p, batch));
+            from += count;
+        }
+        batches
+    }
+}
+
+/// A RecordBatch of one partition's largest batch (the records that fit `batch_bytes`, one at
+/// least), encoded once with the payload in every value. A request's batch for the partition is
+/// its first n records with the header, the keys and the stamps patched and the CRC recomputed:
+/// no record value is copied per request. The buffer goes back and forth between this and the
+/// request (as [`Bytes`]), without copying, once the request has dropped its slice.
+struct Template {
+    /// The encoded batch while no request holds it ...
+    owned: Option<BytesMut>,
+    /// ... and while one may (the request's batch is a slice of it).
+    lent: Option<Bytes>,
+    /// Per record: where its key and value start, and where the record ends.
+    key_at: Vec<usize>,
+    value_at: Vec<usize>,
+    end_at: Vec<usize>,
+    key_bytes: usize,
+    record_bytes: usize,
+}
+
+impl Template {
+    fn build(plan: &ProducerPlan, payload: &[u8]) -> Template {
+        let key = vec![0u8; plan.key_bytes];
+        let key = (plan.key_bytes > 0).then_some(&key[..]);
+        let mut writer = BatchWriter::new();
+        writer.begin(0);
+        loop {
+            let i = writer.records();
+            let start = (i * 64) % PAYLOAD_SLACK;
+            let record = BatchWriter::record_bytes(0, i, key.map(<[u8]>::len), Some(plan.record_bytes));
+            if i > 0 && writer.open_bytes() + record > plan.batch_bytes {
+                break;
+            }
+            writer.push_value_parts(0, key, &[&payload[start..start + plan.record_bytes]]);
+        }
+        writer.finish();
+        let bytes = writer.take();
+        let view = BatchView::parse(&bytes).expect("a batch BatchWriter encoded parses");
+        let base = bytes.as_ptr() as usize;
+        let (mut key_at, mut value_at, mut end_at) = (Vec::new(), Vec::new(), Vec::new());
+        for record in view.records().expect("records of a batch BatchWriter encoded") {
+            let record = record.expect("a record BatchWriter encoded");
+            let value = record.value.expect("a value").as_ptr() as usize - base;
+            key_at.push(record.key.map_or(value, |k| k.as_ptr() as usize - base));
+            value_at.push(value);
+            // The value, then the header count (0: one byte).
+            end_at.push(value + plan.record_bytes + 1);
+        }
+        assert_eq!(end_at.last(), Some(&bytes.len()), "the template's record layout");
+        Template {
+            owned: Some(BytesMut::from(&bytes[..])),
+            lent: None,
+            key_at,
+            value_at,
+            end_at,
+            key_bytes: plan.key_bytes,
+            record_bytes: plan.record_bytes,
+        }
+    }
+
+    /// Records the template holds.
+    fn capacity(&self) -> usize {
+        self.end_at.len()
+    }
+
+    /// The batch of the first `n` records, timestamped `ts_ms`; `patch(i, key, value)` fills in
+    /// record i's key and value (they hold the previous request's bytes).
+    fn batch(&mut self, n: usize, ts_ms: i64, mut patch: impl FnMut(usize, &mut [u8], &mut [u8])) -> Bytes {
+        assert!(n > 0 && n <= self.capacity(), "{n} records for a template of {}", self.capacity());
+        let mut buf = match (self.owned.take(), self.lent.take()) {
+            (Some(owned), _) => owned,
+            // Unique again once the previous request dropped its slice: no copy.
+            (None, Some(lent)) => lent.try_into_mut().unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+            (None, None) => unreachable!("a template always holds its buffer"),
+        };
+        let end = self.end_at[n - 1];
+        // Header fields (see keel_storage::batch): batchLength, lastOffsetDelta, baseTimestamp,
+        // maxTimestamp, recordsCount. Every record's timestamp delta is 0.
+        buf[8..12].copy_from_slice(&((end - LOG_OVERHEAD) as i32).to_be_bytes());
+        buf[23..27].copy_from_slice(&((n - 1) as i32).to_be_bytes());
+        buf[27..35].copy_from_slice(&ts_ms.to_be_bytes());
+        buf[35..43].copy_from_slice(&ts_ms.to_be_bytes());
+        buf[57..61].copy_from_slice(&(n as i32).to_be_bytes());
+        for i in 0..n {
+            let (k, v) = (self.key_at[i], self.value_at[i]);
+            let (head, tail) = buf.split_at_mut(v);
+            patch(i, &mut head[k..k + self.key_bytes], &mut tail[..self.record_bytes]);
+        }
+        let crc = BatchView::parse_unchecked_crc(&buf[..end]).expect("the template's header").computed_crc();
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+        let whole = buf.freeze();
+        let batch = whole.slice(..end);
+        self.lent = Some(whole);
+        batch
+    }
+}
+
+/// Record k's key from the pool (`None` for keyless records).
+fn key_of(keys: &[u8], k: u64, key_bytes: usize) -> Option<&[u8]> {
+    if key_bytes == 0 {
+        return None;
+    }
+    let at = (k % KEY_POOL as u64) as usize * key_bytes;
+    Some(&keys[at..at + key_bytes])
+}
+
+fn key_len(plan: &ProducerPlan) -> Option<usize> {
+    (plan.key_bytes > 0).then_some(plan.key_bytes)
+}
+
+fn us(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Sleeps until `t` (no spinning; the timer slack is tightened per thread).
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_storage::batch::BatchView;
+
+    use super::*;
+
+    fn plan(partitions: u32, key_bytes: usize) -> ProducerPlan {
+        ProducerPlan {
+            id: 3,
+            target: Target { addr: "127.0.0.1:1".into() },
+            topic: "t".into(),
+            partitions,
+            acks: Acks::Leader,
+            batch_bytes: 4096,
+            max_request_bytes: 10_000,
+            linger: Duration::ZERO,
+            record_bytes: 100,
+            key_bytes,
+            rate: None,
+            phase: Duration::ZERO,
+            run_id: 42,
+            stop_after_bytes: None,
+        }
+    }
+
+    #[test]
+    fn requests_respect_the_limits_and_keep_per_partition_order() {
+        for key_bytes in [0, 16] {
+            let plan = plan(3, key_bytes);
+            let mut g = Generator::new(&plan);
+            let mut k = 0;
+            let mut seqs = [0u64; 3];
+            for round in 0..5 {
+                let limit = if round == 2 { 5 } else { u64::MAX };
+                let n = g.plan_request(k, limit, &plan);
+                assert!(n > 0 && n <= limit);
+                let batches = g.encode(k, n, &plan, |j| j * 10);
+                let total: usize = batches.iter().map(|b| b.1.len()).sum();
+                assert!(total <= plan.max_request_bytes, "{total}");
+                let mut records = 0;
+                for (p, bytes) in &batches {
+                    let view = BatchView::parse(bytes).unwrap();
+                    assert_eq!(view.total_len(), bytes.len(), "one batch per partition");
+                    assert!(bytes.len() <= plan.batch_bytes);
+                    for r in view.records().unwrap() {
+                        let r = r.unwrap();
+                        let value = r.value.unwrap();
+                        assert_eq!(value.len(), plan.record_bytes);
+                        assert_eq!(r.key.map(<[u8]>::len), key_len(&plan));
+                        let s = Stamp::decode(value).unwrap();
+                        assert_eq!((s.run_id, s.producer), (42, 3));
+                        assert_eq!(s.seq, seqs[*p as usize], "sequence numbers are dense per partition");
+                        seqs[*p as usize] += 1;
+                        let rec = s.intended_ns / 10;
+                        assert!(rec >= k && rec < k + n);
+                        assert_eq!(g.partition(rec), *p);
+                        records += 1;
+                    }
+                }
+                assert_eq!(records, n);
+                drop(batches);
+                k += n;
+            }
+        }
+    }
+
+    #[test]
+    fn templates_are_reused_without_copying() {
+        let plan = plan(2, 8);
+        let mut g = Generator::new(&plan);
+        let mut k = 0;
+        let mut buffers = std::collections::HashSet::new();
+        for round in 0..4u64 {
+            let n = g.plan_request(k, 3 + round, &plan);
+            let batches = g.encode(k, n, &plan, |j| j);
+            for (_, b) in &batches {
+                buffers.insert(b.as_ptr());
+                let view = BatchView::parse(b).unwrap();
+                assert_eq!(view.records().unwrap().count() as i32, view.records_count());
+            }
+            drop(batches);
+            k += n;
+        }
+        assert_eq!(buffers.len(), 2, "one buffer per partition, reused");
+    }
+
+    #[test]
+    fn keyless_records_go_round_robin() {
+        let plan = plan(4, 0);
+        let g = Generator::new(&plan);
+        let ps: Vec<u32> = (0..8).map(|k| g.partition(k)).collect();
+        let first = ps[0];
+        assert_eq!(ps, (0..8).map(|k| (first + k) % 4).collect::<Vec<_>>());
+    }
+}

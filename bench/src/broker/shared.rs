@@ -1,0 +1,221 @@
+//! What the load threads share: the start gate and the run's clock, the stop flag with the first
+//! error, progress counters, and what producers tell consumers when they finish. Plus the stamp
+//! every record value starts with.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Barrier, Mutex, OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use keel_client::{Client, ClientConfig};
+
+use super::args::Target;
+
+/// How long after the schedule ends producers may still send their backlog, and consumers wait
+/// for records still missing after the last producer finished.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Bytes of the stamp at the start of each record value (when the value is long enough):
+/// intended send time (ns since the run's t0, u64 LE), run id (u64 LE), producer (u32 LE),
+/// sequence number within (producer, partition) (u64 LE).
+pub const STAMP_LEN: usize = 28;
+
+/// The run's timeline.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// The load starts; stamps count nanoseconds from here.
+    pub t0: Instant,
+    /// The measurement starts (t0 + warmup).
+    pub warm_end: Instant,
+    /// The schedule ends (warm_end + duration).
+    pub end: Instant,
+}
+
+impl Clock {
+    pub fn in_window(&self, t: Instant) -> bool {
+        t >= self.warm_end && t < self.end
+    }
+}
+
+pub struct Shared {
+    /// Threads that wait at the gate, the main thread included.
+    ready: Barrier,
+    go: Barrier,
+    clock: OnceLock<Clock>,
+    stop: AtomicBool,
+    error: Mutex<Option<String>>,
+    /// Records and value+key bytes acknowledged (sent, with acks=0) so far, by every producer.
+    pub produced_records: AtomicU64,
+    pub produced_bytes: AtomicU64,
+    /// Records and value+key bytes consumed so far, by every consumer.
+    pub consumed_records: AtomicU64,
+    pub consumed_bytes: AtomicU64,
+    /// Producers that have not finished.
+    pub producers_running: AtomicUsize,
+    /// Per partition: records sent by the producers that have finished.
+    pub sent_per_partition: Vec<AtomicU64>,
+    /// When the last producer finished.
+    pub producers_done_at: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    /// For `threads` load threads (plus the main thread) over `partitions` partitions, of which
+    /// `producers` are producers.
+    pub fn new(threads: usize, producers: usize, partitions: u32) -> Shared {
+        Shared {
+            ready: Barrier::new(threads + 1),
+            go: Barrier::new(threads + 1),
+            clock: OnceLock::new(),
+            stop: AtomicBool::new(false),
+            error: Mutex::new(None),
+            produced_records: AtomicU64::new(0),
+            produced_bytes: AtomicU64::new(0),
+            consumed_records: AtomicU64::new(0),
+            consumed_bytes: AtomicU64::new(0),
+            producers_running: AtomicUsize::new(producers),
+            sent_per_partition: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            producers_done_at: Mutex::new(None),
+        }
+    }
+
+    /// A load thread, set up (or failed to: it called [`Shared::fail`]): waits for every other
+    /// thread, then for the main thread to start the clock. `None` if the run was stopped.
+    pub fn wait_start(&self) -> Option<Clock> {
+        self.ready.wait();
+        self.go.wait();
+        if self.stopped() {
+            None
+        } else {
+            self.clock.get().copied()
+        }
+    }
+
+    /// The main thread: waits until every load thread is set up, then starts the clock (unless a
+    /// thread failed to set up) and lets them go. Returns the clock, or the setup error.
+    pub fn start(&self, warmup: Duration, duration: Duration) -> Result<Clock, String> {
+        self.ready.wait();
+        // A little ahead, so that every thread is running when the schedule starts.
+        let t0 = Instant::now() + Duration::from_millis(5);
+        let clock = Clock { t0, warm_end: t0 + warmup, end: t0 + warmup + duration };
+        let _ = self.clock.set(clock);
+        self.go.wait();
+        match self.first_error() {
+            Some(e) => Err(e),
+            None => Ok(clock),
+        }
+    }
+
+    /// Records the first error and stops every thread.
+    pub fn fail(&self, error: String) {
+        let mut first = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        first.get_or_insert(error);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn first_error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A producer is done; `sent[p]` records went to partition p.
+    pub fn producer_finished(&self, sent: &[u64]) {
+        for (total, &n) in self.sent_per_partition.iter().zip(sent) {
+            total.fetch_add(n, Ordering::SeqCst);
+        }
+        if self.producers_running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.producers_done_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+
+    /// When the last producer finished (`None` while one is running).
+    pub fn producers_done(&self) -> Option<Instant> {
+        if self.producers_running.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        *self.producers_done_at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One connection to the broker, for a load thread or the setup.
+pub fn connect(target: &Target, client_id: &str) -> Result<Client, String> {
+    let config = ClientConfig { connect_timeout: Duration::from_secs(5), ..ClientConfig::default() };
+    Client::connect_with(&target.addr, client_id, config)
+        .map_err(|e| format!("cannot reach the broker at {target}: {e}"))
+}
+
+/// The fields of a record's stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub intended_ns: u64,
+    pub run_id: u64,
+    pub producer: u32,
+    pub seq: u64,
+}
+
+impl Stamp {
+    pub fn encode(&self) -> [u8; STAMP_LEN] {
+        let mut out = [0u8; STAMP_LEN];
+        out[0..8].copy_from_slice(&self.intended_ns.to_le_bytes());
+        out[8..16].copy_from_slice(&self.run_id.to_le_bytes());
+        out[16..20].copy_from_slice(&self.producer.to_le_bytes());
+        out[20..28].copy_from_slice(&self.seq.to_le_bytes());
+        out
+    }
+
+    /// The stamp at the start of `value`, if it is long enough.
+    pub fn decode(value: &[u8]) -> Option<Stamp> {
+        let s = value.get(..STAMP_LEN)?;
+        let u64_at = |at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        Some(Stamp {
+            intended_ns: u64_at(0),
+            run_id: u64_at(8),
+            producer: u32::from_le_bytes(s[16..20].try_into().expect("4 bytes")),
+            seq: u64_at(20),
+        })
+    }
+}
+
+/// A run id that differs between runs (and processes), to tell this run's records from others'.
+pub fn new_run_id() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ (u64::from(std::process::id()) << 32) ^ 0x9E37_79B9_7F4A_7C15;
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Lets this thread's sleeps end within a few microseconds of their deadline instead of the
+/// default 50 µs timer slack (the open-loop schedule sleeps between sends rather than spinning).
+pub fn tighten_timer_slack() {
+    // SAFETY: prctl with integer arguments only changes this thread's timer slack.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip() {
+        let s = Stamp { intended_ns: 123_456_789, run_id: new_run_id(), producer: 7, seq: 1 << 40 };
+        let mut value = s.encode().to_vec();
+        value.extend_from_slice(b"payload");
+        assert_eq!(Stamp::decode(&value), Some(s));
+        assert_eq!(Stamp::decode(&value[..STAMP_LEN - 1]), None);
+    }
+}

@@ -1,0 +1,285 @@
+//! `keel-bench produce | consume | e2e` against the real `keel serve` binary on loopback: each
+//! subcommand runs briefly at small rates with `--json`, and the JSON object it prints is checked
+//! (configuration echoed, records acknowledged, every acknowledged record consumed exactly once
+//! and in order in e2e, latency percentiles present and ordered). Also the exit codes: 2 for a
+//! bad target, 1 for an unreachable broker.
+//!
+//! The broker binary is `$KEEL_BIN`, else `keel` next to `keel-bench` in the same target
+//! directory (built by `cargo test --workspace`; alone: `cargo build --bin keel`).
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+fn keel_bin() -> PathBuf {
+    let path = match std::env::var_os("KEEL_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_keel-bench")).with_file_name("keel"),
+    };
+    assert!(
+        path.is_file(),
+        "the keel broker binary is missing at {}: build it with `cargo build --bin keel` (same profile and \
+         CARGO_TARGET_DIR), run `cargo test --workspace`, or point KEEL_BIN at it",
+        path.display()
+    );
+    path
+}
+
+/// A free port below the ephemeral range (so no outgoing connection, and no connection to
+/// itself, can be using it; see `/proc/sys/net/ipv4/ip_local_port_range`).
+fn free_port() -> u16 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    (0..1000u32)
+        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
+        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port")
+}
+
+struct Broker {
+    child: Option<Child>,
+    addr: SocketAddr,
+    data: PathBuf,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // Under the target directory, not /tmp: the log writes with O_DIRECT, which tmpfs refuses.
+        let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("keel-bench-broker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        std::fs::create_dir_all(&data).unwrap();
+        let child = Command::new(keel_bin())
+            .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
+            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start keel serve");
+        // Ready = an ApiVersions round trip (Client::connect negotiates versions), not a bare
+        // connect.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while keel_client::Client::connect(&addr.to_string(), "readiness-probe").is_err() {
+            assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child: Some(child), addr, data }
+    }
+
+    fn target(&self) -> String {
+        format!("keel://{}", self.addr)
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: plain syscall on the pid of a child we have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("keel serve did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keel-bench")).args(args).output().expect("run keel-bench")
+}
+
+/// Runs keel-bench, expects success and exactly one JSON object on stdout.
+fn bench_json(args: &[&str]) -> Value {
+    let out = bench(args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "keel-bench {args:?} failed ({}):\n{stderr}\n{stdout}", out.status);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one line of JSON on stdout, got:\n{stdout}");
+    let v: Value = serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    assert!(v.is_object());
+    v
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} is not a count in {v}"))
+}
+
+/// p50 ≤ p99 ≤ p999 (≤ p9999) ≤ max, with samples.
+fn check_latency(v: &Value, key: &str) {
+    let l = &v[key];
+    let get = |k: &str| l[k].as_u64().unwrap_or_else(|| panic!("{key}.{k} missing in {v}"));
+    let (p50, p99, p999, p9999, max) = (get("p50"), get("p99"), get("p999"), get("p9999"), get("max"));
+    assert!(get("samples") > 0, "{key}: no samples in {v}");
+    assert!(p50 > 0 && p50 <= p99 && p99 <= p999 && p999 <= p9999 && p9999 <= max, "{key} out of order: {l}");
+}
+
+/// The command configuration every result echoes.
+fn check_config(v: &Value, kind: &str, topic: &str, partitions: u64) {
+    assert_eq!(v["kind"], kind);
+    assert_eq!(v["topic"], topic);
+    assert_eq!(u(v, "partitions"), partitions);
+    for key in ["target", "topic_config", "producers", "consumers", "record_bytes", "rate", "acks", "duration"] {
+        assert!(v.get(key).is_some(), "{key} missing in {v}");
+    }
+    assert!(v["mb_per_s"].as_f64().is_some() && v["records_per_s"].as_f64().is_some(), "{v}");
+}
+
+const SHORT: [&str; 4] = ["--duration", "2s", "--warmup", "500ms"];
+
+#[test]
+fn subcommands_against_a_real_broker() {
+    let broker = Broker::start();
+    let target = broker.target();
+    let t = target.as_str();
+
+    // produce, closed loop, acks=1.
+    let v = bench_json(
+        &[
+            &["produce", "--target", t, "--topic", "closed", "--partitions", "4", "--producers", "2"][..],
+            &["--topic-config", "fsync.policy=never", "--record-bytes", "512", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    check_config(&v, "broker_produce", "closed", 4);
+    assert_eq!(v["topic_config"]["fsync.policy"], "never");
+    assert_eq!((v["acks"].as_str(), v["loop"].as_str(), v["rate"].is_null()), (Some("1"), Some("closed"), true));
+    assert_eq!(v["topic_created"], true);
+    assert!(u(&v, "records_acked") > 0 && u(&v, "records_acked") == u(&v, "records_sent"), "{v}");
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    check_latency(&v, "latency_us");
+
+    // produce, open loop, acks=all, keyed; the topic exists now with the same shape.
+    let v = bench_json(
+        &[
+            &["produce", "--target", t, "--topic", "closed", "--partitions", "4", "--rate", "2000"][..],
+            &["--acks", "all", "--key-bytes", "8", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    check_config(&v, "broker_produce", "closed", 4);
+    assert_eq!(v["topic_created"], false);
+    assert_eq!((v["acks"].as_str(), v["loop"].as_str(), v["rate"].as_f64()), (Some("all"), Some("open"), Some(2000.0)));
+    assert_eq!(u(&v, "records_not_sent"), 0, "{v}");
+    // The schedule: 2000/s for 2.5 s (warmup included).
+    let sent = u(&v, "records_sent");
+    assert!((4900..=5100).contains(&sent), "{sent} records sent for 5000 scheduled: {v}");
+    assert_eq!(u(&v, "records_acked"), sent);
+    check_latency(&v, "latency_us");
+    check_latency(&v, "send_delay_us");
+
+    // produce, acks=0: no latency figures.
+    let v = bench_json(
+        &[&["produce", "--target", t, "--topic", "fire", "--partitions", "2", "--acks", "0", "--json"][..], &SHORT]
+            .concat(),
+    );
+    assert!(v["latency_us"].is_null(), "{v}");
+    assert!(v.get("records_acked").is_none() && u(&v, "records_sent") > 0, "{v}");
+    assert!(v["warnings"].to_string().contains("acks=0"), "{v}");
+
+    // consume from the start, after a prefill.
+    let v = bench_json(&[
+        "consume",
+        "--target",
+        t,
+        "--topic",
+        "prefilled",
+        "--partitions",
+        "3",
+        "--consumers",
+        "2",
+        "--prefill",
+        "20MB",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--json",
+    ]);
+    check_config(&v, "broker_consume", "prefilled", 3);
+    assert_eq!((u(&v, "consumers"), u(&v, "producers")), (2, 0));
+    assert!(u(&v, "records_consumed") >= 20_000_000 / 1024, "{v}");
+    assert_eq!(u(&v, "offset_gaps"), 0, "{v}");
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+
+    // e2e, open loop: every acknowledged record read exactly once, in order.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "e2e", "--partitions", "3", "--producers", "2", "--consumers", "2"][..],
+            &["--rate", "3000", "--record-bytes", "100", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    check_config(&v, "broker_e2e", "e2e", 3);
+    let acked = u(&v, "records_acked");
+    assert!(acked > 0, "{v}");
+    assert_eq!(u(&v, "records_consumed"), acked, "{v}");
+    let check = &v["verification"];
+    assert_eq!(check["ok"], true, "{v}");
+    for key in ["missing", "duplicates", "out_of_order", "offset_gaps", "offset_mismatches"] {
+        assert_eq!(u(check, key), 0, "{key}: {v}");
+    }
+    assert_eq!(u(check, "expected"), acked);
+    check_latency(&v, "latency_us");
+    check_latency(&v, "e2e_latency_us");
+
+    // e2e, closed loop with keys and acks=all.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "e2e-keyed", "--partitions", "4", "--consumers", "3"][..],
+            &["--key-bytes", "12", "--acks", "all", "--batch-bytes", "16KiB", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert!(u(&v, "records_acked") > 0);
+    assert_eq!(u(&v, "records_consumed"), u(&v, "records_acked"), "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+
+    // A topic that exists with another partition count is refused, not silently used.
+    let out = bench(&["produce", "--target", t, "--topic", "e2e", "--partitions", "5", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists with 3 partitions"), "{out:?}");
+
+    let status = broker.stop();
+    assert!(status.success(), "keel serve exited with {status} after SIGTERM");
+}
+
+#[test]
+fn bad_targets_and_unreachable_brokers() {
+    let out = bench(&["produce", "--target", "kafka://127.0.0.1:9092", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"), "{out:?}");
+
+    let out = bench(&["e2e", "--target", "127.0.0.1:9092"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    // Nothing listens on a port that was just free (below the ephemeral range).
+    let port = free_port();
+    let out = bench(&["produce", "--target", &format!("keel://127.0.0.1:{port}"), "--duration", "1s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "no JSON for a failed run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the broker"), "{out:?}");
+}

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# The broker benchmark, all in one run on one machine so the ratios compare like with like:
+#   1. baseline disk (keel-bench baseline disk): sequential O_DIRECT write MB/s, fdatasync latency;
+#   2. keel serve (release build) on a free loopback port, data under $BENCH_DIR, --memory
+#      $BROKER_MEMORY, driven by keel-bench over the native protocol:
+#      a. produce throughput: 1 KiB records, closed loop, 4 producers, acks=1, 8 partitions,
+#         fsync.policy=never; MB/s as a share of the disk baseline (target >= 50%);
+#      b. produce latency: 50 MB/s offered (48828 records/s of 1 KiB, open loop with
+#         coordinated-omission correction), 2 producers, acks=all, fsync.policy=always,
+#         2 partitions; p99 (target <= 1 ms) and p99.9 (target <= 2 ms);
+#      c. end-to-end latency: 200 MB/s offered (195312 records/s of 1 KiB, open loop), 2 producers,
+#         2 consumers tailing, acks=1, fsync.policy=never, 8 partitions; p99 (target <= 2 ms) and
+#         p99.99 (target <= 5 ms) of read time - intended send time, plus the check that every
+#         acknowledged record was read exactly once, in order;
+#   3. the broker's peak RSS (VmHWM) against --memory, then SIGTERM and a check that it exits 0.
+# Each topic is deleted after its run. Results (JSON) land in $RESULTS/ and a summary is printed.
+#
+# Environment: BENCH_DIR (./bench-data), BROKER_SECS (60s per measurement, after
+# BROKER_WARMUP=2s), BROKER_MEMORY (1GiB), RESULTS (results/broker-<UTC time>), KEEL_BIN
+# (target/release/keel), KEEL_BENCH_BIN (target/release/keel-bench), BROKER_RETENTION_BYTES
+# (retention.bytes per partition of run a, 1073741824; -1 = none) and BROKER_MIN_FREE_BYTES
+# (5368709120: a run is stopped if free space under BENCH_DIR falls below it), KEEP_DATA=1 to
+# keep the broker's data directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_DIR=${BENCH_DIR:-./bench-data}
+BROKER_SECS=${BROKER_SECS:-60s}
+BROKER_WARMUP=${BROKER_WARMUP:-2s}
+BROKER_MEMORY=${BROKER_MEMORY:-1GiB}
+RESULTS=${RESULTS:-results/broker-$(date -u +%Y%m%dT%H%M%SZ)}
+KEEL_BIN=${KEEL_BIN:-target/release/keel}
+KEEL_BENCH_BIN=${KEEL_BENCH_BIN:-target/release/keel-bench}
+BROKER_RETENTION_BYTES=${BROKER_RETENTION_BYTES:-1073741824}
+BROKER_MIN_FREE_BYTES=${BROKER_MIN_FREE_BYTES:-5368709120}
+
+for bin in "$KEEL_BIN" "$KEEL_BENCH_BIN"; do
+  [ -x "$bin" ] || { echo "error: $bin is missing: build with \`make build\` (cargo build --release --workspace)" >&2; exit 1; }
+done
+mkdir -p "$BENCH_DIR" "$RESULTS"
+DATA="$BENCH_DIR/keel-broker-$$"
+rm -rf "$DATA"
+BROKER_PID=
+FAILED=()
+
+stop_broker() { # SIGTERM, wait up to 60 s, then SIGKILL; returns the exit status
+  local pid=$1 rc=0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "error: keel serve did not exit within 60 s of SIGTERM; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" || rc=$?
+  return $rc
+}
+
+cleanup() {
+  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then stop_broker "$BROKER_PID" || true; fi
+  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
+}
+trap cleanup EXIT
+
+echo "== baseline disk ($BENCH_DIR)"
+"$KEEL_BENCH_BIN" baseline disk --dir "$BENCH_DIR" --json | tee "$RESULTS/baseline-disk.json"
+
+# A free port below the ephemeral range (no outgoing connection can hold it).
+PORT=$(python3 - <<'PY'
+import random, socket
+for _ in range(1000):
+    p = random.randint(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
+)
+ADDR=127.0.0.1:$PORT
+TARGET=keel://$ADDR
+echo "== keel serve on $ADDR, data in $DATA, --memory $BROKER_MEMORY (log: $RESULTS/broker.log)"
+"$KEEL_BIN" serve --data-dir "$DATA" --listen "$ADDR" --admin-listen 127.0.0.1:0 --memory "$BROKER_MEMORY" \
+  >"$RESULTS/broker.log" 2>&1 &
+BROKER_PID=$!
+for i in $(seq 300); do
+  if "$KEEL_BIN" cluster status --bootstrap "$ADDR" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$BROKER_PID" 2>/dev/null || [ "$i" = 300 ]; then
+    echo "error: keel serve did not come up on $ADDR:" >&2; tail -20 "$RESULTS/broker.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+
+# Stops keel-bench (pid $1) if free space under BENCH_DIR falls below BROKER_MIN_FREE_BYTES.
+watchdog() {
+  while kill -0 "$1" 2>/dev/null; do
+    local free
+    free=$(df --output=avail -B1 "$BENCH_DIR" | tail -1 | tr -d ' ')
+    if [ "$free" -lt "$BROKER_MIN_FREE_BYTES" ]; then
+      echo "error: only $free bytes left under $BENCH_DIR: stopping the run (retention not enforced? shorten BROKER_SECS)" >&2
+      kill -TERM "$1" 2>/dev/null || true
+      return
+    fi
+    sleep 1
+  done
+}
+
+run() { # name topic, then keel-bench arguments
+  local name=$1 topic=$2; shift 2
+  local cmd=("$KEEL_BENCH_BIN" "$@" --target "$TARGET" --topic "$topic" --record-bytes 1024
+    --duration "$BROKER_SECS" --warmup "$BROKER_WARMUP" --report-interval 10s --json)
+  echo "== $name: ${cmd[*]}"
+  local rc=0 pid wd
+  "${cmd[@]}" >"$RESULTS/$name.json" &
+  pid=$!
+  watchdog "$pid" &
+  wd=$!
+  wait "$pid" || rc=$?
+  kill "$wd" 2>/dev/null || true
+  wait "$wd" 2>/dev/null || true
+  cat "$RESULTS/$name.json"
+  if [ "$rc" != 0 ]; then
+    echo "error: $name failed (exit $rc)" >&2
+    FAILED+=("$name")
+  fi
+  "$KEEL_BIN" topic delete "$topic" --bootstrap "$ADDR" >/dev/null 2>&1 || echo "warning: could not delete topic $topic" >&2
+}
+
+RETENTION=()
+if [ "$BROKER_RETENTION_BYTES" != -1 ]; then
+  RETENTION=(--topic-config "retention.bytes=$BROKER_RETENTION_BYTES" --topic-config segment.bytes=268435456)
+fi
+run produce-throughput bench-produce produce --partitions 8 --producers 4 --acks 1 \
+  --topic-config fsync.policy=never "${RETENTION[@]}"
+run produce-latency bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
+  --topic-config fsync.policy=always
+run e2e bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
+  --topic-config fsync.policy=never
+
+HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$BROKER_PID/status")
+RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BROKER_PID/status")
+echo "== stopping keel serve (SIGTERM)"
+BROKER_RC=0
+stop_broker "$BROKER_PID" || BROKER_RC=$?
+BROKER_PID=
+echo "{\"vm_hwm_kib\": $HWM_KB, \"vm_rss_kib\": $RSS_KB, \"memory\": \"$BROKER_MEMORY\", \"exit_code\": $BROKER_RC}" >"$RESULTS/broker-process.json"
+
+python3 - "$RESULTS" "$BROKER_MEMORY" "$HWM_KB" "$BROKER_RC" <<'PY'
+import json, os, re, sys
+d, memory, hwm_kb, rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def load(n):
+    try:
+        return json.load(open(os.path.join(d, n + ".json")))
+    except (OSError, ValueError):
+        return None
+def ms(us):
+    return f"{us / 1000:.2f} ms"
+def verdict(ok):
+    return "yes" if ok else "NO"
+base = load("baseline-disk")
+b_mb = base["mb_per_s"]
+print()
+print(f"baseline disk: {b_mb:.0f} MB/s sequential O_DIRECT; 4 KiB write+fdatasync p50 {base['fsync_latency_us']['p50']} us, "
+      f"p99 {base['fsync_latency_us']['p99']} us")
+r = load("produce-throughput")
+if r:
+    print(f"a. produce, closed loop, {r['producers']} producers, acks={r['acks']}, {r['partitions']} partitions, "
+          f"fsync.policy=never: {r['mb_per_s']:.0f} MB/s ({r['records_per_s']:.0f} records/s) = {r['mb_per_s'] / b_mb:.1%} "
+          f"of the disk baseline (target >= 50%: {verdict(r['mb_per_s'] >= 0.5 * b_mb)}); "
+          f"ack p50 {ms(r['latency_us']['p50'])}, p99 {ms(r['latency_us']['p99'])}")
+else:
+    print("a. produce throughput: no result")
+r = load("produce-latency")
+if r:
+    l = r["latency_us"]
+    print(f"b. produce at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
+          f"fsync.policy=always: p50 {ms(l['p50'])}, p99 {ms(l['p99'])} (target <= 1 ms: {verdict(l['p99'] <= 1000)}), "
+          f"p99.9 {ms(l['p999'])} (target <= 2 ms: {verdict(l['p999'] <= 2000)}), p99.99 {ms(l['p9999'])}, max {ms(l['max'])}; "
+          f"achieved {r['mb_per_s']:.1f} MB/s")
+else:
+    print("b. produce latency: no result")
+r = load("e2e")
+if r:
+    e, a, v = r["e2e_latency_us"], r["latency_us"], r["verification"]
+    print(f"c. e2e at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
+          f"fsync.policy=never, {r['producers']} producers, {r['consumers']} consumers: end-to-end p50 {ms(e['p50'])}, "
+          f"p99 {ms(e['p99'])} (target <= 2 ms: {verdict(e['p99'] <= 2000)}), p99.99 {ms(e['p9999'])} "
+          f"(target <= 5 ms: {verdict(e['p9999'] <= 5000)}), max {ms(e['max'])}; produce-ack p99 {ms(a['p99'])}; "
+          f"consumed {r['consume_mb_per_s']:.1f} MB/s")
+    print(f"   records: {r['records_acked']} acknowledged, {r['records_consumed']} consumed, {v['missing']} missing, "
+          f"{v['duplicates']} duplicates, {v['out_of_order']} out of order -> {'verified' if v['ok'] else 'VERIFICATION FAILED'}")
+else:
+    print("c. e2e: no result")
+units = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,
+         "kb": 10**3, "mb": 10**6, "gb": 10**9}
+m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", memory)
+budget = int(m.group(1)) * units.get(m.group(2).lower(), 1) if m else None
+hwm = hwm_kb * 1024
+line = f"broker peak RSS (VmHWM): {hwm / 2**20:.0f} MiB with --memory {memory}"
+if budget:
+    line += f" ({hwm / budget:.0%} of it)"
+print(line)
+print(f"broker exit status after SIGTERM: {rc} ({'clean' if rc == 0 else 'NOT CLEAN'})")
+PY
+
+status=0
+if [ "$BROKER_RC" != 0 ]; then
+  echo "error: keel serve exited with status $BROKER_RC after SIGTERM (see $RESULTS/broker.log)" >&2
+  status=1
+fi
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "error: failed runs: ${FAILED[*]}" >&2
+  status=1
+fi
+exit $status
