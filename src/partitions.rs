@@ -125,14 +125,18 @@ impl Partitions {
                 close(log).await;
             }
             let path = self.dir_of(topic, partition);
-            match std::fs::remove_dir_all(&path) {
+            // Unlinking a partition's segments can take long (a large file's extents are freed
+            // synchronously), so it runs on glommio's blocking thread, not on the shard.
+            let removing = path.clone();
+            match glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(removing)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StorageError::io("removing", path.display().to_string(), e)),
             }
         }
         let topic_dir = self.root.join(format!("{}-{}", topic.name, topic.id));
-        let _ = std::fs::remove_dir(topic_dir); // only if empty: other shards may still hold partitions
+        // Only if empty: other shards may still hold partitions.
+        let _ = glommio::executor().spawn_blocking(move || std::fs::remove_dir(topic_dir)).await;
         Ok(())
     }
 
