@@ -19,7 +19,7 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 use keel_protocol::ErrorCode;
 use keel_shards::{RuntimeConfig, Shard, ShardId};
-use keel_storage::{batch::BatchView, LogConfig};
+use keel_storage::{batch::BatchView, AppendWait, FsyncPolicy, LogConfig};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -60,6 +60,12 @@ pub struct ShardState {
     /// Serialises metadata changes on the controller: each reads the metadata, awaits the
     /// shards, then publishes, so two at once would lose one's change.
     controller: glommio::sync::Semaphore,
+    /// Partitions holding `acks=1` appends under `fsync=always` that are written but not yet
+    /// fdatasync'ed (see [`ShardState::sync_soon`]); at most one entry per partition.
+    unsynced: RefCell<std::collections::HashSet<PartitionKey>>,
+    /// Rung when `unsynced` gains an entry; one pending ring is enough (capacity 1).
+    unsynced_bell:
+        (glommio::channels::local_channel::LocalSender<()>, glommio::channels::local_channel::LocalReceiver<()>),
 }
 
 impl ShardState {
@@ -74,6 +80,25 @@ impl ShardState {
 
     pub fn metadata(&self) -> Arc<Metadata> {
         self.metadata.borrow().clone()
+    }
+
+    /// Has the shard's sync task fdatasync `key`'s log soon: an `acks=1` append under
+    /// `fsync=always` returns once written, and is readable only once durable, so someone must
+    /// run the fdatasync the producer did not wait for.
+    pub fn sync_soon(&self, key: PartitionKey) {
+        if self.unsynced.borrow_mut().insert(key) {
+            let _ = self.unsynced_bell.0.try_send(()); // full: a ring is already pending
+        }
+    }
+
+    /// Waits until some partition needs a sync (false if the shard stops first), then takes them.
+    pub async fn next_unsynced(&self) -> Option<Vec<PartitionKey>> {
+        let rung = future::or(async { self.unsynced_bell.1.recv().await.is_some() }, async {
+            self.shard.stopping().await;
+            false
+        })
+        .await;
+        rung.then(|| self.unsynced.borrow_mut().drain().collect())
     }
 
     /// The owning shard of a partition, if the topic and partition exist.
@@ -202,6 +227,8 @@ async fn shard_main(
         request_memory: Rc::new(glommio::sync::Semaphore::new(config.memory_per_shard(shard.all().count()) / 2)),
         metrics,
         controller: glommio::sync::Semaphore::new(1),
+        unsynced: RefCell::default(),
+        unsynced_bell: glommio::channels::local_channel::new_bounded(1),
     });
     for topic in metadata.topics() {
         let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == shard.id().0).map(|p| p.partition).collect();
@@ -285,8 +312,8 @@ async fn accept_loop(listener: TcpListener, state: Rc<ShardState>) {
 /// Serves one request routed to this shard.
 async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> ShardResponse {
     match request {
-        ShardRequest::Produce { key, records, term } => {
-            ShardResponse::Produced(produce(state, key, records, term).await)
+        ShardRequest::Produce { key, records, term, wait } => {
+            ShardResponse::Produced(produce(state, key, records, term, wait).await)
         }
         ShardRequest::Fetch { key, offset, max_bytes, max_wait_ms } => {
             let result = fetch(state, key, offset, max_bytes, max_wait_ms).await;
@@ -418,6 +445,7 @@ async fn produce(
     key: PartitionKey,
     records: Bytes,
     term: u32,
+    wait: AppendWait,
 ) -> Result<(u64, PartitionOffsets), Failure> {
     let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
     let mut batches = Vec::new();
@@ -435,8 +463,11 @@ async fn produce(
     }
     let mut base = None;
     for batch in batches {
-        let info = log.append(batch, term).await?;
+        let info = log.append_until(batch, term, wait).await?;
         base.get_or_insert(info.base_offset);
+    }
+    if wait == AppendWait::Written && matches!(log.config().fsync, FsyncPolicy::Always) {
+        state.sync_soon(key);
     }
     Ok((base.expect("at least one batch"), offsets_of(&log)))
 }

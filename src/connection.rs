@@ -32,7 +32,7 @@ use keel_protocol::{
     ApiKey, ErrorCode, Offset, PartitionId, Request, Response, TopLevelError,
 };
 use keel_shards::ShardId;
-use keel_storage::io::join_all;
+use keel_storage::{io::join_all, AppendWait};
 use tracing::{debug, warn};
 
 use crate::{
@@ -384,6 +384,13 @@ fn describe_configs(metadata: &Metadata, names: Vec<String>) -> DescribeConfigsR
 
 /// Sends every partition's batches to its shard, all partitions at once, and gathers the results.
 async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
+    // acks=1 waits until the leader has the batches (written to the segment file), acks=all
+    // until they are durable under the topic's fsync policy; acks=0 waits for nothing, but this
+    // connection reads its next request only when this one is done, so it waits as acks=1 does.
+    let wait = match req.acks {
+        Acks::All => AppendWait::Durable,
+        Acks::Leader | Acks::None => AppendWait::Written,
+    };
     let mut topics = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let calls = topic.partitions.into_iter().map(|p| {
@@ -395,7 +402,7 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
                         match call(
                             state,
                             shard,
-                            ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM },
+                            ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM, wait },
                         )
                         .await
                         {
@@ -458,6 +465,11 @@ async fn fetch_partition(state: &ShardState, topic: &str, p: &FetchPartition, ma
     }
 }
 
+/// Longest a Fetch waits, whatever its `max_wait_ms` says: a waiting fetch holds a serving slot
+/// on each partition's shard, so a client must not be able to hold them for days. Answering
+/// early with what there is (possibly nothing) is allowed by the protocol; clients fetch again.
+pub const MAX_FETCH_WAIT_MS: u32 = 30_000;
+
 /// Fetch with long poll: read everything at once; while that is less than `min_bytes` (taken as
 /// at least one byte) and `max_wait_ms` has not passed, wait on every partition's shard until the first of them
 /// has an append past what this answer already holds (or the wait ends), then read everything
@@ -465,7 +477,8 @@ async fn fetch_partition(state: &ShardState, topic: &str, p: &FetchPartition, ma
 /// always returns its first batch (so a consumer never stalls on a batch larger than its limits).
 async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
     let min_bytes = req.min_bytes.max(1) as usize;
-    let deadline = Instant::now() + std::time::Duration::from_millis(u64::from(req.max_wait_ms));
+    let max_wait_ms = req.max_wait_ms.min(MAX_FETCH_WAIT_MS);
+    let deadline = Instant::now() + std::time::Duration::from_millis(u64::from(max_wait_ms));
     let mut results = fetch_once(state, &req, 0).await;
     loop {
         let bytes: usize = results.iter().flatten().map(|(_, r, _)| r.as_ref().map_or(0, Bytes::len)).sum();

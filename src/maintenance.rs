@@ -7,6 +7,9 @@
 //!   `retention.ms` / `retention.bytes` are deleted (cleanup policy `delete`), and logs of
 //!   compacted topics that closed a segment since their last compaction are compacted.
 //!
+//! - **Syncs after `acks=1` appends** under `fsync.policy=always`: such an append returns once
+//!   written; its fdatasync (which makes it durable and readable) starts here right away.
+//!
 //! - **Metrics snapshots**: every [`SNAPSHOT_INTERVAL`], the shard publishes its partitions'
 //!   offsets and its groups' committed offsets for the admin thread (see `metrics`).
 //!
@@ -42,8 +45,9 @@ pub fn start(state: &Rc<ShardState>) -> Vec<glommio::task::JoinHandle<()>> {
         .expect("the maintenance queue was just created on this executor")
         .detach();
     let syncer = glommio::spawn_local(sync_loop(state.clone())).detach();
+    let durability = glommio::spawn_local(durability_loop(state.clone())).detach();
     let publisher = glommio::spawn_local(publish_loop(state.clone())).detach();
-    vec![cleaner, syncer, publisher]
+    vec![cleaner, syncer, durability, publisher]
 }
 
 /// Sleeps for `period`; false if the shard began stopping first.
@@ -122,6 +126,22 @@ async fn sync_loop(state: Rc<ShardState>) {
                 warn!(topic = %key.topic, partition = key.partition, error = %e, "interval sync failed");
             }
         }
+    }
+}
+
+/// Runs the fdatasyncs that `acks=1` producers under `fsync=always` did not wait for, as soon as
+/// they are asked for ([`ShardState::sync_soon`]), all logs at once; a log's appends meanwhile
+/// share the sync (group commit). At shutdown the logs' clean close syncs what is left.
+async fn durability_loop(state: Rc<ShardState>) {
+    while let Some(keys) = state.next_unsynced().await {
+        let syncs = keys.into_iter().filter_map(|key| state.partitions.get(key).map(|log| (key, log))).map(
+            |(key, log)| async move {
+                if let Err(e) = log.flush().await {
+                    warn!(topic = %key.topic, partition = key.partition, error = %e, "sync after acks=1 appends failed");
+                }
+            },
+        );
+        keel_storage::io::join_all(syncs.collect()).await;
     }
 }
 

@@ -62,6 +62,8 @@ pub enum ShardRequest {
         key: PartitionKey,
         records: Bytes,
         term: u32,
+        /// What the producer's `acks` waits for: written (`0`, `1`) or durable (`all`).
+        wait: keel_storage::AppendWait,
     },
     /// Read whole batches from `offset`; if the partition has nothing at `offset` yet, wait up to
     /// `max_wait_ms` for an append before answering.

@@ -819,3 +819,55 @@ fn fetch_waits_for_min_bytes() {
     drop(client);
     assert!(broker.stop().success());
 }
+
+/// acks=1 under the default fsync.policy=always: the producer is answered once the batches are
+/// written; the broker runs the fdatasync itself right away, so they become readable (committed)
+/// without any acks=all append or flush to drive it.
+#[test]
+fn acks_leader_under_fsync_always_becomes_readable_without_an_acks_all_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "a1", 2), ErrorCode::None);
+    let mut sent = [Vec::new(), Vec::new()];
+    for i in 0..10u32 {
+        let p = i % 2;
+        let records = batch(p, i);
+        let req = ProduceRequest {
+            acks: Acks::Leader,
+            timeout_ms: 10_000,
+            topics: vec![ProduceTopic {
+                name: "a1".into(),
+                partitions: vec![ProducePartition { partition: PartitionId(p), records: Bytes::from(records.clone()) }],
+            }],
+        };
+        let Ok(Response::Produce(r)) = client.call(Request::Produce(req)) else { panic!("produce failed") };
+        assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+        sent[p as usize].push(records);
+    }
+    let total: usize = sent.iter().flatten().map(Vec::len).sum();
+    let started = Instant::now();
+    let req = FetchRequest {
+        max_wait_ms: 10_000,
+        min_bytes: total as u32,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: "a1".into(),
+            partitions: (0..2)
+                .map(|p| FetchPartition {
+                    partition: PartitionId(p),
+                    fetch_offset: Offset(0),
+                    partition_max_bytes: 1 << 20,
+                })
+                .collect(),
+        }],
+    };
+    let Ok(Response::Fetch(r)) = client.call(Request::Fetch(req)) else { panic!("fetch failed") };
+    assert!(started.elapsed() < Duration::from_secs(5), "synced at once, not at max_wait: {:?}", started.elapsed());
+    for (p, part) in r.topics[0].partitions.iter().enumerate() {
+        assert_eq!(part.high_watermark, Offset(15), "partition {p}: 5 batches of 3 records committed");
+        assert_eq!(part.records.len(), sent[p].iter().map(Vec::len).sum::<usize>(), "partition {p}");
+    }
+    drop(client);
+    assert!(broker.stop().success());
+}

@@ -56,4 +56,4 @@ mod tail;
 
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};
 pub use error::{Result, StorageError};
-pub use log::{AppendInfo, DamagedRange, Log, Offsets, ReadBatches, RecoveryReport};
+pub use log::{AppendInfo, AppendWait, DamagedRange, Log, Offsets, ReadBatches, RecoveryReport};

@@ -87,6 +87,17 @@ pub struct DamagedRange {
     pub reason: String,
 }
 
+/// What an append waits for before it completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendWait {
+    /// The batch is written to its segment file (a producer's `acks=1`: the leader has it). Not
+    /// yet durable under `fsync=always`, and until it is, not readable either.
+    Written,
+    /// The batch is durable under the log's fsync policy (`acks=all`): written, and fdatasync'ed
+    /// under `fsync=always` (group commit); under `interval`, synced if the interval has passed.
+    Durable,
+}
+
 /// Offsets assigned to an appended batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -349,6 +360,13 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// `partitionLeaderEpoch` with `term`, and completes once the batch is written, and fdatasync'ed
     /// too under `fsync=always`. Returns the assigned range.
     pub async fn append(&self, batch: &[u8], term: u32) -> Result<AppendInfo> {
+        self.append_until(batch, term, AppendWait::Durable).await
+    }
+
+    /// [`Log::append`], completing at the point `wait` names. With [`AppendWait::Written`] under
+    /// `fsync=always` the batch is not durable, nor readable, until an fdatasync covers it: the
+    /// caller must see that one runs ([`Log::flush`], or a later durable append).
+    pub async fn append_until(&self, batch: &[u8], term: u32, wait: AppendWait) -> Result<AppendInfo> {
         let view = BatchView::parse(batch).map_err(StorageError::InvalidBatch)?;
         if view.total_len() != batch.len() {
             return Err(StorageError::InvalidBatch(batch::DecodeError::Invalid(format!(
@@ -374,6 +392,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
         // write or fdatasync) leave in one write and one fdatasync instead of a chain of small ones.
         futures_lite::future::yield_now().await;
         self.wait_written(info.last_offset + 1).await?;
+        if wait == AppendWait::Written {
+            return Ok(info);
+        }
         match self.config.fsync {
             FsyncPolicy::Always => self.wait_flushed(info.last_offset + 1).await?,
             FsyncPolicy::Interval { .. } => {

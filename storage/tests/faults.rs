@@ -17,7 +17,7 @@ use keel_storage::{
         sim::{FaultKind, SimBuf, SimClock, SimDir, SimDisk, SimFile},
         Dir, File,
     },
-    Log, LogConfig, StorageError,
+    AppendWait, Log, LogConfig, StorageError,
 };
 
 const TERM: u32 = 2;
@@ -727,4 +727,25 @@ fn fsync_always_serves_nothing_before_it_is_durable() {
     assert!(results[0].1.is_ok());
     assert!(seen_written_unsynced.get(), "the slow disk leaves a moment between write and fdatasync");
     assert_eq!(served(&log).len(), acked.len() + 1, "readable once durable");
+}
+
+/// `acks=1` under fsync=always: the append completes once written, before any fdatasync, and the
+/// batch stays unreadable (and is lost by a power loss) until a flush makes it durable.
+#[test]
+fn append_until_written_completes_before_the_fdatasync() {
+    let disk = SimDisk::new(4);
+    let clock = SimClock::new(1_000);
+    let log = open_slow(&disk, &clock);
+    let acked = append_all(&log, 0..3);
+    let end = acked.last().unwrap().1 + 1;
+    let info = block_on(log.append_until(&tagged_batch(9), TERM, AppendWait::Written)).expect("append");
+    let o = log.offsets();
+    assert_eq!(info.base_offset, end);
+    assert!(o.written_end > end, "written when the append completes: {o:?}");
+    assert_eq!(o.flushed_end, end, "not synced by the append itself: {o:?}");
+    assert_eq!(o.readable_end, end, "not readable before it is durable: {o:?}");
+    assert_eq!(served(&log).len(), acked.len());
+    block_on(log.flush()).expect("flush");
+    assert_eq!(log.offsets().readable_end, info.last_offset + 1);
+    assert_eq!(served(&log).len(), acked.len() + 1, "readable once a flush made it durable");
 }
