@@ -383,6 +383,9 @@ fn describe_configs(metadata: &Metadata, names: Vec<String>) -> DescribeConfigsR
 }
 
 /// Sends every partition's batches to its shard, all partitions at once, and gathers the results.
+/// Appends each partition's batches on its owning shard, every partition of every topic at once.
+/// A partition not done within the request's `timeout_ms` (0: no limit) is answered `REQUEST_TIMED_OUT`; its
+/// append goes on and may still succeed (as in Kafka, a retry may then append it twice).
 async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
     // acks=1 waits until the leader has the batches (written to the segment file), acks=all
     // until they are durable under the topic's fsync policy; acks=0 waits for nothing, but this
@@ -391,48 +394,68 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
         Acks::All => AppendWait::Durable,
         Acks::Leader | Acks::None => AppendWait::Written,
     };
-    let mut topics = Vec::with_capacity(req.topics.len());
+    let timeout = std::time::Duration::from_millis(u64::from(req.timeout_ms));
+    let mut shape = Vec::with_capacity(req.topics.len());
+    let mut calls = Vec::new();
     for topic in req.topics {
-        let calls = topic.partitions.into_iter().map(|p| {
+        shape.push((topic.name.clone(), topic.partitions.len()));
+        for p in topic.partitions {
             let route = state.route(&topic.name, p.partition.0);
-            async move {
-                let result = match route {
-                    None => Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")),
-                    Some((key, shard)) => {
-                        match call(
-                            state,
-                            shard,
-                            ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM, wait },
-                        )
-                        .await
-                        {
-                            Ok(ShardResponse::Produced(result)) => result,
-                            Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
-                            Err(f) => Err(f),
-                        }
-                    }
+            let partition = p.partition;
+            let append = async move {
+                let Some((key, shard)) = route else {
+                    return Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition"));
                 };
-                match result {
+                match call(
+                    state,
+                    shard,
+                    ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM, wait },
+                )
+                .await
+                {
+                    Ok(ShardResponse::Produced(result)) => result,
+                    Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
+                    Err(f) => Err(f),
+                }
+            };
+            let timed_out = async move {
+                if timeout.is_zero() {
+                    std::future::pending::<()>().await; // 0: no limit
+                }
+                glommio::timer::sleep(timeout).await;
+                Err(Failure::new(
+                    ErrorCode::RequestTimedOut,
+                    format!(
+                        "not appended within the request's timeout_ms ({} ms); it may still be",
+                        timeout.as_millis()
+                    ),
+                ))
+            };
+            calls.push(async move {
+                match futures_lite::future::or(append, timed_out).await {
                     Ok((base, offsets)) => ProducePartitionResponse {
-                        partition: p.partition,
+                        partition,
                         error_code: ErrorCode::None,
                         error_message: None,
                         base_offset: Some(Offset(base)),
                         log_start_offset: Some(Offset(offsets.log_start)),
                     },
                     Err(f) => ProducePartitionResponse {
-                        partition: p.partition,
+                        partition,
                         error_code: f.code,
                         error_message: Some(f.message),
                         base_offset: None,
                         log_start_offset: None,
                     },
                 }
-            }
-        });
-        let partitions = join_all(calls.collect()).await;
-        topics.push(ProduceTopicResponse { name: topic.name, partitions });
+            });
+        }
     }
+    let mut answers = join_all(calls).await.into_iter();
+    let topics = shape
+        .into_iter()
+        .map(|(name, n)| ProduceTopicResponse { name, partitions: answers.by_ref().take(n).collect() })
+        .collect();
     ProduceResponse { topics }
 }
 

@@ -871,3 +871,42 @@ fn acks_leader_under_fsync_always_becomes_readable_without_an_acks_all_append() 
     drop(client);
     assert!(broker.stop().success());
 }
+
+/// A Produce whose partition is not appended within `timeout_ms` is answered REQUEST_TIMED_OUT
+/// for it (the append goes on and may still land), and the connection keeps working. 6 batches of
+/// ~1 MB with acks=all under fsync=always take 6 MB of O_DIRECT writes and 6 fdatasyncs: far
+/// more than 1 ms on any disk.
+#[test]
+fn produce_times_out_per_partition_and_the_append_may_still_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "slow", 1), ErrorCode::None);
+    let big = |i: u8| {
+        let mut b = BatchBuilder::new();
+        b.push(1_700_000_000_000, None, Some(&vec![i; 1_000_000]), &[]);
+        b.build()
+    };
+    let records: Vec<u8> = (0..6).flat_map(big).collect();
+    let req = ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 1,
+        topics: vec![ProduceTopic {
+            name: "slow".into(),
+            partitions: vec![ProducePartition { partition: PartitionId(0), records: Bytes::from(records) }],
+        }],
+    };
+    let Ok(Response::Produce(r)) = client.call(Request::Produce(req)) else { panic!("produce failed") };
+    let answer = &r.topics[0].partitions[0];
+    assert_eq!(answer.error_code, ErrorCode::RequestTimedOut, "{answer:?}");
+    assert_eq!(answer.base_offset, None);
+    // The append was not cancelled: all six batches arrive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fetch_all(&mut client, "slow", 0).len() < 6 {
+        assert!(Instant::now() < deadline, "the timed-out append never landed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(produce(&mut client, "slow", 0, batch(0, 1)), (ErrorCode::None, Some(Offset(6))));
+    drop(client);
+    assert!(broker.stop().success());
+}
