@@ -80,7 +80,7 @@ PY
 ADDR=127.0.0.1:$PORT
 TARGET=keel://$ADDR
 echo "== keel serve on $ADDR, data in $DATA, --memory $BROKER_MEMORY (log: $RESULTS/broker.log)"
-"$KEEL_BIN" serve --data-dir "$DATA" --listen "$ADDR" --admin-listen 127.0.0.1:0 --memory "$BROKER_MEMORY" \
+"$KEEL_BIN" serve --data-dir "$DATA" --listen "$ADDR" --admin-listen 127.0.0.1:0 --kafka-listen off --memory "$BROKER_MEMORY" \
   >"$RESULTS/broker.log" 2>&1 &
 BROKER_PID=$!
 for i in $(seq 300); do

@@ -20,7 +20,7 @@ BOOT=127.0.0.1:$PORT
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
-"$KEEL" serve --data-dir "$DIR/data" --listen "$BOOT" --admin-listen "127.0.0.1:$ADMIN_PORT" --memory "$MEMORY" \
+"$KEEL" serve --data-dir "$DIR/data" --listen "$BOOT" --admin-listen "127.0.0.1:$ADMIN_PORT" --kafka-listen off --memory "$MEMORY" \
   2>"$DIR/serve.log" &
 PID=$!
 trap 'kill -9 $PID 2>/dev/null || true' EXIT

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test command it is given (.ci/run passes the README's `make test`), after checking the
-# machine has what it needs. Nothing installed by hand is assumed beyond the Rust toolchain.
+# machine has what it needs. Nothing installed by hand is assumed beyond the Rust toolchain and
+# Python 3 with pip (the Python test requirements are installed here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,10 @@ if ! command -v make >/dev/null 2>&1; then
   echo "ci: installing make" >&2
   (apt-get update -qq && apt-get install -y -qq make) >/dev/null
 fi
+
+need python3 "install Python 3: tests/kafka.rs runs the kafka-python client"
+echo "ci: installing the Python test requirements (ci/requirements.txt)" >&2
+python3 -m pip install --quiet --disable-pip-version-check -r ci/requirements.txt
 
 echo "ci: $(cargo --version), $(nproc) cores, kernel $(uname -r)"
 [ $# -gt 0 ] || set -- make test

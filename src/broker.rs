@@ -1,6 +1,6 @@
 //! `keel serve`: starts one shard per core, opens the partitions each shard owns, accepts
-//! connections on every shard (SO_REUSEPORT) and answers the requests that other shards route to
-//! this one. Shard 0 is the controller: it changes topic metadata, persists it and tells every
+//! connections on every shard (SO_REUSEPORT; the native listener and, unless off, the Kafka one)
+//! and answers the requests that other shards route to this one. Shard 0 is the controller: it changes topic metadata, persists it and tells every
 //! shard.
 //!
 //! Shutdown (SIGTERM/SIGINT): shards stop accepting, give connections `shutdown_timeout_ms` to
@@ -8,6 +8,7 @@
 
 use std::{
     cell::{Cell, RefCell},
+    net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
     rc::Rc,
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -23,7 +24,7 @@ use keel_storage::{batch::BatchView, AppendWait, FsyncPolicy, LogConfig};
 use tracing::{error, info, warn};
 
 use crate::{
-    connection, maintenance,
+    connection, kafka, maintenance,
     metadata::{self, Metadata, Topic, TopicId},
     metrics::{self as broker_metrics, BrokerMetrics, ShardMetrics},
     offsets::{self, partition_for_group, CommitKey, Committed, OffsetStore, OFFSETS_PARTITIONS, OFFSETS_TOPIC},
@@ -110,12 +111,39 @@ impl ShardState {
     }
 }
 
+/// Fails if something keeps accepting connections on `addr` for 3 s. The shards bind it with
+/// SO_REUSEPORT, which would let a second broker (or anything else binding it with SO_REUSEPORT
+/// as the same user) share the port silently, each taking some of the connections. A connect
+/// tells, where a plain bind would not: connections of a previous run that are still closing hold
+/// the port (without SO_REUSEADDR) and would make a bind fail after every restart. The retries
+/// are for a broker that was just killed: its io_uring keeps the listening socket open (and
+/// accepting) for a moment after the process is gone.
+fn check_free(addr: std::net::SocketAddr, what: &str) -> Result<(), String> {
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if addr.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() });
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    // Refused (or unreachable): nobody listens; a real problem shows at bind.
+    while std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(500)).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("cannot listen on {addr}{what}: something already accepts connections there"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 fn metadata_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("metadata.json")
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Errors are for the operator (printed, exit code 1).
 pub fn serve(mut config: ServeConfig) -> Result<(), String> {
+    check_free(config.listen, "")?;
+    if let Some(addr) = config.kafka_listen {
+        check_free(addr, " (Kafka; --kafka-listen HOST:PORT moves it, --kafka-listen off disables it)")?;
+    }
     let online = online_cpus()?;
     let shards = config.shard_count(online.len());
     std::fs::create_dir_all(&config.data_dir)
@@ -145,7 +173,8 @@ pub fn serve(mut config: ServeConfig) -> Result<(), String> {
     assert_eq!(cores.len(), shards, "config validation keeps shards <= online CPUs");
     let cores = Arc::new(cores);
     let open_files = raise_open_file_limit();
-    info!(shards, data_dir = %config.data_dir.display(), listen = %config.listen, open_files, "starting");
+    let kafka_listen = config.kafka_listen.map_or_else(|| "off".to_string(), |a| a.to_string());
+    info!(shards, data_dir = %config.data_dir.display(), listen = %config.listen, kafka_listen, open_files, "starting");
     let metrics = BrokerMetrics::new(shards);
     let admin = broker_metrics::serve_admin(config.admin_listen, metrics.clone())?;
     let runtime = keel_shards::start(runtime_config, {
@@ -252,9 +281,18 @@ async fn shard_main(
     }
     let background = maintenance::start(&state);
     let listener = TcpListener::bind(config.listen).map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let accept = glommio::spawn_local(accept_loop(listener, state.clone())).detach();
+    let kafka_listener = match config.kafka_listen {
+        Some(addr) => Some(TcpListener::bind(addr).map_err(|e| format!("cannot listen (Kafka) on {addr}: {e}"))?),
+        None => None,
+    };
+    let mut accepts = vec![glommio::spawn_local(accept_loop(listener, state.clone(), Protocol::Native)).detach()];
+    if let Some(listener) = kafka_listener {
+        accepts.push(glommio::spawn_local(accept_loop(listener, state.clone(), Protocol::Kafka)).detach());
+    }
     shard.stopping().await;
-    accept.cancel();
+    for accept in accepts {
+        accept.cancel();
+    }
     let deadline = std::time::Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
     while state.connections.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -282,7 +320,15 @@ async fn shard_main(
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, state: Rc<ShardState>) {
+/// The protocol a listener speaks. Both kinds of connection count against the same
+/// per-shard limit and draw on the same memory budget.
+#[derive(Clone, Copy, Debug)]
+enum Protocol {
+    Native,
+    Kafka,
+}
+
+async fn accept_loop(listener: TcpListener, state: Rc<ShardState>, protocol: Protocol) {
     loop {
         let stream = match listener.accept().await {
             Ok(stream) => stream,
@@ -301,7 +347,10 @@ async fn accept_loop(listener: TcpListener, state: Rc<ShardState>) {
         state.stats().connections.store(state.connections.get() as u64, Relaxed);
         let state2 = state.clone();
         glommio::spawn_local(async move {
-            connection::run(stream, &state2).await;
+            match protocol {
+                Protocol::Native => connection::run(stream, &state2).await,
+                Protocol::Kafka => kafka::run(stream, &state2).await,
+            }
             state2.connections.set(state2.connections.get() - 1);
             state2.stats().connections.store(state2.connections.get() as u64, Relaxed);
         })

@@ -47,7 +47,8 @@ const READ_CHUNK: usize = 64 << 10;
 
 /// Request and response bytes charged to the shard's memory budget
 /// ([`ShardState::request_memory`]); released, and the in-flight gauge lowered, when dropped.
-struct MemoryCharge {
+/// The Kafka listener's connections (`crate::kafka`) share it.
+pub(crate) struct MemoryCharge {
     _permit: StaticPermit,
     bytes: u64,
     state: Rc<ShardState>,
@@ -56,7 +57,7 @@ struct MemoryCharge {
 impl MemoryCharge {
     /// Waits until `bytes` fit in the shard's budget (the caller stops reading its socket
     /// meanwhile: back-pressure); `None` if the broker stops first.
-    async fn acquire(state: &Rc<ShardState>, bytes: u64) -> Option<MemoryCharge> {
+    pub(crate) async fn acquire(state: &Rc<ShardState>, bytes: u64) -> Option<MemoryCharge> {
         let permit =
             futures_lite::future::or(async { state.request_memory.acquire_static_permit(bytes).await.ok() }, async {
                 state.shard.stopping().await;
@@ -74,13 +75,34 @@ impl Drop for MemoryCharge {
     }
 }
 
-pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
     let max_frame = state.config.max_frame_bytes;
+    serve_frames(stream, state, max_frame, "native", async |payload, out, answer_charge| {
+        answer(state, &payload, out, answer_charge).await
+    })
+    .await
+}
+
+/// The frame loop both listeners share (the Kafka one in `crate::kafka`; both frame with a 4-byte
+/// big-endian length): read a whole frame, hand its payload to `answer`, which appends the
+/// response frame (if any) to `out` and returns false if the connection must close, write the
+/// response, repeat. One request at a time, so responses leave in request order. A frame over
+/// `max_frame` closes the connection before anything is allocated; a large frame's bytes are
+/// charged to the shard's memory budget before its body is read (back-pressure), and `answer`
+/// may charge its response's bytes to `answer_charge`; both are released once the response is
+/// written.
+pub(crate) async fn serve_frames<A>(
+    mut stream: TcpStream,
+    state: &Rc<ShardState>,
+    max_frame: u32,
+    protocol: &'static str,
+    mut answer: A,
+) where
+    A: AsyncFnMut(Bytes, &mut Vec<u8>, &mut Option<MemoryCharge>) -> bool,
+{
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut out = Vec::new();
-    // The budget charge of the frame being read (taken once its length is known and before its
-    // body is read) and of the answer (a fetch's records), held until the answer is written.
     let mut frame_charge: Option<MemoryCharge> = None;
     let mut answer_charge: Option<MemoryCharge> = None;
     loop {
@@ -92,7 +114,7 @@ pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
                 }
                 // An idle connection closes when the broker stops; one mid-request is read on.
                 let idle = buf.is_empty();
-                // Read what the frame still lacks (its size passed the max_frame_bytes check in
+                // Read what the frame still lacks (its size passed the max_frame check in
                 // decode_frame), at least a chunk; zero-filling spare capacity beyond that on
                 // every read would cost as much as the copy.
                 let (frame_len, missing) = match buf.first_chunk::<4>() {
@@ -127,26 +149,25 @@ pub async fn run(mut stream: TcpStream, state: &Rc<ShardState>) {
                         state.stats().bytes_in.fetch_add(n as u64, Relaxed);
                     }
                     Some(Err(e)) => {
-                        debug!(%peer, error = %e, "read failed; closing");
+                        debug!(%peer, protocol, error = %e, "read failed; closing");
                         return;
                     }
                 }
                 continue;
             }
             Err(e) => {
-                warn!(%peer, error = %e, "closing connection");
+                warn!(%peer, protocol, error = %e, "closing connection");
                 return;
             }
         };
         let payload: Bytes = buf.split_to(frame.consumed).freeze().slice(frame.payload);
         out.clear();
-        if !answer(state, &payload, &mut out, &mut answer_charge).await {
+        if !answer(payload, &mut out, &mut answer_charge).await {
             return;
         }
-        drop(payload);
         if !out.is_empty() {
             if let Err(e) = stream.write_all(&out).await {
-                debug!(%peer, error = %e, "write failed; closing");
+                debug!(%peer, protocol, error = %e, "write failed; closing");
                 return;
             }
             state.stats().bytes_out.fetch_add(out.len() as u64, Relaxed);
@@ -226,7 +247,9 @@ fn top_level(code: ErrorCode, message: impl Into<String>) -> Result<Response, To
     Err(TopLevelError { code, message: Some(message.into()) })
 }
 
-async fn handle(state: &Rc<ShardState>, request: Request) -> Option<Result<Response, TopLevelError>> {
+/// Serves one decoded request; `None` for a request that gets no response (Produce with
+/// acks = none). The Kafka listener (`crate::kafka`) translates its requests into these.
+pub(crate) async fn handle(state: &Rc<ShardState>, request: Request) -> Option<Result<Response, TopLevelError>> {
     let response = match request {
         Request::ApiVersions(_) => Ok(Response::ApiVersions(ApiVersionsResponse {
             apis: SERVED

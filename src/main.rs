@@ -14,8 +14,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the broker: one shard per core, the native protocol on --listen. Settings come from
-    /// defaults, then --config FILE (TOML), then KEEL_* variables, then flags.
+    /// Run the broker: one shard per core, the native protocol on --listen, the Kafka protocol on
+    /// --kafka-listen. Settings come from defaults, then --config FILE (TOML), then KEEL_*
+    /// variables, then flags.
     Serve(keel::serve_config::ServeArgs),
     /// Create, list, describe, delete topics and change their configs.
     Topic {

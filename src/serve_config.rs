@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Admin HTTP listener: Prometheus metrics on `GET /metrics`.
     pub admin_listen: SocketAddr,
+    /// Kafka wire protocol listener (`src/kafka/`); `None` = off.
+    pub kafka_listen: Option<SocketAddr>,
     /// Shards (one per core, pinned); `None` = every online CPU.
     pub cores: Option<usize>,
     /// Memory budget of the whole broker in bytes, split evenly between shards (caches and data
@@ -52,6 +54,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("keel-data"),
             listen: "127.0.0.1:9400".parse().expect("valid"),
             admin_listen: "127.0.0.1:9401".parse().expect("valid"),
+            kafka_listen: Some("127.0.0.1:9092".parse().expect("valid")),
             cores: None,
             memory_bytes: 1 << 30,
             max_frame_bytes: 8 << 20,
@@ -80,6 +83,10 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:9401]
     #[arg(long, env = "KEEL_ADMIN_LISTEN", value_name = "HOST:PORT")]
     pub admin_listen: Option<SocketAddr>,
+    /// Kafka wire protocol listener, served by the same shards and logs; `off` disables it
+    /// [default: 127.0.0.1:9092]
+    #[arg(long, env = "KEEL_KAFKA_LISTEN", value_name = "HOST:PORT", value_parser = parse_listen)]
+    pub kafka_listen: Option<Listen>,
     /// Number of shards, one pinned to each of the first N CPUs [default: every online CPU]
     #[arg(long, env = "KEEL_CORES", value_name = "N")]
     pub cores: Option<usize>,
@@ -108,6 +115,27 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// A listener address that can be switched off: `HOST:PORT` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl TryFrom<String> for Listen {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_listen(&s)
+    }
+}
+
+/// `HOST:PORT` (an IP address and a port) or `off`.
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    match s.trim() {
+        "off" => Ok(Listen(None)),
+        addr => addr.parse().map(|a| Listen(Some(a))).map_err(|_| format!("'{s}' is neither HOST:PORT nor off")),
+    }
+}
+
 /// The TOML file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +143,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
+    kafka_listen: Option<Listen>,
     cores: Option<usize>,
     memory_bytes: Option<u64>,
     max_frame_bytes: Option<u64>,
@@ -156,6 +185,7 @@ impl ServeArgs {
             data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
             admin_listen: self.admin_listen.or(file.admin_listen).unwrap_or(d.admin_listen),
+            kafka_listen: self.kafka_listen.or(file.kafka_listen).map_or(d.kafka_listen, |l| l.0),
             cores: self.cores.or(file.cores),
             memory_bytes: self.memory.or(file.memory_bytes).unwrap_or(d.memory_bytes),
             max_frame_bytes: u32::try_from(frame)
@@ -216,6 +246,16 @@ impl ServeConfig {
         if self.maintenance_interval_ms == 0 {
             return Err(ConfigError("maintenance_interval_ms must be at least 1".into()));
         }
+        // Every shard binds the listeners' address (SO_REUSEPORT): port 0 would give each shard
+        // its own port.
+        for (name, addr) in [("listen", Some(self.listen)), ("kafka_listen", self.kafka_listen)] {
+            if addr.is_some_and(|a| a.port() == 0) {
+                return Err(ConfigError(format!("{name} needs a port: 0 (any free port) is not supported")));
+            }
+        }
+        if self.kafka_listen == Some(self.listen) {
+            return Err(ConfigError(format!("listen and kafka_listen are both {}", self.listen)));
+        }
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError("max_connections_per_shard must be at least 1".into()));
         }
@@ -268,6 +308,24 @@ mod tests {
         assert_eq!(c.memory_bytes, 4 << 30);
         assert_eq!(c.shard_count(2), 1);
         assert_eq!(c.admin_listen, ServeConfig::default().admin_listen, "default");
+        assert_eq!(c.kafka_listen, Some("127.0.0.1:9092".parse().unwrap()), "default");
+    }
+
+    #[test]
+    fn kafka_listener_can_be_moved_or_switched_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "kafka_listen = \"off\"\n").unwrap();
+        let from_file = ServeArgs { config: Some(file.clone()), ..ServeArgs::default() };
+        assert_eq!(from_file.resolve(2).unwrap().kafka_listen, None);
+        let flag = ServeArgs {
+            config: Some(file),
+            kafka_listen: Some(parse_listen("0.0.0.0:19092").unwrap()),
+            ..ServeArgs::default()
+        };
+        assert_eq!(flag.resolve(2).unwrap().kafka_listen, Some("0.0.0.0:19092".parse().unwrap()), "the flag wins");
+        assert_eq!(parse_listen("off"), Ok(Listen(None)));
+        assert!(parse_listen("localhost").is_err());
     }
 
     #[test]

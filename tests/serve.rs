@@ -41,7 +41,7 @@ impl Broker {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", &admin.to_string(), "--memory", "256MiB"])
+            .args(["--admin-listen", &admin.to_string(), "--memory", "256MiB", "--kafka-listen", "off"])
             .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -90,11 +90,17 @@ fn answers_api_versions(addr: SocketAddr) -> bool {
 /// A free port below the ephemeral range, so no outgoing connection can be using it (see
 /// `/proc/sys/net/ipv4/ip_local_port_range`).
 fn free_port() -> u16 {
+    // Never the same port twice in this process: a test that restarts its broker on its port
+    // must not find another test's listener there (the broker refuses a port in use).
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    (0..1000u32)
+    let port = (0..1000u32)
         .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
-        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port")
+        .find(|&p| !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port");
+    handed_out.push(port);
+    port
 }
 
 struct Client {
@@ -551,7 +557,7 @@ fn default_relative_data_dir_works() {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["serve", "--listen", &addr.to_string(), "--memory", "256MiB"])
+        .args(["serve", "--listen", &addr.to_string(), "--memory", "256MiB", "--kafka-listen", "off"])
         .current_dir(tmp.path())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -909,4 +915,28 @@ fn produce_times_out_per_partition_and_the_append_may_still_land() {
     assert_eq!(produce(&mut client, "slow", 0, batch(0, 1)), (ErrorCode::None, Some(Offset(6))));
     drop(client);
     assert!(broker.stop().success());
+}
+
+/// A port something already listens on is refused with a clear error at start, for the native
+/// and the Kafka listener: the shards bind with SO_REUSEPORT, which would otherwise let a second
+/// broker share the port silently.
+#[test]
+fn a_port_in_use_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let native = free_port().to_string();
+    for (listen, kafka) in
+        [(taken_addr.clone(), "off".to_string()), (format!("127.0.0.1:{native}"), taken_addr.clone())]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["serve", "--data-dir", dir.path().to_str().unwrap(), "--listen", &listen, "--kafka-listen", &kafka])
+            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started on a taken port: {stderr}");
+        assert!(stderr.contains(&format!("cannot listen on {taken_addr}")), "{stderr}");
+    }
+    drop(taken);
 }

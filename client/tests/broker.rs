@@ -65,7 +65,7 @@ impl Broker {
         std::fs::create_dir_all(&data).unwrap();
         let child = Command::new(keel_bin())
             .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB"])
+            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB", "--kafka-listen", "off"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

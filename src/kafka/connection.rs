@@ -1,0 +1,178 @@
+//! One Kafka client connection: read a frame, answer it, repeat — one request at a time, so
+//! responses leave in request order (Kafka's own guarantee) and a connection holds at most one
+//! request in memory, as on the native listener (`crate::connection`), whose memory budget and
+//! shutdown behaviour this loop shares.
+//!
+//! Framing is Kafka's: a 4-byte big-endian length, then the request header (its version chosen by
+//! the API key and version) and body. A length over `max_frame_bytes` closes the connection before
+//! anything is allocated; a header or body that does not decode closes it too (a Kafka broker does
+//! the same); an API or version not served is answered UNSUPPORTED_VERSION.
+
+use std::{net::SocketAddr, rc::Rc};
+
+use bytes::Bytes;
+use glommio::net::TcpStream;
+use kafka_protocol::{
+    messages::{
+        ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
+        MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    },
+    protocol::{Decodable, Encodable, HeaderVersion},
+    ResponseError,
+};
+use tracing::{debug, warn};
+
+use super::{
+    guard,
+    translate::{self, Node},
+};
+use crate::{
+    broker::ShardState,
+    connection::{serve_frames, MemoryCharge},
+};
+
+pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let node = advertised(state, stream.local_addr().ok());
+    // Kafka's length is an i32: a prefix above i32::MAX is negative, never a size.
+    let max_frame = state.config.max_frame_bytes.min(i32::MAX as u32);
+    serve_frames(stream, state, max_frame, "kafka", async |payload, out, answer_charge| {
+        match answer(state, &node, payload, out, answer_charge).await {
+            Ok(()) => true,
+            Err(reason) => {
+                warn!(%peer, reason, "closing Kafka connection");
+                false
+            }
+        }
+    })
+    .await
+}
+
+/// The address Metadata names for node 0: the Kafka listener's, or, if it listens on every
+/// interface (0.0.0.0 or ::), the one this client reached.
+fn advertised(state: &ShardState, local: Option<SocketAddr>) -> Node {
+    let configured = state.config.kafka_listen;
+    let addr = match (configured, local) {
+        (Some(c), Some(l)) if c.ip().is_unspecified() => SocketAddr::new(l.ip(), c.port()),
+        (Some(c), _) => c,
+        (None, Some(l)) => l,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 9092)),
+    };
+    Node { host: addr.ip().to_string(), port: i32::from(addr.port()) }
+}
+
+/// Serves one request payload, appending the response frame (if any) to `out`; `Err` (the
+/// reason) if the connection must close.
+async fn answer(
+    state: &Rc<ShardState>,
+    node: &Node,
+    payload: Bytes,
+    out: &mut Vec<u8>,
+    answer_charge: &mut Option<MemoryCharge>,
+) -> Result<(), String> {
+    // api_key i16, api_version i16, correlation_id i32 begin every header version.
+    let Some(fixed) = payload.first_chunk::<8>() else {
+        return Err(format!("a {}-byte request has no header", payload.len()));
+    };
+    let key = i16::from_be_bytes([fixed[0], fixed[1]]);
+    let version = i16::from_be_bytes([fixed[2], fixed[3]]);
+    let api = ApiKey::try_from(key).ok();
+    let mut body = payload.clone();
+    // An unknown key has no header version of its own: v1 (no tagged fields) reads the fields
+    // every version shares.
+    let header_version = api.map_or(1, |api| api.request_header_version(version));
+    let header = RequestHeader::decode(&mut body, header_version).map_err(|e| format!("request header: {e}"))?;
+    let correlation = header.correlation_id;
+    let api = match api {
+        Some(api) if translate::served(api, version) => api,
+        _ => {
+            // Kafka's answer to an ApiVersions it cannot read: a v0 body with the error and the
+            // versions served, so the client can retry with one of them. Other APIs get the same
+            // body: a client that skipped ApiVersions sees a clear error rather than a hang.
+            if api == Some(ApiKey::ApiVersions) {
+                // Normal negotiation: newer clients start with their own latest version.
+                debug!(api_version = version, "ApiVersions above the served range; answering with the served list");
+            } else {
+                warn!(
+                    api_key = key,
+                    api_version = version,
+                    "unsupported Kafka API or version; answering UNSUPPORTED_VERSION"
+                );
+            }
+            return encode(correlation, 0, &translate::api_versions(ResponseError::UnsupportedVersion.code()), out);
+        }
+    };
+    // Before the decoder reserves memory for any array count in it.
+    guard::check(api, version, &body).map_err(|e| format!("{api:?} v{version}: {e}"))?;
+    match api {
+        ApiKey::ApiVersions => {
+            decoded::<ApiVersionsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::api_versions(0), out)
+        }
+        ApiKey::Metadata => {
+            let req = decoded::<MetadataRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::metadata(state, node, req, version).await, out)
+        }
+        ApiKey::Produce => {
+            let req = decoded::<ProduceRequest>(&mut body, api, version)?;
+            match translate::produce(state, req).await {
+                Some(response) => encode(correlation, version, &response, out),
+                None => Ok(()), // acks = 0: no response at all
+            }
+        }
+        ApiKey::Fetch => {
+            let req = decoded::<FetchRequest>(&mut body, api, version)?;
+            let response = match translate::plan_fetch(req) {
+                Ok(mut plan) => {
+                    // As on the native listener: the answer's bytes are charged to the budget up
+                    // front, its max_bytes capped at max_frame_bytes.
+                    plan.request.max_bytes = plan.request.max_bytes.min(state.config.max_frame_bytes);
+                    let Some(charge) = MemoryCharge::acquire(state, u64::from(plan.request.max_bytes)).await else {
+                        return Err("the broker is stopping".into());
+                    };
+                    *answer_charge = Some(charge);
+                    translate::fetch(state, plan).await
+                }
+                Err(refused) => refused,
+            };
+            encode(correlation, version, &response, out)
+        }
+        ApiKey::ListOffsets => {
+            let req = decoded::<ListOffsetsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::list_offsets(state, req, version).await, out)
+        }
+        ApiKey::CreateTopics => {
+            let req = decoded::<CreateTopicsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::create_topics(state, req, version).await, out)
+        }
+        ApiKey::DeleteTopics => {
+            let req = decoded::<DeleteTopicsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::delete_topics(state, req, version).await, out)
+        }
+        other => Err(format!("{other:?} is listed as served but has no handler")),
+    }
+}
+
+fn decoded<T: Decodable>(body: &mut Bytes, api: ApiKey, version: i16) -> Result<T, String> {
+    T::decode(body, version).map_err(|e| format!("{api:?} v{version}: {e}"))
+}
+
+/// Appends one response frame: length, the header in the version the API and version call for,
+/// the body.
+fn encode<R: Encodable + HeaderVersion>(
+    correlation: i32,
+    version: i16,
+    body: &R,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    ResponseHeader::default()
+        .with_correlation_id(correlation)
+        .encode(out, R::header_version(version))
+        .map_err(|e| format!("encoding a response header: {e}"))?;
+    body.encode(out, version).map_err(|e| format!("encoding a v{version} response: {e}"))?;
+    let len = u32::try_from(out.len() - start - 4).map_err(|_| "a response over 4 GiB".to_string())?;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! A bounds check run on a request body before the `kafka-protocol` decoder sees it.
+//!
+//! The decoder reserves memory for an array from its count before reading the elements
+//! (`Vec::with_capacity(count)`), so a 25-byte frame claiming 2^31 topics makes it ask for
+//! hundreds of GiB, and the failed allocation aborts the process. This walk follows the same
+//! layout without building anything and refuses a body in which any array count exceeds the bytes
+//! left (every element takes at least one byte), so the decoder only ever reserves memory in
+//! proportion to the frame, which `max_frame_bytes` bounds. It reads lengths and counts only;
+//! decoding stays the crate's.
+
+use kafka_protocol::messages::ApiKey;
+
+type Result<T> = std::result::Result<T, String>;
+
+/// Checks the body (what follows the request header) of a served `api` and `version`.
+pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<()> {
+    let v = version;
+    match api {
+        ApiKey::Produce => {
+            let w = &mut Walk::new(body, v >= 9);
+            w.string()?; // transactional_id
+            w.skip(2 + 4)?; // acks, timeout_ms
+            w.array(|w| {
+                w.string()?; // name
+                w.array(|w| {
+                    w.skip(4)?; // index
+                    w.bytes()?; // records
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.tags()
+        }
+        ApiKey::Fetch => {
+            let w = &mut Walk::new(body, v >= 12);
+            w.skip(4 + 4 + 4 + 4 + 1)?; // replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
+            if v >= 7 {
+                w.skip(4 + 4)?; // session_id, session_epoch
+            }
+            w.array(|w| {
+                w.string()?; // topic
+                w.array(|w| {
+                    let epochs = if v >= 9 { 4 } else { 0 } + if v >= 12 { 4 } else { 0 };
+                    let log_start = if v >= 5 { 8 } else { 0 };
+                    w.skip(4 + 8 + 4 + epochs + log_start)?; // partition, fetch_offset, partition_max_bytes, ...
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            if v >= 7 {
+                w.array(|w| {
+                    w.string()?; // topic
+                    w.array(|w| w.skip(4))?; // partitions
+                    w.tags()
+                })?;
+            }
+            if v >= 11 {
+                w.string()?; // rack_id
+            }
+            w.tags()
+        }
+        ApiKey::ListOffsets => {
+            let w = &mut Walk::new(body, v >= 6);
+            w.skip(4 + if v >= 2 { 1 } else { 0 })?; // replica_id, isolation_level
+            w.array(|w| {
+                w.string()?; // name
+                w.array(|w| {
+                    w.skip(4 + if v >= 4 { 4 } else { 0 } + 8)?; // partition, current_leader_epoch, timestamp
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.tags()
+        }
+        ApiKey::Metadata => {
+            let w = &mut Walk::new(body, v >= 9);
+            w.array(|w| {
+                w.skip(if v >= 10 { 16 } else { 0 })?; // topic_id
+                w.string()?; // name
+                w.tags()
+            })?;
+            // allow_auto_topic_creation, include_cluster_authorized_operations,
+            // include_topic_authorized_operations
+            w.skip(
+                if v >= 4 { 1 } else { 0 } + if (8..=10).contains(&v) { 1 } else { 0 } + if v >= 8 { 1 } else { 0 },
+            )?;
+            w.tags()
+        }
+        // No arrays: v0–v2 are empty, v3 has two strings and tagged fields.
+        ApiKey::ApiVersions => Ok(()),
+        ApiKey::CreateTopics => {
+            let w = &mut Walk::new(body, v >= 5);
+            w.array(|w| {
+                w.string()?; // name
+                w.skip(4 + 2)?; // num_partitions, replication_factor
+                w.array(|w| {
+                    w.skip(4)?; // partition_index
+                    w.array(|w| w.skip(4))?; // broker_ids
+                    w.tags()
+                })?;
+                w.array(|w| {
+                    w.string()?; // name
+                    w.string()?; // value
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.skip(4 + 1)?; // timeout_ms, validate_only
+            w.tags()
+        }
+        ApiKey::DeleteTopics => {
+            let w = &mut Walk::new(body, v >= 4);
+            if v >= 6 {
+                w.array(|w| {
+                    w.string()?; // name
+                    w.skip(16)?; // topic_id
+                    w.tags()
+                })?;
+            } else {
+                w.array(|w| w.string())?; // topic_names
+            }
+            w.skip(4)?; // timeout_ms
+            w.tags()
+        }
+        other => Err(format!("no bounds check for {other:?}")),
+    }
+}
+
+/// A cursor over a body in the classic (non-flexible) or the flexible (compact lengths, tagged
+/// fields) encoding.
+struct Walk<'a> {
+    rest: &'a [u8],
+    flexible: bool,
+}
+
+impl<'a> Walk<'a> {
+    fn new(body: &'a [u8], flexible: bool) -> Self {
+        Walk { rest: body, flexible }
+    }
+
+    fn skip(&mut self, n: usize) -> Result<()> {
+        match self.rest.get(n..) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(())
+            }
+            None => Err(format!("{n} bytes wanted, {} left", self.rest.len())),
+        }
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let bytes = self.rest.first_chunk::<N>().copied().ok_or_else(|| "the body ends mid-field".to_string())?;
+        self.rest = &self.rest[N..];
+        Ok(bytes)
+    }
+
+    fn varint(&mut self) -> Result<u32> {
+        let mut value = 0u32;
+        for shift in (0..35).step_by(7) {
+            let [b] = self.take::<1>()?;
+            value |= u32::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("a varint longer than 5 bytes".into())
+    }
+
+    /// A length (strings, bytes) or count (arrays) prefix: `None` for null.
+    fn length(&mut self, classic: impl FnOnce(&mut Self) -> Result<i64>) -> Result<Option<usize>> {
+        let n = if self.flexible { i64::from(self.varint()?) - 1 } else { classic(self)? };
+        // Other negative values are the decoder's to refuse.
+        Ok(usize::try_from(n).ok())
+    }
+
+    /// A string or nullable string.
+    fn string(&mut self) -> Result<()> {
+        match self.length(|w| w.take::<2>().map(|b| i64::from(i16::from_be_bytes(b))))? {
+            Some(n) => self.skip(n),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes or nullable bytes.
+    fn bytes(&mut self) -> Result<()> {
+        match self.length(|w| w.take::<4>().map(|b| i64::from(i32::from_be_bytes(b))))? {
+            Some(n) => self.skip(n),
+            None => Ok(()),
+        }
+    }
+
+    /// An array or nullable array; `each` walks one element.
+    fn array(&mut self, mut each: impl FnMut(&mut Self) -> Result<()>) -> Result<()> {
+        let Some(count) = self.length(|w| w.take::<4>().map(|b| i64::from(i32::from_be_bytes(b))))? else {
+            return Ok(());
+        };
+        if count > self.rest.len() {
+            return Err(format!("an array of {count} elements in the {} bytes left", self.rest.len()));
+        }
+        for _ in 0..count {
+            each(self)?;
+        }
+        Ok(())
+    }
+
+    /// Tagged fields (flexible versions only).
+    fn tags(&mut self) -> Result<()> {
+        if self.flexible {
+            for _ in 0..self.varint()? {
+                self.varint()?; // tag
+                let size = self.varint()?;
+                self.skip(size as usize)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::{
+        messages::{
+            create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
+            delete_topics_request::DeleteTopicState,
+            fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
+            list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+            metadata_request::MetadataRequestTopic,
+            produce_request::{PartitionProduceData, TopicProduceData},
+            ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
+            MetadataRequest, ProduceRequest, TopicName,
+        },
+        protocol::{Encodable, StrBytes},
+    };
+
+    use super::*;
+    use crate::kafka::translate::SERVED;
+
+    fn name(s: &'static str) -> TopicName {
+        TopicName(StrBytes::from_static_str(s))
+    }
+
+    /// Every served version of every API, with every array holding elements: the walk must
+    /// end exactly at the end of what the crate's encoder wrote.
+    #[test]
+    fn the_walk_matches_the_codecs_layout() {
+        let produce = ProduceRequest::default().with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("t"))
+            .with_partition_data(vec![
+                PartitionProduceData::default().with_records(Some(Bytes::from_static(b"batch"))),
+                PartitionProduceData::default().with_index(1),
+            ])]);
+        let fetch = FetchRequest::default()
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("t"))
+                .with_partitions(vec![FetchPartition::default(), FetchPartition::default().with_partition(1)])])
+            .with_rack_id(StrBytes::from_static_str("rack"));
+        let list_offsets = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name("t"))
+            .with_partitions(vec![ListOffsetsPartition::default(), ListOffsetsPartition::default()])]);
+        let metadata = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("a"))),
+            MetadataRequestTopic::default().with_name(Some(name("b"))),
+        ]));
+        let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(name("t"))
+            .with_assignments(vec![CreatableReplicaAssignment::default().with_broker_ids(vec![BrokerId(0)])])
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(StrBytes::from_static_str("k"))
+                .with_value(Some(StrBytes::from_static_str("v")))])]);
+        for &(api, min, max) in SERVED {
+            for v in min..=max {
+                let mut body = Vec::new();
+                let encoded = match api {
+                    ApiKey::Produce => produce.encode(&mut body, v),
+                    ApiKey::Fetch => {
+                        let fetch = if v >= 7 {
+                            fetch.clone().with_forgotten_topics_data(vec![ForgottenTopic::default()
+                                .with_topic(name("old"))
+                                .with_partitions(vec![0, 1])])
+                        } else {
+                            fetch.clone()
+                        };
+                        fetch.encode(&mut body, v)
+                    }
+                    ApiKey::ListOffsets => list_offsets.encode(&mut body, v),
+                    ApiKey::Metadata => metadata.encode(&mut body, v),
+                    ApiKey::ApiVersions => ApiVersionsRequest::default().encode(&mut body, v),
+                    ApiKey::CreateTopics => create.encode(&mut body, v),
+                    ApiKey::DeleteTopics if v >= 6 => DeleteTopicsRequest::default()
+                        .with_topics(vec![DeleteTopicState::default().with_name(Some(name("t")))])
+                        .encode(&mut body, v),
+                    ApiKey::DeleteTopics => {
+                        DeleteTopicsRequest::default().with_topic_names(vec![name("a"), name("b")]).encode(&mut body, v)
+                    }
+                    other => panic!("{other:?} is served but not covered here"),
+                };
+                encoded.unwrap_or_else(|e| panic!("encoding {api:?} v{v}: {e}"));
+                assert_eq!(check(api, v, &body), Ok(()), "{api:?} v{v}");
+                // The walk must consume everything: a shorter body fails somewhere.
+                if api != ApiKey::ApiVersions {
+                    assert!(check(api, v, &body[..body.len() - 1]).is_err(), "{api:?} v{v} walked past its end");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_count_beyond_the_bytes_left_is_refused() {
+        // Produce v3: null transactional id, acks, timeout, then 2^31 - 1 topics in 0 bytes.
+        let mut body = vec![0xFF, 0xFF, 0, 1, 0, 0, 0x03, 0xE8];
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
+        let err = check(ApiKey::Produce, 3, &body).unwrap_err();
+        assert!(err.contains("2147483647 elements"), "{err}");
+        // Flexible (compact) count.
+        let body = [0, 0, 1, 0, 0, 0x03, 0xE8, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F];
+        assert!(check(ApiKey::Produce, 9, &body).is_err());
+        // Nested: one topic whose partition count is absurd.
+        let mut body = vec![0; 17]; // replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
+        body.extend_from_slice(&1i32.to_be_bytes()); // one topic
+        body.extend_from_slice(&[0, 1, b't']);
+        body.extend_from_slice(&1_000_000i32.to_be_bytes());
+        body.extend_from_slice(&[0; 16]);
+        assert!(check(ApiKey::Fetch, 4, &body).unwrap_err().contains("1000000 elements"));
+    }
+}

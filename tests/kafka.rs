@@ -1,0 +1,405 @@
+//! `keel serve`'s Kafka listener as Kafka clients see it: the real binary on loopback, a real Kafka
+//! client (kafka-python, `tests/kafka/kafka_python_basic.py`) producing and consuming, and raw
+//! sockets for what a well-behaved client never sends (an unknown ApiVersions version, a magic-1
+//! batch, garbage) while a well-behaved connection keeps being served. What the Kafka side stores
+//! is checked through the native protocol: same shards, same logs.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use kafka_protocol::{
+    messages::{
+        fetch_request::{FetchPartition, FetchTopic},
+        produce_request::{PartitionProduceData, TopicProduceData},
+        ApiVersionsRequest, CreateTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
+        ResponseHeader, TopicName,
+    },
+    protocol::{Decodable, Encodable, HeaderVersion, Request as KafkaRequest, StrBytes},
+};
+use keel_protocol::{
+    decode_frame, decode_response, encode_request,
+    messages::{
+        ApiVersionsRequest as NativeApiVersions, CreateTopicRequest, FetchPartition as NativeFetchPartition,
+        FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic, ListOffsetsPartition, ListOffsetsRequest,
+        ListOffsetsTopic, OffsetQuery,
+    },
+    ApiKey, ErrorCode, Offset, PartitionId, Request, Response,
+};
+use keel_storage::batch::BatchBuilder;
+
+struct Broker {
+    child: Child,
+    /// The native listener.
+    addr: SocketAddr,
+    /// The Kafka listener.
+    kafka: SocketAddr,
+}
+
+impl Broker {
+    fn start(data: &Path) -> Broker {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let kafka: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
+            .args(["--kafka-listen", &kafka.to_string(), "--admin-listen", &admin.to_string()])
+            .args(["--memory", "256MiB"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start keel serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Ready = a native ApiVersions round trip; each shard binds its Kafka listener before it
+        // accepts native connections.
+        while !answers_api_versions(addr) {
+            assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child, addr, kafka }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port below the ephemeral range, so no outgoing connection can be using it.
+/// Never the same port twice in this process (two brokers start here at once).
+fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let port = (0..1000u32)
+        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
+        .find(|&p| !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port");
+    handed_out.push(port);
+    port
+}
+
+/// Reads one length-prefixed frame; `None` if the peer closed the connection.
+fn read_frame(stream: &mut TcpStream) -> Option<Bytes> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(frame) = decode_frame(&buf, u32::MAX).unwrap() {
+            assert_eq!(frame.consumed, buf.len(), "one response at a time");
+            return Some(Bytes::from(buf).slice(frame.payload));
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+}
+
+// --- the native side, to check what the Kafka side stored ---
+
+fn native_call(stream: &mut TcpStream, request: Request) -> Response {
+    let api = request.api_key();
+    let header = keel_protocol::RequestHeader {
+        api_key: api.code(),
+        api_version: 1,
+        correlation_id: 1,
+        client_id: "kafka-test".into(),
+    };
+    let mut out = Vec::new();
+    encode_request(&header, &request, &mut out);
+    stream.write_all(&out).unwrap();
+    let payload = read_frame(stream).expect("a native response");
+    decode_response(api, 1, &payload).unwrap().1.expect("no top-level error")
+}
+
+fn answers_api_versions(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let header = keel_protocol::RequestHeader {
+        api_key: ApiKey::ApiVersions.code(),
+        api_version: 1,
+        correlation_id: 1,
+        client_id: String::new(),
+    };
+    let mut out = Vec::new();
+    encode_request(&header, &Request::ApiVersions(NativeApiVersions {}), &mut out);
+    if stream.write_all(&out).is_err() {
+        return false;
+    }
+    let Some(payload) = read_frame(&mut stream) else { return false };
+    matches!(decode_response(ApiKey::ApiVersions, 1, &payload), Ok((1, Ok(_))))
+}
+
+fn native_latest(stream: &mut TcpStream, topic: &str, partition: u32) -> Option<Offset> {
+    let request = Request::ListOffsets(ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            name: topic.into(),
+            partitions: vec![ListOffsetsPartition {
+                partition: PartitionId(partition),
+                timestamp: OffsetQuery::Latest,
+            }],
+        }],
+    });
+    let Response::ListOffsets(r) = native_call(stream, request) else { panic!() };
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(p.error_code, ErrorCode::None);
+    p.offset
+}
+
+fn native_fetch(stream: &mut TcpStream, topic: &str, partition: u32) -> Bytes {
+    let request = Request::Fetch(NativeFetch {
+        max_wait_ms: 0,
+        min_bytes: 0,
+        max_bytes: 1 << 20,
+        topics: vec![NativeFetchTopic {
+            name: topic.into(),
+            partitions: vec![NativeFetchPartition {
+                partition: PartitionId(partition),
+                fetch_offset: Offset(0),
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    });
+    let Response::Fetch(r) = native_call(stream, request) else { panic!() };
+    assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+    r.topics[0].partitions[0].records.clone()
+}
+
+// --- the Kafka side, with the kafka-protocol crate's codecs ---
+
+fn send_kafka<R: KafkaRequest>(stream: &mut TcpStream, version: i16, correlation: i32, body: &R) {
+    let header = RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_static_str("raw-test")));
+    let mut out = vec![0; 4];
+    header.encode(&mut out, R::header_version(version)).unwrap();
+    body.encode(&mut out, version).unwrap();
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    stream.write_all(&out).unwrap();
+}
+
+fn read_kafka<R: KafkaRequest>(stream: &mut TcpStream, version: i16) -> (i32, R::Response) {
+    let mut payload = read_frame(stream).expect("a Kafka response");
+    let header = ResponseHeader::decode(&mut payload, R::Response::header_version(version)).unwrap();
+    let body = R::Response::decode(&mut payload, version).unwrap();
+    assert!(payload.is_empty(), "{} bytes left after the response body", payload.len());
+    (header.correlation_id, body)
+}
+
+fn kafka_call<R: KafkaRequest>(stream: &mut TcpStream, version: i16, body: &R) -> R::Response {
+    send_kafka(stream, version, 42, body);
+    let (correlation, response) = read_kafka::<R>(stream, version);
+    assert_eq!(correlation, 42);
+    response
+}
+
+fn produce_request(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
+    let partition = PartitionProduceData::default().with_index(0).with_records(Some(Bytes::from(records)));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.into())))
+        .with_partition_data(vec![partition]);
+    ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![topic])
+}
+
+/// A message set v1 entry (magic 1): offset, size, crc, magic, attributes, timestamp, key, value.
+fn magic1_message(value: &[u8]) -> Vec<u8> {
+    let mut message = Vec::new();
+    message.extend_from_slice(&0u32.to_be_bytes()); // crc (not checked: refused before)
+    message.push(1); // magic
+    message.push(0); // attributes
+    message.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    message.extend_from_slice(&(-1i32).to_be_bytes()); // null key
+    message.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    message.extend_from_slice(value);
+    let mut entry = 0i64.to_be_bytes().to_vec();
+    entry.extend_from_slice(&(message.len() as i32).to_be_bytes());
+    entry.extend_from_slice(&message);
+    entry
+}
+
+#[test]
+fn kafka_python_client_round_trip() {
+    let probe = Command::new("python3").args(["-c", "import kafka"]).output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "the Kafka client test needs python3 with kafka-python: run `python3 -m pip install -r ci/requirements.txt`"
+        ),
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka_python_basic.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(broker.kafka.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the kafka-python script");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
+}
+
+#[test]
+fn raw_requests_and_bad_input() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path());
+    let mut native = connect(broker.addr);
+    let mut good = connect(broker.kafka);
+
+    // ApiVersions above what is served: error 35 with a v0 body listing the APIs served.
+    let mut probe = connect(broker.kafka);
+    // By hand: the codecs cannot write a version they do not know. Header v2 (ApiVersions v3+):
+    // key, version, correlation id, client id, no tagged fields; then a body nobody can read.
+    let mut frame = vec![0, 0, 0, 14];
+    frame.extend_from_slice(&18i16.to_be_bytes());
+    frame.extend_from_slice(&99i16.to_be_bytes());
+    frame.extend_from_slice(&7i32.to_be_bytes());
+    frame.extend_from_slice(&2i16.to_be_bytes());
+    frame.extend_from_slice(b"v9");
+    frame.extend_from_slice(&[0, 0xAB]);
+    probe.write_all(&frame).unwrap();
+    let (correlation, versions) = read_kafka::<ApiVersionsRequest>(&mut probe, 0);
+    assert_eq!((correlation, versions.error_code), (7, 35));
+    let produce = versions.api_keys.iter().find(|k| k.api_key == 0).expect("Produce is listed");
+    assert_eq!((produce.min_version, produce.max_version), (3, 9));
+    assert_eq!(versions.api_keys.len(), 7, "{versions:?}");
+    // The same connection goes on with a version it was told about.
+    let v3 = kafka_call(&mut probe, 3, &ApiVersionsRequest::default());
+    assert_eq!(v3.error_code, 0);
+    assert_eq!(v3.api_keys, versions.api_keys);
+
+    let create = kafka_protocol::messages::create_topics_request::CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("raw")))
+        .with_num_partitions(2)
+        .with_replication_factor(1);
+    let created = kafka_call(&mut good, 7, &CreateTopicsRequest::default().with_topics(vec![create.clone()]));
+    assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    assert_eq!(created.topics[0].num_partitions, 2);
+    let again = kafka_call(&mut good, 7, &CreateTopicsRequest::default().with_topics(vec![create]));
+    assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+
+    // Metadata names the Kafka listener as node 0, leader of every partition.
+    let metadata = kafka_call(&mut good, 12, &MetadataRequest::default().with_topics(None));
+    assert_eq!(metadata.brokers.len(), 1);
+    assert_eq!(metadata.brokers[0].host.as_str(), "127.0.0.1");
+    assert_eq!(metadata.brokers[0].port, i32::from(broker.kafka.port()));
+    let raw = metadata.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("raw")).unwrap();
+    assert_eq!(raw.partitions.len(), 2);
+    assert!(!raw.topic_id.is_nil());
+    assert!(raw.partitions.iter().all(|p| p.leader_id.0 == 0 && p.error_code == 0));
+
+    // A magic-1 batch is refused and never stored.
+    let refused = kafka_call(&mut good, 3, &produce_request("raw", -1, magic1_message(b"old format")));
+    let code = refused.responses[0].partition_responses[0].error_code;
+    assert!(code == 43 || code == 2, "UNSUPPORTED_FOR_MESSAGE_FORMAT or CORRUPT_MESSAGE, got {code}");
+    assert_eq!(native_latest(&mut native, "raw", 0), Some(Offset(0)), "nothing stored");
+
+    // A RecordBatch v2 goes to the log as sent; native and Kafka fetches return the same bytes.
+    let mut builder = BatchBuilder::new();
+    for i in 0..3u8 {
+        builder.push(1_700_000_000_000, Some(&[b'k', i]), Some(&[b'v', i]), &[]);
+    }
+    let batch = builder.build();
+    let stored = kafka_call(&mut good, 9, &produce_request("raw", -1, batch.clone()));
+    let p = &stored.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0), "{stored:?}");
+    assert_eq!(native_latest(&mut native, "raw", 0), Some(Offset(3)));
+    let from_native = native_fetch(&mut native, "raw", 0);
+    assert_eq!(&from_native[16..], &batch[16..], "stored as sent (after baseOffset/length/epoch)");
+    let fetch =
+        FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("raw")))
+            .with_partitions(vec![FetchPartition::default().with_partition(0).with_partition_max_bytes(1 << 20)])]);
+    for version in [4, 12] {
+        let fetched = kafka_call(&mut good, version, &fetch);
+        let p = &fetched.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 3));
+        assert_eq!(p.records.as_ref(), Some(&from_native), "Fetch v{version} returns the stored bytes");
+    }
+
+    // acks=0: no response at all; the next response on the connection is the next request's.
+    send_kafka(&mut good, 3, 100, &produce_request("raw", 0, builder.build()));
+    send_kafka(&mut good, 1, 101, &MetadataRequest::default().with_topics(None));
+    let (correlation, _) = read_kafka::<MetadataRequest>(&mut good, 1);
+    assert_eq!(correlation, 101, "the acks=0 produce got no response");
+    assert_eq!(native_latest(&mut native, "raw", 0), Some(Offset(6)), "the acks=0 batch was stored");
+
+    // Garbage closes only its own connection.
+    let mut oversize = connect(broker.kafka);
+    oversize.write_all(&[0x7F, 0xFF, 0xFF, 0xF0, 1, 2, 3]).unwrap();
+    assert!(read_frame(&mut oversize).is_none(), "a length over max_frame_bytes closes the connection");
+    let mut negative = connect(broker.kafka);
+    negative.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]).unwrap();
+    assert!(read_frame(&mut negative).is_none(), "a negative length closes the connection");
+    let mut short = connect(broker.kafka);
+    short.write_all(&[0, 0, 0, 3, 0, 18, 0]).unwrap();
+    assert!(read_frame(&mut short).is_none(), "a frame without a header closes the connection");
+    let mut malformed = connect(broker.kafka);
+    let mut frame = vec![0, 0, 0, 12];
+    frame.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+    frame.extend_from_slice(&12i16.to_be_bytes());
+    frame.extend_from_slice(&5i32.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0xFF]); // client id, then a body that ends mid-field
+    malformed.write_all(&frame).unwrap();
+    assert!(read_frame(&mut malformed).is_none(), "a body that does not decode closes the connection");
+    // A 25-byte Produce claiming 2^31 - 1 topics: refused before the decoder reserves memory for
+    // them (that allocation would abort the broker).
+    let mut huge_count = connect(broker.kafka);
+    let mut frame = vec![0, 0, 0, 22];
+    frame.extend_from_slice(&0i16.to_be_bytes()); // Produce
+    frame.extend_from_slice(&3i16.to_be_bytes());
+    frame.extend_from_slice(&9i32.to_be_bytes());
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    frame.extend_from_slice(&(-1i16).to_be_bytes()); // null transactional id
+    frame.extend_from_slice(&1i16.to_be_bytes()); // acks
+    frame.extend_from_slice(&1000i32.to_be_bytes()); // timeout
+    frame.extend_from_slice(&i32::MAX.to_be_bytes()); // topic count
+    huge_count.write_all(&frame).unwrap();
+    assert!(read_frame(&mut huge_count).is_none(), "an array count beyond the frame closes the connection");
+    // An unknown API key with a readable header: UNSUPPORTED_VERSION, and the connection stays.
+    let mut unknown = connect(broker.kafka);
+    let mut frame = vec![0, 0, 0, 14];
+    frame.extend_from_slice(&999i16.to_be_bytes());
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&77i32.to_be_bytes());
+    frame.extend_from_slice(&4i16.to_be_bytes());
+    frame.extend_from_slice(b"test");
+    unknown.write_all(&frame).unwrap();
+    let (correlation, answer) = read_kafka::<ApiVersionsRequest>(&mut unknown, 0);
+    assert_eq!((correlation, answer.error_code), (77, 35));
+    assert_eq!(kafka_call(&mut unknown, 0, &ApiVersionsRequest::default()).error_code, 0);
+
+    // The well-behaved connection was served throughout.
+    let metadata = kafka_call(&mut good, 1, &MetadataRequest::default().with_topics(None));
+    assert!(metadata.topics.iter().any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("raw")));
+    let Response::CreateTopic(r) = native_call(
+        &mut native,
+        Request::CreateTopic(CreateTopicRequest { name: "native-made".into(), partitions: 1, configs: vec![] }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.error_code, ErrorCode::None);
+    let metadata = kafka_call(&mut good, 9, &MetadataRequest::default().with_topics(None));
+    assert!(
+        metadata.topics.iter().any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("native-made")),
+        "a topic created natively is visible to Kafka clients"
+    );
+}
