@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test command it is given (.ci/run passes the README's `make test`), after checking the
 # machine has what it needs. Nothing installed by hand is assumed beyond the Rust toolchain and
-# Python 3 with pip (the Python test requirements are installed here).
+# Python 3 with pip: make and kcat (Debian packages) and the Python test requirements are
+# installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,11 @@ need cargo "install Rust with rustup"
 if ! command -v make >/dev/null 2>&1; then
   echo "ci: installing make" >&2
   (apt-get update -qq && apt-get install -y -qq make) >/dev/null
+fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+  echo "ci: installing kcat (tests/kafka.rs runs it against the Kafka listener)" >&2
+  (apt-get update -qq && apt-get install -y -qq kcat) >/dev/null
 fi
 
 need python3 "install Python 3: tests/kafka.rs runs the kafka-python client"
