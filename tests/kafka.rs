@@ -15,19 +15,23 @@ use std::{
 use bytes::Bytes;
 use kafka_protocol::{
     messages::{
+        describe_configs_request::DescribeConfigsResource,
         fetch_request::{FetchPartition, FetchTopic},
+        incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
+        offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
         produce_request::{PartitionProduceData, TopicProduceData},
-        ApiVersionsRequest, CreateTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
-        ResponseHeader, TopicName,
+        ApiVersionsRequest, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
+        IncrementalAlterConfigsRequest, ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+        ProduceRequest, RequestHeader, ResponseHeader, TopicName,
     },
     protocol::{Decodable, Encodable, HeaderVersion, Request as KafkaRequest, StrBytes},
 };
 use keel_protocol::{
     decode_frame, decode_response, encode_request,
     messages::{
-        ApiVersionsRequest as NativeApiVersions, CreateTopicRequest, FetchPartition as NativeFetchPartition,
-        FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic, ListOffsetsPartition, ListOffsetsRequest,
-        ListOffsetsTopic, OffsetQuery,
+        ApiVersionsRequest as NativeApiVersions, CreateTopicRequest, FetchCommittedRequest,
+        FetchPartition as NativeFetchPartition, FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic,
+        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, OffsetQuery,
     },
     ApiKey, ErrorCode, Offset, PartitionId, Request, Response,
 };
@@ -257,6 +261,56 @@ fn kafka_python_client_round_trip() {
     assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
 }
 
+/// kafka-python's admin client (DescribeConfigs, AlterConfigs, FindCoordinator, OffsetFetch,
+/// ListGroups) and consumers committing offsets without group membership
+/// (`tests/kafka/kafka_python_admin.py`); the offsets it committed are read back through the
+/// native FetchCommitted: the same offsets and metadata.
+#[test]
+fn kafka_python_admin_and_committed_offsets() {
+    let probe = Command::new("python3").args(["-c", "import kafka"]).output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "the Kafka client test needs python3 with kafka-python: run `python3 -m pip install -r ci/requirements.txt`"
+        ),
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka_python_admin.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(broker.kafka.to_string())
+        .arg("py-group")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the kafka-python script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
+    let from_kafka: Vec<String> = stdout.lines().map(str::to_string).collect();
+    assert_eq!(from_kafka.len(), 2, "{stdout}");
+
+    let mut native = connect(broker.addr);
+    let Response::FetchCommitted(r) = native_call(
+        &mut native,
+        Request::FetchCommitted(FetchCommittedRequest { group: "py-group".into(), topics: None }),
+    ) else {
+        panic!()
+    };
+    let from_native: Vec<String> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                assert_eq!(p.error_code, ErrorCode::None);
+                let metadata = p.metadata.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| "-".into());
+                format!("{} {} {} {metadata}", t.name, p.partition.0, p.offset.unwrap().0)
+            })
+        })
+        .collect();
+    assert_eq!(from_native, from_kafka, "the native protocol sees the offsets kafka-python committed");
+}
+
 #[test]
 fn raw_requests_and_bad_input() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -280,7 +334,7 @@ fn raw_requests_and_bad_input() {
     assert_eq!((correlation, versions.error_code), (7, 35));
     let produce = versions.api_keys.iter().find(|k| k.api_key == 0).expect("Produce is listed");
     assert_eq!((produce.min_version, produce.max_version), (3, 9));
-    assert_eq!(versions.api_keys.len(), 7, "{versions:?}");
+    assert_eq!(versions.api_keys.len(), 14, "{versions:?}");
     // The same connection goes on with a version it was told about.
     let v3 = kafka_call(&mut probe, 3, &ApiVersionsRequest::default());
     assert_eq!(v3.error_code, 0);
@@ -341,6 +395,86 @@ fn raw_requests_and_bad_input() {
     let (correlation, _) = read_kafka::<MetadataRequest>(&mut good, 1);
     assert_eq!(correlation, 101, "the acks=0 produce got no response");
     assert_eq!(native_latest(&mut native, "raw", 0), Some(Offset(6)), "the acks=0 batch was stored");
+
+    // FindCoordinator: node 0 for a group, in the single (v0–v3) and batch (v4) forms; none for
+    // transactions.
+    for version in [0, 3] {
+        let found =
+            kafka_call(&mut good, version, &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")));
+        assert_eq!((found.error_code, found.node_id.0, found.port), (0, 0, i32::from(broker.kafka.port())));
+        assert_eq!(found.host.as_str(), "127.0.0.1");
+    }
+    let found = kafka_call(
+        &mut good,
+        4,
+        &FindCoordinatorRequest::default()
+            .with_coordinator_keys(vec![StrBytes::from_static_str("a"), StrBytes::from_static_str("b")]),
+    );
+    assert_eq!(found.coordinators.len(), 2);
+    assert!(found.coordinators.iter().all(|c| c.error_code == 0 && c.node_id.0 == 0), "{found:?}");
+    let txn = kafka_call(&mut good, 3, &FindCoordinatorRequest::default().with_key_type(1));
+    assert_eq!(txn.error_code, 15, "COORDINATOR_NOT_AVAILABLE for transactions");
+
+    // OffsetCommit claiming a group generation: no membership exists, ILLEGAL_GENERATION, nothing
+    // stored. Generation -1 commits.
+    let commit = |generation: i32| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("raw-group")))
+            .with_generation_id_or_member_epoch(generation)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("raw")))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(1)
+                    .with_committed_offset(2)])])
+    };
+    let refused = kafka_call(&mut good, 8, &commit(5));
+    assert_eq!(refused.topics[0].partitions[0].error_code, 22, "ILLEGAL_GENERATION: {refused:?}");
+    let fetch_committed =
+        OffsetFetchRequest::default().with_group_id(GroupId(StrBytes::from_static_str("raw-group"))).with_topics(None);
+    let committed = kafka_call(&mut good, 7, &fetch_committed);
+    assert_eq!((committed.error_code, committed.topics.len()), (0, 0), "nothing stored: {committed:?}");
+    let accepted = kafka_call(&mut good, 2, &commit(-1));
+    assert_eq!(accepted.topics[0].partitions[0].error_code, 0, "{accepted:?}");
+    let committed = kafka_call(&mut good, 7, &fetch_committed);
+    let p = &committed.topics[0].partitions[0];
+    assert_eq!((p.partition_index, p.committed_offset, p.error_code), (1, 2, 0), "{committed:?}");
+
+    let groups = kafka_call(&mut good, 4, &ListGroupsRequest::default());
+    let listed: Vec<_> = groups.groups.iter().map(|g| (g.group_id.0.as_str(), g.group_state.as_str())).collect();
+    assert_eq!(listed, [("raw-group", "Empty")]);
+
+    // IncrementalAlterConfigs: SET and DELETE; APPEND on a config that is no list and
+    // validate_only are refused. DescribeConfigs v4 (flexible) sees the result.
+    let alter = |op: i8, key: &'static str, value: Option<&'static str>| {
+        IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("raw"))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(StrBytes::from_static_str(key))
+                .with_config_operation(op)
+                .with_value(value.map(StrBytes::from_static_str))])])
+    };
+    let describe = |keys: &[&'static str]| {
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("raw"))
+            .with_configuration_keys(Some(keys.iter().map(|k| StrBytes::from_static_str(k)).collect()))])
+    };
+    let set = kafka_call(&mut good, 1, &alter(0, "retention.bytes", Some("1048576")));
+    assert_eq!(set.responses[0].error_code, 0, "{set:?}");
+    let described = kafka_call(&mut good, 4, &describe(&["retention.bytes"]));
+    let c = &described.results[0].configs;
+    assert_eq!(c.len(), 1, "{described:?}");
+    assert_eq!((c[0].value.as_deref(), c[0].config_source), (Some("1048576"), 1));
+    let deleted = kafka_call(&mut good, 0, &alter(1, "retention.bytes", None));
+    assert_eq!(deleted.responses[0].error_code, 0, "{deleted:?}");
+    let described = kafka_call(&mut good, 1, &describe(&["retention.bytes"]));
+    let c = &described.results[0].configs[0];
+    assert_eq!((c.value.as_deref(), c.config_source), (Some("-1"), 5), "back to the default");
+    let append = kafka_call(&mut good, 1, &alter(2, "retention.bytes", Some("1")));
+    assert_eq!(append.responses[0].error_code, 42, "INVALID_REQUEST for APPEND");
+    let validate = kafka_call(&mut good, 1, &alter(0, "retention.bytes", Some("1")).with_validate_only(true));
+    assert_eq!(validate.responses[0].error_code, 42, "INVALID_REQUEST for validate_only");
 
     // Garbage closes only its own connection.
     let mut oversize = connect(broker.kafka);

@@ -14,8 +14,10 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use kafka_protocol::{
     messages::{
-        ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
-        MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+        AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+        DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest,
+        ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+        ProduceRequest, RequestHeader, ResponseHeader,
     },
     protocol::{Decodable, Encodable, HeaderVersion},
     ResponseError,
@@ -148,6 +150,34 @@ async fn answer(
         ApiKey::DeleteTopics => {
             let req = decoded::<DeleteTopicsRequest>(&mut body, api, version)?;
             encode(correlation, version, &translate::delete_topics(state, req, version).await, out)
+        }
+        ApiKey::FindCoordinator => {
+            let req = decoded::<FindCoordinatorRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::find_coordinator(node, req, version), out)
+        }
+        ApiKey::OffsetCommit => {
+            let req = decoded::<OffsetCommitRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::offset_commit(state, req).await, out)
+        }
+        ApiKey::OffsetFetch => {
+            let req = decoded::<OffsetFetchRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::offset_fetch(state, req, version).await, out)
+        }
+        ApiKey::DescribeConfigs => {
+            let req = decoded::<DescribeConfigsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::describe_configs(state, req, version).await, out)
+        }
+        ApiKey::AlterConfigs => {
+            let req = decoded::<AlterConfigsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::alter_configs(state, req).await, out)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let req = decoded::<IncrementalAlterConfigsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::incremental_alter_configs(state, req).await, out)
+        }
+        ApiKey::ListGroups => {
+            let req = decoded::<ListGroupsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::list_groups(state, req, version).await, out)
         }
         other => Err(format!("{other:?} is listed as served but has no handler")),
     }

@@ -122,6 +122,91 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<()> {
             w.skip(4)?; // timeout_ms
             w.tags()
         }
+        ApiKey::FindCoordinator => {
+            let w = &mut Walk::new(body, v >= 3);
+            if v <= 3 {
+                w.string()?; // key
+            }
+            if v >= 1 {
+                w.skip(1)?; // key_type
+            }
+            if v >= 4 {
+                w.array(|w| w.string())?; // coordinator_keys
+            }
+            w.tags()
+        }
+        ApiKey::OffsetCommit => {
+            let w = &mut Walk::new(body, v >= 8);
+            w.string()?; // group_id
+            w.skip(4)?; // generation_id
+            w.string()?; // member_id
+            if v >= 7 {
+                w.string()?; // group_instance_id
+            }
+            if v <= 4 {
+                w.skip(8)?; // retention_time_ms
+            }
+            w.array(|w| {
+                w.string()?; // name
+                w.array(|w| {
+                    w.skip(4 + 8 + if v >= 6 { 4 } else { 0 })?; // partition, offset, leader_epoch
+                    w.string()?; // committed_metadata
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.tags()
+        }
+        ApiKey::OffsetFetch => {
+            let w = &mut Walk::new(body, v >= 6);
+            w.string()?; // group_id
+            w.array(|w| {
+                w.string()?; // name
+                w.array(|w| w.skip(4))?; // partition_indexes
+                w.tags()
+            })?;
+            if v >= 7 {
+                w.skip(1)?; // require_stable
+            }
+            w.tags()
+        }
+        ApiKey::DescribeConfigs => {
+            let w = &mut Walk::new(body, v >= 4);
+            w.array(|w| {
+                w.skip(1)?; // resource_type
+                w.string()?; // resource_name
+                w.array(|w| w.string())?; // configuration_keys
+                w.tags()
+            })?;
+            w.skip(1 + if v >= 3 { 1 } else { 0 })?; // include_synonyms, include_documentation
+            w.tags()
+        }
+        ApiKey::AlterConfigs | ApiKey::IncrementalAlterConfigs => {
+            let incremental = api == ApiKey::IncrementalAlterConfigs;
+            let w = &mut Walk::new(body, if incremental { v >= 1 } else { v >= 2 });
+            w.array(|w| {
+                w.skip(1)?; // resource_type
+                w.string()?; // resource_name
+                w.array(|w| {
+                    w.string()?; // name
+                    if incremental {
+                        w.skip(1)?; // config_operation
+                    }
+                    w.string()?; // value
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.skip(1)?; // validate_only
+            w.tags()
+        }
+        ApiKey::ListGroups => {
+            let w = &mut Walk::new(body, v >= 3);
+            if v >= 4 {
+                w.array(|w| w.string())?; // states_filter
+            }
+            w.tags()
+        }
         other => Err(format!("no bounds check for {other:?}")),
     }
 }
@@ -221,14 +306,21 @@ mod tests {
     use bytes::Bytes;
     use kafka_protocol::{
         messages::{
+            alter_configs_request::{AlterConfigsResource, AlterableConfig},
             create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
             delete_topics_request::DeleteTopicState,
+            describe_configs_request::DescribeConfigsResource,
             fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
+            incremental_alter_configs_request as incremental,
             list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
             metadata_request::MetadataRequestTopic,
+            offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
+            offset_fetch_request::OffsetFetchRequestTopic,
             produce_request::{PartitionProduceData, TopicProduceData},
-            ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest, FetchRequest, ListOffsetsRequest,
-            MetadataRequest, ProduceRequest, TopicName,
+            AlterConfigsRequest, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
+            DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
+            ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
+            ProduceRequest, TopicName,
         },
         protocol::{Encodable, StrBytes},
     };
@@ -268,6 +360,40 @@ mod tests {
             .with_configs(vec![CreatableTopicConfig::default()
                 .with_name(StrBytes::from_static_str("k"))
                 .with_value(Some(StrBytes::from_static_str("v")))])]);
+        let s = StrBytes::from_static_str;
+        let commit = OffsetCommitRequest::default().with_group_id(GroupId(s("g"))).with_topics(vec![
+            OffsetCommitRequestTopic::default().with_name(name("t")).with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_metadata(Some(s("meta"))),
+                OffsetCommitRequestPartition::default().with_partition_index(1),
+            ]),
+        ]);
+        let offset_fetch = OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name(name("t")).with_partition_indexes(vec![0, 1]),
+            OffsetFetchRequestTopic::default().with_name(name("u")),
+        ]));
+        let describe = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("t"))
+                .with_configuration_keys(Some(vec![s("retention.ms"), s("x")])),
+            DescribeConfigsResource::default().with_resource_type(2).with_resource_name(s("u")),
+        ]);
+        let alter = AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("t"))
+            .with_configs(vec![
+                AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1"))),
+                AlterableConfig::default().with_name(s("x")),
+            ])]);
+        let incremental =
+            IncrementalAlterConfigsRequest::default().with_resources(vec![incremental::AlterConfigsResource::default(
+            )
+            .with_resource_type(2)
+            .with_resource_name(s("t"))
+            .with_configs(vec![
+                incremental::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1"))),
+                incremental::AlterableConfig::default().with_name(s("x")).with_config_operation(1),
+            ])]);
         for &(api, min, max) in SERVED {
             for v in min..=max {
                 let mut body = Vec::new();
@@ -293,12 +419,28 @@ mod tests {
                     ApiKey::DeleteTopics => {
                         DeleteTopicsRequest::default().with_topic_names(vec![name("a"), name("b")]).encode(&mut body, v)
                     }
+                    ApiKey::FindCoordinator if v >= 4 => FindCoordinatorRequest::default()
+                        .with_coordinator_keys(vec![s("a"), s("bb")])
+                        .encode(&mut body, v),
+                    ApiKey::FindCoordinator => FindCoordinatorRequest::default().with_key(s("g")).encode(&mut body, v),
+                    ApiKey::OffsetCommit if v >= 7 => {
+                        commit.clone().with_group_instance_id(Some(s("i"))).encode(&mut body, v)
+                    }
+                    ApiKey::OffsetCommit => commit.encode(&mut body, v),
+                    ApiKey::OffsetFetch => offset_fetch.encode(&mut body, v),
+                    ApiKey::DescribeConfigs => describe.encode(&mut body, v),
+                    ApiKey::AlterConfigs => alter.encode(&mut body, v),
+                    ApiKey::IncrementalAlterConfigs => incremental.encode(&mut body, v),
+                    ApiKey::ListGroups if v >= 4 => {
+                        ListGroupsRequest::default().with_states_filter(vec![s("Empty")]).encode(&mut body, v)
+                    }
+                    ApiKey::ListGroups => ListGroupsRequest::default().encode(&mut body, v),
                     other => panic!("{other:?} is served but not covered here"),
                 };
                 encoded.unwrap_or_else(|e| panic!("encoding {api:?} v{v}: {e}"));
                 assert_eq!(check(api, v, &body), Ok(()), "{api:?} v{v}");
                 // The walk must consume everything: a shorter body fails somewhere.
-                if api != ApiKey::ApiVersions {
+                if api != ApiKey::ApiVersions && !body.is_empty() {
                     assert!(check(api, v, &body[..body.len() - 1]).is_err(), "{api:?} v{v} walked past its end");
                 }
             }

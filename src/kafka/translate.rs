@@ -13,16 +13,26 @@ use std::rc::Rc;
 use bytes::Bytes;
 use kafka_protocol::{
     messages::{
+        alter_configs_response::AlterConfigsResourceResponse,
         api_versions_response::ApiVersion,
         create_topics_response::CreatableTopicResult,
         delete_topics_response::DeletableTopicResult,
+        describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult},
         fetch_response::{FetchableTopicResponse, PartitionData},
+        find_coordinator_response::Coordinator,
+        incremental_alter_configs_response as incremental,
+        list_groups_response::ListedGroup,
         list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
         metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
+        offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
+        offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic},
         produce_response::{PartitionProduceResponse, TopicProduceResponse},
-        ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
-        DeleteTopicsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-        MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+        AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+        CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
+        DescribeConfigsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListGroupsRequest, ListGroupsResponse,
+        ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+        OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
     },
     protocol::StrBytes,
     ResponseError as K,
@@ -38,7 +48,8 @@ use crate::{broker::ShardState, connection, offsets::OFFSETS_TOPIC};
 /// The APIs served and their version ranges: (key, min, max). ApiVersions lists exactly these.
 /// The minimums reach below Kafka 4.x's (Produce v3, Fetch v4 for older librdkafka); the
 /// maximums stop where a version needs something not built yet (topic ids in Produce/Fetch v13,
-/// ListOffsets v8's tiered storage offsets).
+/// ListOffsets v8's tiered storage offsets, OffsetFetch v8's several groups per request);
+/// DescribeConfigs starts at v1, the crate's first.
 pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
@@ -47,6 +58,13 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ListGroups, 0, 4),
 ];
 
 /// Whether `version` of `api` is served.
@@ -616,6 +634,391 @@ pub(crate) async fn delete_topics(
             .push(result.with_topic_id(id).with_error_code(outcome.0).with_error_message(outcome.1.map(str_bytes)));
     }
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Kafka's resource types in DescribeConfigs/AlterConfigs.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's config sources (DescribeConfigs v1+).
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// Every group's coordinator is node 0; transactions have none (no transactional producers).
+pub(crate) fn find_coordinator(node: &Node, req: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let answer = |key_type: i8| -> Result<(), Refusal> {
+        match key_type {
+            0 => Ok(()),
+            1 => Err(refusal(K::CoordinatorNotAvailable, "transactions are not supported")),
+            other => Err(refusal(K::InvalidRequest, format!("unknown coordinator key type {other}"))),
+        }
+    };
+    if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .into_iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key);
+                match answer(req.key_type) {
+                    Ok(()) => {
+                        c.with_node_id(BrokerId(NODE_ID)).with_host(str_bytes(node.host.clone())).with_port(node.port)
+                    }
+                    Err((code, message)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(code)
+                        .with_error_message(Some(str_bytes(message))),
+                }
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let response = FindCoordinatorResponse::default();
+    match answer(req.key_type) {
+        Ok(()) => response.with_node_id(BrokerId(NODE_ID)).with_host(str_bytes(node.host.clone())).with_port(node.port),
+        Err((code, message)) => {
+            let response = response.with_node_id(BrokerId(-1)).with_port(-1).with_error_code(code);
+            if version >= 1 {
+                response.with_error_message(Some(str_bytes(message)))
+            } else {
+                response
+            }
+        }
+    }
+}
+
+/// Commits as a "simple" consumer: Keel has no group membership, so a commit that claims one
+/// (generation ≥ 0, a member id, a group instance id) gets ILLEGAL_GENERATION per partition, as
+/// Kafka answers a generation that does not exist.
+pub(crate) async fn offset_commit(state: &Rc<ShardState>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let whole_request =
+        if req.generation_id_or_member_epoch >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some() {
+            Some(K::IllegalGeneration.code())
+        } else {
+            None
+        };
+    let mut verdicts: Verdicts<i16> = Vec::with_capacity(req.topics.len());
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let mut verdict = Vec::with_capacity(topic.partitions.len());
+        let mut partitions = Vec::new();
+        for p in topic.partitions {
+            match (whole_request, u32::try_from(p.partition_index), u64::try_from(p.committed_offset)) {
+                (Some(code), _, _) => verdict.push((p.partition_index, Some(code))),
+                (None, Err(_), _) => verdict.push((p.partition_index, Some(K::UnknownTopicOrPartition.code()))),
+                (None, Ok(_), Err(_)) => verdict.push((p.partition_index, Some(K::InvalidRequest.code()))),
+                (None, Ok(partition), Ok(offset)) => {
+                    partitions.push(native::CommitOffsetsPartition {
+                        partition: PartitionId(partition),
+                        offset: Offset(offset),
+                        metadata: p.committed_metadata.map(|m| m.to_string()),
+                    });
+                    verdict.push((p.partition_index, None));
+                }
+            }
+        }
+        topics.push(native::CommitOffsetsTopic { name: topic.name.0.to_string(), partitions });
+        verdicts.push((topic.name, verdict));
+    }
+    let native = if any_forwarded(&verdicts) {
+        let request = native::CommitOffsetsRequest { group: req.group_id.0.to_string(), topics };
+        match call(state, Request::CommitOffsets(request)).await {
+            Some(Ok(Response::CommitOffsets(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+            other => Err(unexpected(other).0),
+        }
+    } else {
+        Ok(Vec::new())
+    };
+    let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
+        let code = match result {
+            Ok(p) => kafka_code(p.error_code),
+            Err(code) => code,
+        };
+        OffsetCommitResponsePartition::default().with_partition_index(index).with_error_code(code)
+    })
+    .into_iter()
+    .map(|(name, partitions)| OffsetCommitResponseTopic::default().with_name(name).with_partitions(partitions))
+    .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// A group's committed offsets; topics null (v2+) = every partition the group has committed.
+/// No committed offset: offset −1 and metadata "", as Kafka answers.
+pub(crate) async fn offset_fetch(state: &Rc<ShardState>, req: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let group = req.group_id.0.to_string();
+    let partition = |index: i32, code: i16, offset: Option<Offset>, metadata: Option<String>| {
+        OffsetFetchResponsePartition::default()
+            .with_partition_index(index)
+            .with_error_code(code)
+            .with_committed_offset(offset.map_or(-1, |o| o.0 as i64))
+            .with_metadata(Some(str_bytes(metadata.unwrap_or_default())))
+    };
+    let native_partition = |p: native::FetchCommittedPartitionResponse| {
+        let offset = p.offset.filter(|_| p.error_code == ErrorCode::None);
+        partition(p.partition.0 as i32, kafka_code(p.error_code), offset, p.metadata)
+    };
+    let (topics, error) = match req.topics {
+        None => {
+            let request = native::FetchCommittedRequest { group, topics: None };
+            match call(state, Request::FetchCommitted(request)).await {
+                Some(Ok(Response::FetchCommitted(r))) => {
+                    let topics = r
+                        .topics
+                        .into_iter()
+                        .map(|t| {
+                            OffsetFetchResponseTopic::default()
+                                .with_name(topic_name(&t.name))
+                                .with_partitions(t.partitions.into_iter().map(native_partition).collect())
+                        })
+                        .collect();
+                    (topics, NONE)
+                }
+                other => (Vec::new(), unexpected(other).0),
+            }
+        }
+        Some(requested) => {
+            let mut verdicts: Verdicts<i16> = Vec::with_capacity(requested.len());
+            let mut topics = Vec::with_capacity(requested.len());
+            for topic in requested {
+                let mut verdict = Vec::with_capacity(topic.partition_indexes.len());
+                let mut partitions = Vec::new();
+                for index in topic.partition_indexes {
+                    match u32::try_from(index) {
+                        Ok(p) => {
+                            partitions.push(PartitionId(p));
+                            verdict.push((index, None));
+                        }
+                        Err(_) => verdict.push((index, Some(K::UnknownTopicOrPartition.code()))),
+                    }
+                }
+                topics.push(native::FetchCommittedTopic { name: topic.name.0.to_string(), partitions });
+                verdicts.push((topic.name, verdict));
+            }
+            let native = if any_forwarded(&verdicts) {
+                let request = native::FetchCommittedRequest { group, topics: Some(topics) };
+                match call(state, Request::FetchCommitted(request)).await {
+                    Some(Ok(Response::FetchCommitted(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+                    other => Err(unexpected(other).0),
+                }
+            } else {
+                Ok(Vec::new())
+            };
+            let error = native.as_ref().err().copied().unwrap_or(NONE);
+            let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| match result {
+                Ok(p) => native_partition(p),
+                Err(code) => partition(index, code, None, None),
+            })
+            .into_iter()
+            .map(|(name, partitions)| OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions))
+            .collect();
+            (topics, error)
+        }
+    };
+    let response = OffsetFetchResponse::default().with_topics(topics);
+    if version >= 2 {
+        response.with_error_code(error)
+    } else {
+        response
+    }
+}
+
+/// One topic's configs through the native DescribeConfigs.
+async fn topic_configs(state: &Rc<ShardState>, topic: &str) -> Result<Vec<native::DescribedConfig>, Refusal> {
+    let request = native::DescribeConfigsRequest { topics: vec![topic.to_string()] };
+    match call(state, Request::DescribeConfigs(request)).await {
+        Some(Ok(Response::DescribeConfigs(r))) => match r.topics.into_iter().next() {
+            Some(t) if t.error_code == ErrorCode::None => Ok(t.configs),
+            Some(t) => Err((kafka_code(t.error_code), format!("topic {topic}: {}", t.error_code))),
+            None => Err(refusal(K::UnknownServerError, "the native answer lists no topic")),
+        },
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Topic configs (resource type 2). A broker (type 4) has no configs of its own to show here:
+/// it gets an empty successful answer, which admin clients listing broker configs accept; any
+/// other resource type gets INVALID_REQUEST.
+pub(crate) async fn describe_configs(
+    state: &Rc<ShardState>,
+    req: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let mut results = Vec::with_capacity(req.resources.len());
+    for resource in req.resources {
+        let result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let configs = match resource.resource_type {
+            RESOURCE_TOPIC => topic_configs(state, &resource.resource_name).await,
+            RESOURCE_BROKER => Ok(Vec::new()),
+            other => Err(refusal(K::InvalidRequest, format!("resource type {other}: only topics (2) have configs"))),
+        };
+        results.push(match configs {
+            Ok(configs) => {
+                let wanted = |key: &str| {
+                    resource.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+                };
+                let configs = configs
+                    .into_iter()
+                    .filter(|c| wanted(&c.key))
+                    .map(|c| {
+                        let source = if c.is_default { SOURCE_DEFAULT } else { SOURCE_DYNAMIC_TOPIC };
+                        let entry = DescribeConfigsResourceResult::default()
+                            .with_name(str_bytes(c.key))
+                            .with_value(Some(str_bytes(c.value)));
+                        if version >= 1 {
+                            entry.with_config_source(source)
+                        } else {
+                            entry
+                        }
+                    })
+                    .collect();
+                result.with_configs(configs)
+            }
+            Err((code, message)) => result.with_error_code(code).with_error_message(Some(str_bytes(message))),
+        });
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// One resource's native AlterConfigs, or why not.
+async fn alter_topic(
+    state: &Rc<ShardState>,
+    topic: String,
+    set: Vec<native::ConfigEntry>,
+    remove: Vec<String>,
+) -> Refusal {
+    match call(state, Request::AlterConfigs(native::AlterConfigsRequest { topic, set, remove })).await {
+        Some(Ok(Response::AlterConfigs(r))) => (kafka_code(r.error_code), r.error_message.unwrap_or_default()),
+        other => unexpected(other),
+    }
+}
+
+fn check_alterable(resource_type: i8, validate_only: bool) -> Result<(), Refusal> {
+    if validate_only {
+        return Err(refusal(K::InvalidRequest, "validate_only is not supported"));
+    }
+    if resource_type != RESOURCE_TOPIC {
+        return Err(refusal(
+            K::InvalidRequest,
+            format!("resource type {resource_type}: only topic configs can be altered"),
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka's AlterConfigs replaces a topic's whole config: keys not listed return to their default.
+/// Translated as a native set of the listed keys and a remove of every other key the topic
+/// overrides now (read just before through the native DescribeConfigs).
+pub(crate) async fn alter_configs(state: &Rc<ShardState>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for resource in req.resources {
+        let topic = resource.resource_name.to_string();
+        let outcome = match check_alterable(resource.resource_type, req.validate_only) {
+            Err(e) => e,
+            Ok(()) => match topic_configs(state, &topic).await {
+                Err(e) => e,
+                Ok(current) => {
+                    let set: Vec<native::ConfigEntry> = resource
+                        .configs
+                        .into_iter()
+                        .filter_map(|c| {
+                            c.value.map(|v| native::ConfigEntry { key: c.name.to_string(), value: v.to_string() })
+                        })
+                        .collect();
+                    let remove = current
+                        .into_iter()
+                        .filter(|c| !c.is_default && !set.iter().any(|s| s.key == c.key))
+                        .map(|c| c.key)
+                        .collect();
+                    alter_topic(state, topic, set, remove).await
+                }
+            },
+        };
+        let (code, message) = outcome;
+        responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message((code != NONE).then(|| str_bytes(message)))
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// SET (0) and DELETE (1) are the native set and remove; APPEND (2) and SUBTRACT (3) apply to
+/// list configs only, and no topic config is a list: INVALID_REQUEST.
+pub(crate) async fn incremental_alter_configs(
+    state: &Rc<ShardState>,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for resource in req.resources {
+        let topic = resource.resource_name.to_string();
+        let planned = check_alterable(resource.resource_type, req.validate_only).and_then(|()| {
+            let mut set = Vec::new();
+            let mut remove = Vec::new();
+            for c in resource.configs {
+                match (c.config_operation, c.value) {
+                    (0, Some(value)) => {
+                        set.push(native::ConfigEntry { key: c.name.to_string(), value: value.to_string() })
+                    }
+                    (0, None) => return Err(refusal(K::InvalidRequest, format!("SET {} without a value", c.name))),
+                    (1, _) => remove.push(c.name.to_string()),
+                    (op @ (2 | 3), _) => {
+                        return Err(refusal(
+                            K::InvalidRequest,
+                            format!("operation {op} on {}: not a list config", c.name),
+                        ))
+                    }
+                    (op, _) => return Err(refusal(K::InvalidRequest, format!("unknown config operation {op}"))),
+                }
+            }
+            Ok((set, remove))
+        });
+        let (code, message) = match planned {
+            Ok((set, remove)) => alter_topic(state, topic, set, remove).await,
+            Err(e) => e,
+        };
+        responses.push(
+            incremental::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message((code != NONE).then(|| str_bytes(message)))
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+/// Every group with a committed offset, as a consumer group with no members: protocol type
+/// "consumer", state "Empty" (v4+). A states filter (v4+) without "Empty" lists none.
+pub(crate) async fn list_groups(state: &Rc<ShardState>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let wanted = req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.eq_ignore_ascii_case("empty"));
+    let groups = match call(state, Request::ListGroups(native::ListGroupsRequest {})).await {
+        Some(Ok(Response::ListGroups(r))) => Ok(r.groups),
+        other => Err(unexpected(other).0),
+    };
+    match groups {
+        Ok(groups) => {
+            let groups = groups
+                .into_iter()
+                .filter(|_| wanted)
+                .map(|g| {
+                    let listed = ListedGroup::default()
+                        .with_group_id(GroupId(str_bytes(g)))
+                        .with_protocol_type(StrBytes::from_static_str("consumer"));
+                    if version >= 4 {
+                        listed.with_group_state(StrBytes::from_static_str("Empty"))
+                    } else {
+                        listed
+                    }
+                })
+                .collect();
+            ListGroupsResponse::default().with_groups(groups)
+        }
+        Err(code) => ListGroupsResponse::default().with_error_code(code),
+    }
 }
 
 #[cfg(test)]
