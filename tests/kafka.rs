@@ -311,6 +311,32 @@ fn kafka_python_admin_and_committed_offsets() {
     assert_eq!(from_native, from_kafka, "the native protocol sees the offsets kafka-python committed");
 }
 
+/// confluent-kafka, i.e. a current librdkafka (`tests/kafka/confluent_basic.py`): CreateTopics
+/// with a config, DescribeConfigs and IncrementalAlterConfigs, uncompressed and lz4 producers
+/// (acks=all, no idempotence), a consumer with a group name that assigns its partitions, committed
+/// offsets, watermarks and offsets by timestamp, DeleteTopics.
+#[test]
+fn confluent_kafka_round_trip() {
+    let probe = Command::new("python3").args(["-c", "import confluent_kafka"]).output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "the confluent-kafka test needs python3 with confluent-kafka: run `python3 -m pip install -r ci/requirements.txt`"
+        ),
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/confluent_basic.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(broker.kafka.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the confluent-kafka script");
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
+}
+
 #[test]
 fn raw_requests_and_bad_input() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
