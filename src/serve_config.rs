@@ -45,6 +45,12 @@ pub struct ServeConfig {
     pub shutdown_timeout_ms: u64,
     /// How often each shard applies retention and compaction to its partitions, in milliseconds.
     pub maintenance_interval_ms: u64,
+    /// Kafka's `auto.create.topics.enable`, on the Kafka listener only: a Metadata request naming
+    /// a topic that does not exist (and allowing auto-creation) creates it.
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, and of a Kafka CreateTopics asking for −1 (Kafka's
+    /// `num.partitions`).
+    pub default_partitions: u32,
     pub log_format: LogFormat,
 }
 
@@ -61,6 +67,8 @@ impl Default for ServeConfig {
             max_connections_per_shard: 1024,
             shutdown_timeout_ms: 10_000,
             maintenance_interval_ms: 30_000,
+            auto_create_topics: true,
+            default_partitions: 1,
             log_format: LogFormat::Human,
         }
     }
@@ -110,6 +118,15 @@ pub struct ServeArgs {
     /// [default: 30000]
     #[arg(long, env = "KEEL_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
     pub maintenance_interval_ms: Option<u64>,
+    /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with
+    /// --default-partitions partitions and default configs, as Kafka's auto.create.topics.enable
+    /// [default: true]
+    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS", value_name = "true|false", action = clap::ArgAction::Set)]
+    pub auto_create_topics: Option<bool>,
+    /// Partitions of a topic created by --auto-create-topics, or by a Kafka CreateTopics asking
+    /// for -1 (the broker's default, Kafka's num.partitions) [default: 1]
+    #[arg(long, env = "KEEL_DEFAULT_PARTITIONS", value_name = "N")]
+    pub default_partitions: Option<u32>,
     /// Log format [default: human]
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -150,6 +167,8 @@ struct FileConfig {
     max_connections_per_shard: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
     maintenance_interval_ms: Option<u64>,
+    auto_create_topics: Option<bool>,
+    default_partitions: Option<u32>,
     log_format: Option<LogFormat>,
 }
 
@@ -199,6 +218,8 @@ impl ServeArgs {
                 .maintenance_interval_ms
                 .or(file.maintenance_interval_ms)
                 .unwrap_or(d.maintenance_interval_ms),
+            auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(d.auto_create_topics),
+            default_partitions: self.default_partitions.or(file.default_partitions).unwrap_or(d.default_partitions),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
         };
         config.validate(online_cpus)?;
@@ -258,6 +279,9 @@ impl ServeConfig {
         }
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError("max_connections_per_shard must be at least 1".into()));
+        }
+        if self.default_partitions == 0 {
+            return Err(ConfigError("default_partitions must be at least 1".into()));
         }
         Ok(())
     }
@@ -326,6 +350,30 @@ mod tests {
         assert_eq!(flag.resolve(2).unwrap().kafka_listen, Some("0.0.0.0:19092".parse().unwrap()), "the flag wins");
         assert_eq!(parse_listen("off"), Ok(Listen(None)));
         assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn topic_auto_creation_settings() {
+        let defaults = ServeArgs::default().resolve(2).unwrap();
+        assert!(defaults.auto_create_topics);
+        assert_eq!(defaults.default_partitions, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "auto_create_topics = false\ndefault_partitions = 3\n").unwrap();
+        let from_file = ServeArgs { config: Some(file.clone()), ..ServeArgs::default() }.resolve(2).unwrap();
+        assert!(!from_file.auto_create_topics);
+        assert_eq!(from_file.default_partitions, 3);
+        let flags = ServeArgs {
+            config: Some(file),
+            auto_create_topics: Some(true),
+            default_partitions: Some(6),
+            ..ServeArgs::default()
+        };
+        let c = flags.resolve(2).unwrap();
+        assert!(c.auto_create_topics, "the flag wins");
+        assert_eq!(c.default_partitions, 6);
+        let err = ServeArgs { default_partitions: Some(0), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("default_partitions"), "{err}");
     }
 
     #[test]

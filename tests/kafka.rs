@@ -18,11 +18,13 @@ use kafka_protocol::{
         describe_configs_request::DescribeConfigsResource,
         fetch_request::{FetchPartition, FetchTopic},
         incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
+        metadata_request::MetadataRequestTopic,
         offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
+        offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
         produce_request::{PartitionProduceData, TopicProduceData},
         ApiVersionsRequest, CreateTopicsRequest, DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, GroupId,
         IncrementalAlterConfigsRequest, ListGroupsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-        ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+        OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
     },
     protocol::{Decodable, Encodable, HeaderVersion, Request as KafkaRequest, StrBytes},
 };
@@ -31,7 +33,7 @@ use keel_protocol::{
     messages::{
         ApiVersionsRequest as NativeApiVersions, CreateTopicRequest, FetchCommittedRequest,
         FetchPartition as NativeFetchPartition, FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic,
-        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, OffsetQuery,
+        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest as NativeMetadata, OffsetQuery,
     },
     ApiKey, ErrorCode, Offset, PartitionId, Request, Response,
 };
@@ -47,6 +49,11 @@ struct Broker {
 
 impl Broker {
     fn start(data: &Path) -> Broker {
+        Broker::start_with(data, &[])
+    }
+
+    /// With extra `keel serve` flags.
+    fn start_with(data: &Path, extra_args: &[&str]) -> Broker {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let kafka: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -54,6 +61,7 @@ impl Broker {
             .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
             .args(["--kafka-listen", &kafka.to_string(), "--admin-listen", &admin.to_string()])
             .args(["--memory", "256MiB"])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -360,7 +368,7 @@ fn raw_requests_and_bad_input() {
     assert_eq!((correlation, versions.error_code), (7, 35));
     let produce = versions.api_keys.iter().find(|k| k.api_key == 0).expect("Produce is listed");
     assert_eq!((produce.min_version, produce.max_version), (3, 9));
-    assert_eq!(versions.api_keys.len(), 14, "{versions:?}");
+    assert_eq!(versions.api_keys.len(), 15, "{versions:?}");
     // The same connection goes on with a version it was told about.
     let v3 = kafka_call(&mut probe, 3, &ApiVersionsRequest::default());
     assert_eq!(v3.error_code, 0);
@@ -562,6 +570,102 @@ fn raw_requests_and_bad_input() {
         metadata.topics.iter().any(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("native-made")),
         "a topic created natively is visible to Kafka clients"
     );
+}
+
+fn metadata_for(topic: &str, allow_auto_topic_creation: bool) -> MetadataRequest {
+    MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_string(topic.into()))))
+        ]))
+        .with_allow_auto_topic_creation(allow_auto_topic_creation)
+}
+
+/// Partitions of `topic` as the native Metadata sees it; `None` if it does not exist.
+fn native_partitions(stream: &mut TcpStream, topic: &str) -> Option<usize> {
+    let request = Request::Metadata(NativeMetadata { topics: Some(vec![topic.into()]) });
+    let Response::Metadata(m) = native_call(stream, request) else { panic!() };
+    let t = &m.topics[0];
+    (t.error_code == ErrorCode::None).then_some(t.partitions.len())
+}
+
+/// Auto-creation by Metadata (`--default-partitions 3`), refused when the request does not
+/// allow it and for invalid names; OffsetForLeaderEpoch v2–v4.
+#[test]
+fn auto_created_topics_and_leader_epochs() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start_with(tmp.path(), &["--default-partitions", "3"]);
+    let mut native = connect(broker.addr);
+    let mut kafka = connect(broker.kafka);
+
+    let refused = kafka_call(&mut kafka, 12, &metadata_for("not-allowed", false));
+    assert_eq!(refused.topics[0].error_code, 3, "{refused:?}");
+    assert_eq!(native_partitions(&mut native, "not-allowed"), None, "not created");
+
+    let created = kafka_call(&mut kafka, 12, &metadata_for("auto", true));
+    let t = &created.topics[0];
+    assert_eq!(t.error_code, 0, "{created:?}");
+    assert_eq!(t.partitions.len(), 3);
+    assert!(!t.topic_id.is_nil());
+    assert_eq!(native_partitions(&mut native, "auto"), Some(3), "created with default_partitions");
+    // Asked again: the same topic, nothing new.
+    let again = kafka_call(&mut kafka, 12, &metadata_for("auto", true));
+    assert_eq!((again.topics[0].error_code, again.topics[0].topic_id), (0, t.topic_id));
+
+    let invalid = kafka_call(&mut kafka, 12, &metadata_for("no/slashes", true));
+    assert_eq!(invalid.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION: {invalid:?}");
+
+    // OffsetForLeaderEpoch after 3 records: epoch 0 ends at the high watermark.
+    let mut builder = BatchBuilder::new();
+    for i in 0..3u8 {
+        builder.push(1_700_000_000_000, Some(&[b'k', i]), Some(&[b'v', i]), &[]);
+    }
+    let stored = kafka_call(&mut kafka, 9, &produce_request("auto", -1, builder.build()));
+    assert_eq!(stored.responses[0].partition_responses[0].error_code, 0, "{stored:?}");
+    let partition = |index: i32, current: i32, epoch: i32| {
+        OffsetForLeaderPartition::default()
+            .with_partition(index)
+            .with_current_leader_epoch(current)
+            .with_leader_epoch(epoch)
+    };
+    let request = OffsetForLeaderEpochRequest::default().with_topics(vec![
+        OffsetForLeaderTopic::default().with_topic(TopicName(StrBytes::from_static_str("auto"))).with_partitions(vec![
+            partition(0, 0, 0),
+            partition(1, -1, 0),
+            partition(0, -1, 5),
+            partition(0, 1, 0),
+            partition(7, -1, 0),
+        ]),
+        OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_static_str("missing")))
+            .with_partitions(vec![partition(0, -1, 0)]),
+    ]);
+    for v in 2..=4 {
+        let answer = kafka_call(&mut kafka, v, &request);
+        let got: Vec<_> = answer.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 0, 0, 3), (1, 0, 0, 0), (0, 0, -1, -1), (0, 75, -1, -1), (7, 3, -1, -1)],
+            "v{v}: {answer:?}"
+        );
+        assert_eq!(answer.topics[1].partitions[0].error_code, 3, "v{v}: {answer:?}");
+    }
+}
+
+/// `--auto-create-topics false`: Metadata v1 (which implies auto-creation) of an unknown topic is
+/// UNKNOWN_TOPIC_OR_PARTITION and creates nothing.
+#[test]
+fn auto_creation_switched_off() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start_with(tmp.path(), &["--auto-create-topics", "false"]);
+    let mut native = connect(broker.addr);
+    let mut kafka = connect(broker.kafka);
+    let answer = kafka_call(&mut kafka, 1, &metadata_for("unknown", true));
+    assert_eq!(answer.topics[0].error_code, 3, "{answer:?}");
+    assert_eq!(native_partitions(&mut native, "unknown"), None);
 }
 
 /// Runs kcat with `args` (stdin from `input`), failing the test if it is missing or fails.

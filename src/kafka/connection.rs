@@ -17,7 +17,7 @@ use kafka_protocol::{
         AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
         DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest,
         ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-        ProduceRequest, RequestHeader, ResponseHeader,
+        OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
     },
     protocol::{Decodable, Encodable, HeaderVersion},
     ResponseError,
@@ -178,6 +178,10 @@ async fn answer(
         ApiKey::ListGroups => {
             let req = decoded::<ListGroupsRequest>(&mut body, api, version)?;
             encode(correlation, version, &translate::list_groups(state, req, version).await, out)
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let req = decoded::<OffsetForLeaderEpochRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::offset_for_leader_epoch(state, req).await, out)
         }
         other => Err(format!("{other:?} is listed as served but has no handler")),
     }

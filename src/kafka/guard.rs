@@ -207,6 +207,21 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<()> {
             }
             w.tags()
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            let w = &mut Walk::new(body, v >= 4);
+            if v >= 3 {
+                w.skip(4)?; // replica_id
+            }
+            w.array(|w| {
+                w.string()?; // topic
+                w.array(|w| {
+                    w.skip(4 + 4 + 4)?; // partition, current_leader_epoch, leader_epoch
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.tags()
+        }
         other => Err(format!("no bounds check for {other:?}")),
     }
 }
@@ -316,11 +331,12 @@ mod tests {
             metadata_request::MetadataRequestTopic,
             offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
             offset_fetch_request::OffsetFetchRequestTopic,
+            offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
             produce_request::{PartitionProduceData, TopicProduceData},
             AlterConfigsRequest, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
             DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
             ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-            ProduceRequest, TopicName,
+            OffsetForLeaderEpochRequest, ProduceRequest, TopicName,
         },
         protocol::{Encodable, StrBytes},
     };
@@ -394,6 +410,13 @@ mod tests {
                 incremental::AlterableConfig::default().with_name(s("retention.ms")).with_value(Some(s("1"))),
                 incremental::AlterableConfig::default().with_name(s("x")).with_config_operation(1),
             ])]);
+        let epoch = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            OffsetForLeaderTopic::default().with_topic(name("t")).with_partitions(vec![
+                OffsetForLeaderPartition::default(),
+                OffsetForLeaderPartition::default().with_partition(1).with_leader_epoch(3),
+            ]),
+            OffsetForLeaderTopic::default().with_topic(name("u")),
+        ]);
         for &(api, min, max) in SERVED {
             for v in min..=max {
                 let mut body = Vec::new();
@@ -435,6 +458,7 @@ mod tests {
                         ListGroupsRequest::default().with_states_filter(vec![s("Empty")]).encode(&mut body, v)
                     }
                     ApiKey::ListGroups => ListGroupsRequest::default().encode(&mut body, v),
+                    ApiKey::OffsetForLeaderEpoch => epoch.encode(&mut body, v),
                     other => panic!("{other:?} is served but not covered here"),
                 };
                 encoded.unwrap_or_else(|e| panic!("encoding {api:?} v{v}: {e}"));

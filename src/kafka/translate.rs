@@ -26,13 +26,15 @@ use kafka_protocol::{
         metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
         offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic},
         offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic},
+        offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult},
         produce_response::{PartitionProduceResponse, TopicProduceResponse},
         AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
         CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
         DescribeConfigsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
         IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListGroupsRequest, ListGroupsResponse,
         ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-        OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, TopicName,
+        OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, TopicName,
     },
     protocol::StrBytes,
     ResponseError as K,
@@ -49,7 +51,7 @@ use crate::{broker::ShardState, connection, offsets::OFFSETS_TOPIC};
 /// The minimums reach below Kafka 4.x's (Produce v3, Fetch v4 for older librdkafka); the
 /// maximums stop where a version needs something not built yet (topic ids in Produce/Fetch v13,
 /// ListOffsets v8's tiered storage offsets, OffsetFetch v8's several groups per request);
-/// DescribeConfigs starts at v1, the crate's first.
+/// DescribeConfigs starts at v1 and OffsetForLeaderEpoch at v2, the crate's first.
 pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
@@ -65,6 +67,7 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// Whether `version` of `api` is served.
@@ -83,8 +86,6 @@ pub(crate) struct Node {
 pub(crate) const NODE_ID: i32 = 0;
 /// No replication yet: every partition has one replica.
 const REPLICATION_FACTOR: i16 = 1;
-/// Partitions of a topic created with `num_partitions` = −1 (Kafka's `num.partitions` default).
-const DEFAULT_PARTITIONS: u32 = 1;
 /// Kafka's "no error".
 const NONE: i16 = 0;
 
@@ -192,7 +193,18 @@ pub(crate) async fn metadata(
             })
             .collect()
     });
-    let names = requested.as_ref().map(|r| r.iter().filter_map(|t| t.as_ref().ok().cloned()).collect());
+    let names: Option<Vec<String>> =
+        requested.as_ref().map(|r| r.iter().filter_map(|t| t.as_ref().ok().cloned()).collect());
+    // Kafka's auto.create.topics.enable; v1–v3 have no allow_auto_topic_creation and imply it.
+    let auto_create = state.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let mut not_created: Vec<(String, i16)> = Vec::new();
+    if let Some(names) = names.as_ref().filter(|_| auto_create) {
+        for name in names {
+            if let Err(code) = auto_create_topic(state, name).await {
+                not_created.push((name.clone(), code));
+            }
+        }
+    }
     let native = match call(state, Request::Metadata(native::MetadataRequest { topics: names })).await {
         Some(Ok(Response::Metadata(m))) => Ok(m.topics),
         other => Err(unexpected(other)),
@@ -235,10 +247,18 @@ pub(crate) async fn metadata(
             requested
                 .into_iter()
                 .map(|t| match t {
-                    Ok(name) => answers
-                        .next()
-                        .map(to_kafka)
-                        .unwrap_or_else(|| failed(Some(topic_name(&name)), Uuid::nil(), K::UnknownServerError.code())),
+                    Ok(name) => match answers.next() {
+                        // Answered without the topic: why it was not created, if it was tried.
+                        Some(t) if t.error_code == ErrorCode::UnknownTopicOrPartition => {
+                            match not_created.iter().find(|(n, _)| *n == name) {
+                                Some(&(_, code)) => failed(Some(topic_name(&name)), Uuid::nil(), code),
+                                None => to_kafka(t),
+                            }
+                        }
+                        answer => answer.map(to_kafka).unwrap_or_else(|| {
+                            failed(Some(topic_name(&name)), Uuid::nil(), K::UnknownServerError.code())
+                        }),
+                    },
                     Err(id) => failed(None, id, K::UnknownTopicId.code()),
                 })
                 .collect()
@@ -252,6 +272,30 @@ pub(crate) async fn metadata(
         .with_cluster_id(Some(StrBytes::from_static_str("keel")))
         .with_controller_id(BrokerId(NODE_ID))
         .with_topics(topics)
+}
+
+/// Creates `name` with `default_partitions` partitions and default configs if it does not exist
+/// (Kafka's auto-creation), through the native CreateTopic as CreateTopics does; a topic created
+/// meanwhile by someone else counts as created. `__consumer_offsets` is never auto-created.
+/// `Err`: the Kafka code for why not (INVALID_TOPIC_EXCEPTION for a name that cannot be a topic).
+async fn auto_create_topic(state: &Rc<ShardState>, name: &str) -> Result<(), i16> {
+    if state.metadata().topic(name).is_some() {
+        return Ok(());
+    }
+    if name == OFFSETS_TOPIC {
+        return Err(K::UnknownTopicOrPartition.code());
+    }
+    let partitions = state.config.default_partitions;
+    let request = native::CreateTopicRequest { name: name.to_string(), partitions, configs: Vec::new() };
+    match call(state, Request::CreateTopic(request)).await {
+        Some(Ok(Response::CreateTopic(r)))
+            if r.error_code == ErrorCode::None || r.error_code == ErrorCode::TopicAlreadyExists =>
+        {
+            Ok(())
+        }
+        Some(Ok(Response::CreateTopic(r))) => Err(kafka_code(r.error_code)),
+        other => Err(unexpected(other).0),
+    }
 }
 
 /// Checks that `records` is a run of whole RecordBatch v2 batches (the log validates the rest:
@@ -529,6 +573,71 @@ pub(crate) async fn list_offsets(state: &Rc<ShardState>, req: ListOffsetsRequest
     ListOffsetsResponse::default().with_topics(topics)
 }
 
+/// The leader epoch of every partition: a single node has one term (`SINGLE_NODE_TERM`), epoch 0.
+const LEADER_EPOCH: i32 = crate::broker::SINGLE_NODE_TERM as i32;
+
+/// Where each requested epoch ends. There is one epoch, 0, and it has not ended: its end offset
+/// is the high watermark (the native ListOffsets Latest). An epoch newer than ours, or none (−1),
+/// is UNDEFINED (−1, −1) as Kafka answers it; a client whose current leader epoch (v2+) is newer
+/// than ours gets UNKNOWN_LEADER_EPOCH. `replica_id` (v3+) is ignored.
+pub(crate) async fn offset_for_leader_epoch(
+    state: &Rc<ShardState>,
+    req: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut verdicts: Verdicts<i16> = Vec::with_capacity(req.topics.len());
+    let mut topics = Vec::with_capacity(req.topics.len());
+    // The requested epochs, in request order, for the answers.
+    let mut epochs = Vec::new();
+    for topic in req.topics {
+        let mut verdict = Vec::with_capacity(topic.partitions.len());
+        let mut partitions = Vec::new();
+        for p in topic.partitions {
+            epochs.push(p.leader_epoch);
+            match u32::try_from(p.partition) {
+                Err(_) => verdict.push((p.partition, Some(K::UnknownTopicOrPartition.code()))),
+                Ok(_) if p.current_leader_epoch > LEADER_EPOCH => {
+                    verdict.push((p.partition, Some(K::UnknownLeaderEpoch.code())))
+                }
+                Ok(partition) => {
+                    // Also for an epoch answered UNDEFINED: an unknown partition is still unknown.
+                    partitions.push(native::ListOffsetsPartition {
+                        partition: PartitionId(partition),
+                        timestamp: OffsetQuery::Latest,
+                    });
+                    verdict.push((p.partition, None));
+                }
+            }
+        }
+        topics.push(native::ListOffsetsTopic { name: topic.topic.0.to_string(), partitions });
+        verdicts.push((topic.topic, verdict));
+    }
+    let native = if any_forwarded(&verdicts) {
+        match call(state, Request::ListOffsets(native::ListOffsetsRequest { topics })).await {
+            Some(Ok(Response::ListOffsets(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+            other => Err(unexpected(other).0),
+        }
+    } else {
+        Ok(Vec::new())
+    };
+    let mut epochs = epochs.into_iter();
+    let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
+        let requested = epochs.next().unwrap_or(-1);
+        let answer = EpochEndOffset::default().with_partition(index).with_leader_epoch(-1).with_end_offset(-1);
+        match result {
+            Ok(p) if p.error_code != ErrorCode::None => answer.with_error_code(kafka_code(p.error_code)),
+            Ok(p) if requested == LEADER_EPOCH => {
+                answer.with_leader_epoch(LEADER_EPOCH).with_end_offset(p.offset.map_or(-1, |o| o.0 as i64))
+            }
+            Ok(_) => answer,
+            Err(code) => answer.with_error_code(code),
+        }
+    })
+    .into_iter()
+    .map(|(name, partitions)| OffsetForLeaderTopicResult::default().with_topic(name).with_partitions(partitions))
+    .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
 /// Creates the topics one by one on the controller, as the native CreateTopic does.
 pub(crate) async fn create_topics(
     state: &Rc<ShardState>,
@@ -538,8 +647,9 @@ pub(crate) async fn create_topics(
     let mut results = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let name = topic.name.0.to_string();
+        // −1: the broker's default, as Kafka's `num.partitions` (also used by auto-creation).
         let partitions = if topic.num_partitions == -1 {
-            Ok(DEFAULT_PARTITIONS)
+            Ok(state.config.default_partitions)
         } else {
             u32::try_from(topic.num_partitions)
                 .map_err(|_| refusal(K::InvalidPartitions, format!("{} partitions", topic.num_partitions)))

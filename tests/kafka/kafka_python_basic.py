@@ -1,7 +1,8 @@
 """kafka-python against `keel serve`'s Kafka listener: the admin client creates a topic, a
 producer with acks=all and one with acks=0 send keyed records with headers, a consumer without a
 group (assigned partitions, from the beginning) reads them all back, offsets are listed, the topic
-is deleted. Run by tests/kafka.rs with the listener's HOST:PORT; exits non-zero on any mismatch.
+is deleted. A producer sending to a topic that does not exist gets it auto-created (Metadata
+creates it) and its record is read back. Run by tests/kafka.rs with the listener's HOST:PORT; exits non-zero on any mismatch.
 """
 
 import sys
@@ -108,8 +109,29 @@ def main():
     while TOPIC in admin.list_topics():
         assert time.time() < deadline, "the topic is still listed after deletion"
         time.sleep(0.1)
+    auto_created()
     admin.close()
     print(f"kafka-python: {ACKED} acked + {UNACKED} unacked records over {PARTITIONS} partitions, all read back")
+
+
+def auto_created():
+    """A producer's Metadata request for an unknown topic creates it (one partition by default)."""
+    topic = "kafka-python-auto"
+    producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all")
+    md = producer.send(topic, key=b"k", value=b"auto-created").get(timeout=TIMEOUT_S)
+    assert (md.partition, md.offset) == (0, 0), md
+    producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    read = []
+    deadline = time.time() + TIMEOUT_S
+    while not read:
+        assert time.time() < deadline, "the record sent to the auto-created topic was not read back"
+        for messages in consumer.poll(timeout_ms=500).values():
+            read.extend(messages)
+    consumer.close()
+    assert [(m.key, m.value) for m in read] == [(b"k", b"auto-created")], read
 
 
 if __name__ == "__main__":
