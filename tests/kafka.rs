@@ -247,26 +247,32 @@ fn magic1_message(value: &[u8]) -> Vec<u8> {
     entry
 }
 
-#[test]
-fn kafka_python_client_round_trip() {
-    let probe = Command::new("python3").args(["-c", "import kafka"]).output();
+/// Runs `tests/kafka/SCRIPT` with python3 and `args`, failing the test with an install hint if
+/// the Python `module` is missing, or if the script fails; returns its stdout.
+fn run_python(module: &str, script: &str, args: &[&str]) -> String {
+    let probe = Command::new("python3").args(["-c", &format!("import {module}")]).output();
     match probe {
         Ok(out) if out.status.success() => {}
-        _ => panic!(
-            "the Kafka client test needs python3 with kafka-python: run `python3 -m pip install -r ci/requirements.txt`"
-        ),
+        _ => panic!("this test needs python3 with {module}: run `python3 -m pip install -r ci/requirements.txt`"),
     }
-    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka_python_basic.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka").join(script);
     let out = Command::new("python3")
         .arg(&script)
-        .arg(broker.kafka.to_string())
+        .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .expect("run the kafka-python script");
-    print!("{}", String::from_utf8_lossy(&out.stdout));
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{stdout}");
     assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
+    stdout
+}
+
+#[test]
+fn kafka_python_client_round_trip() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start(tmp.path());
+    run_python("kafka", "kafka_python_basic.py", &[&broker.kafka.to_string()]);
 }
 
 /// kafka-python's admin client (DescribeConfigs, AlterConfigs, FindCoordinator, OffsetFetch,
@@ -275,26 +281,9 @@ fn kafka_python_client_round_trip() {
 /// native FetchCommitted: the same offsets and metadata.
 #[test]
 fn kafka_python_admin_and_committed_offsets() {
-    let probe = Command::new("python3").args(["-c", "import kafka"]).output();
-    match probe {
-        Ok(out) if out.status.success() => {}
-        _ => panic!(
-            "the Kafka client test needs python3 with kafka-python: run `python3 -m pip install -r ci/requirements.txt`"
-        ),
-    }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let broker = Broker::start(tmp.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafka_python_admin.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(broker.kafka.to_string())
-        .arg("py-group")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run the kafka-python script");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
-    assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
+    let stdout = run_python("kafka", "kafka_python_admin.py", &[&broker.kafka.to_string(), "py-group"]);
     let from_kafka: Vec<String> = stdout.lines().map(str::to_string).collect();
     assert_eq!(from_kafka.len(), 2, "{stdout}");
 
@@ -325,24 +314,9 @@ fn kafka_python_admin_and_committed_offsets() {
 /// offsets, watermarks and offsets by timestamp, DeleteTopics.
 #[test]
 fn confluent_kafka_round_trip() {
-    let probe = Command::new("python3").args(["-c", "import confluent_kafka"]).output();
-    match probe {
-        Ok(out) if out.status.success() => {}
-        _ => panic!(
-            "the confluent-kafka test needs python3 with confluent-kafka: run `python3 -m pip install -r ci/requirements.txt`"
-        ),
-    }
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let broker = Broker::start(tmp.path());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/confluent_basic.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(broker.kafka.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run the confluent-kafka script");
-    print!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success(), "{} failed: {}", script.display(), out.status);
+    run_python("confluent_kafka", "confluent_basic.py", &[&broker.kafka.to_string()]);
 }
 
 #[test]

@@ -17,8 +17,8 @@ use keel_protocol::{
     decode_frame, decode_response, encode_request,
     messages::{
         Acks, ApiVersionsRequest, CreateTopicRequest, FetchPartition, FetchRequest, FetchTopic, ListOffsetsPartition,
-        ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, OffsetQuery, ProducePartition, ProduceRequest,
-        ProduceTopic,
+        ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, OffsetQuery, ProducePartition, ProducePartitionResponse,
+        ProduceRequest, ProduceTopic,
     },
     ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopLevelError,
 };
@@ -175,19 +175,29 @@ fn create(client: &mut Client, name: &str, partitions: u32) -> ErrorCode {
 }
 
 fn produce(client: &mut Client, topic: &str, partition: u32, records: Vec<u8>) -> (ErrorCode, Option<Offset>) {
+    let p = produce_with(client, topic, partition, records, Acks::All, 10_000);
+    (p.error_code, p.base_offset)
+}
+
+/// One partition's batches in one Produce request with `acks` and `timeout_ms`; its answer.
+fn produce_with(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+    records: Vec<u8>,
+    acks: Acks,
+    timeout_ms: u32,
+) -> ProducePartitionResponse {
     let req = ProduceRequest {
-        acks: Acks::All,
-        timeout_ms: 10_000,
+        acks,
+        timeout_ms,
         topics: vec![ProduceTopic {
             name: topic.into(),
             partitions: vec![ProducePartition { partition: PartitionId(partition), records: Bytes::from(records) }],
         }],
     };
     match client.call(Request::Produce(req)) {
-        Ok(Response::Produce(r)) => {
-            let p = &r.topics[0].partitions[0];
-            (p.error_code, p.base_offset)
-        }
+        Ok(Response::Produce(mut r)) => r.topics.remove(0).partitions.remove(0),
         other => panic!("{other:?}"),
     }
 }
@@ -839,16 +849,8 @@ fn acks_leader_under_fsync_always_becomes_readable_without_an_acks_all_append() 
     for i in 0..10u32 {
         let p = i % 2;
         let records = batch(p, i);
-        let req = ProduceRequest {
-            acks: Acks::Leader,
-            timeout_ms: 10_000,
-            topics: vec![ProduceTopic {
-                name: "a1".into(),
-                partitions: vec![ProducePartition { partition: PartitionId(p), records: Bytes::from(records.clone()) }],
-            }],
-        };
-        let Ok(Response::Produce(r)) = client.call(Request::Produce(req)) else { panic!("produce failed") };
-        assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+        let answer = produce_with(&mut client, "a1", p, records.clone(), Acks::Leader, 10_000);
+        assert_eq!(answer.error_code, ErrorCode::None);
         sent[p as usize].push(records);
     }
     let total: usize = sent.iter().flatten().map(Vec::len).sum();
@@ -894,16 +896,7 @@ fn produce_times_out_per_partition_and_the_append_may_still_land() {
         b.build()
     };
     let records: Vec<u8> = (0..6).flat_map(big).collect();
-    let req = ProduceRequest {
-        acks: Acks::All,
-        timeout_ms: 1,
-        topics: vec![ProduceTopic {
-            name: "slow".into(),
-            partitions: vec![ProducePartition { partition: PartitionId(0), records: Bytes::from(records) }],
-        }],
-    };
-    let Ok(Response::Produce(r)) = client.call(Request::Produce(req)) else { panic!("produce failed") };
-    let answer = &r.topics[0].partitions[0];
+    let answer = produce_with(&mut client, "slow", 0, records, Acks::All, 1);
     assert_eq!(answer.error_code, ErrorCode::RequestTimedOut, "{answer:?}");
     assert_eq!(answer.base_offset, None);
     // The append was not cancelled: all six batches arrive.

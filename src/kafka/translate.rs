@@ -369,6 +369,24 @@ fn any_forwarded<E>(verdicts: &Verdicts<E>) -> bool {
     verdicts.iter().flat_map(|(_, partitions)| partitions).any(|(_, refused)| refused.is_none())
 }
 
+/// Sends the native request `request` builds, if any partition of `verdicts` goes to it, and
+/// takes each topic's partition answers out of the response with `partitions` (which hands back
+/// a response of the wrong kind). `Err` = the Kafka error code for the whole request.
+async fn forward<V, N>(
+    state: &Rc<ShardState>,
+    verdicts: &Verdicts<V>,
+    request: impl FnOnce() -> Request,
+    partitions: impl FnOnce(Response) -> Result<Vec<Vec<N>>, Response>,
+) -> Result<Vec<Vec<N>>, i16> {
+    if !any_forwarded(verdicts) {
+        return Ok(Vec::new());
+    }
+    match call(state, request()).await {
+        Some(Ok(response)) => partitions(response).map_err(|other| unexpected(Some(Ok(other))).0),
+        other => Err(unexpected(other).0),
+    }
+}
+
 /// `None` for acks = 0: Kafka sends no response at all then.
 pub(crate) async fn produce(state: &Rc<ShardState>, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = match req.acks {
@@ -540,14 +558,16 @@ pub(crate) async fn list_offsets(state: &Rc<ShardState>, req: ListOffsetsRequest
         topics.push(native::ListOffsetsTopic { name: topic.name.0.to_string(), partitions });
         verdicts.push((topic.name, verdict));
     }
-    let native = if any_forwarded(&verdicts) {
-        match call(state, Request::ListOffsets(native::ListOffsetsRequest { topics })).await {
-            Some(Ok(Response::ListOffsets(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-            other => Err(unexpected(other).0),
-        }
-    } else {
-        Ok(Vec::new())
-    };
+    let native = forward(
+        state,
+        &verdicts,
+        || Request::ListOffsets(native::ListOffsetsRequest { topics }),
+        |r| match r {
+            Response::ListOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+            other => Err(other),
+        },
+    )
+    .await;
     let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
         let response = ListOffsetsPartitionResponse::default().with_partition_index(index).with_timestamp(-1);
         match result {
@@ -611,14 +631,16 @@ pub(crate) async fn offset_for_leader_epoch(
         topics.push(native::ListOffsetsTopic { name: topic.topic.0.to_string(), partitions });
         verdicts.push((topic.topic, verdict));
     }
-    let native = if any_forwarded(&verdicts) {
-        match call(state, Request::ListOffsets(native::ListOffsetsRequest { topics })).await {
-            Some(Ok(Response::ListOffsets(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-            other => Err(unexpected(other).0),
-        }
-    } else {
-        Ok(Vec::new())
-    };
+    let native = forward(
+        state,
+        &verdicts,
+        || Request::ListOffsets(native::ListOffsetsRequest { topics }),
+        |r| match r {
+            Response::ListOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+            other => Err(other),
+        },
+    )
+    .await;
     let mut epochs = epochs.into_iter();
     let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
         let requested = epochs.next().unwrap_or(-1);
@@ -829,15 +851,13 @@ pub(crate) async fn offset_commit(state: &Rc<ShardState>, req: OffsetCommitReque
         topics.push(native::CommitOffsetsTopic { name: topic.name.0.to_string(), partitions });
         verdicts.push((topic.name, verdict));
     }
-    let native = if any_forwarded(&verdicts) {
-        let request = native::CommitOffsetsRequest { group: req.group_id.0.to_string(), topics };
-        match call(state, Request::CommitOffsets(request)).await {
-            Some(Ok(Response::CommitOffsets(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-            other => Err(unexpected(other).0),
-        }
-    } else {
-        Ok(Vec::new())
-    };
+    let group = req.group_id.0.to_string();
+    let request = || Request::CommitOffsets(native::CommitOffsetsRequest { group, topics });
+    let native = forward(state, &verdicts, request, |r| match r {
+        Response::CommitOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+        other => Err(other),
+    })
+    .await;
     let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
         let code = match result {
             Ok(p) => kafka_code(p.error_code),
@@ -903,15 +923,12 @@ pub(crate) async fn offset_fetch(state: &Rc<ShardState>, req: OffsetFetchRequest
                 topics.push(native::FetchCommittedTopic { name: topic.name.0.to_string(), partitions });
                 verdicts.push((topic.name, verdict));
             }
-            let native = if any_forwarded(&verdicts) {
-                let request = native::FetchCommittedRequest { group, topics: Some(topics) };
-                match call(state, Request::FetchCommitted(request)).await {
-                    Some(Ok(Response::FetchCommitted(r))) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-                    other => Err(unexpected(other).0),
-                }
-            } else {
-                Ok(Vec::new())
-            };
+            let request = || Request::FetchCommitted(native::FetchCommittedRequest { group, topics: Some(topics) });
+            let native = forward(state, &verdicts, request, |r| match r {
+                Response::FetchCommitted(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+                other => Err(other),
+            })
+            .await;
             let error = native.as_ref().err().copied().unwrap_or(NONE);
             let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| match result {
                 Ok(p) => native_partition(p),
