@@ -12,6 +12,11 @@
 //! iterating [`Records`] hands out sub-slices of the batch for keys, values and
 //! headers. Nothing is copied or allocated on the append path except the
 //! `Vec` of a record's headers, which stays unallocated when a record has none.
+//! Compressed batches are stored and served as sent; their records are read
+//! only where the broker must (compaction), through
+//! [`BatchView::decompressed_records`], which decompresses into one buffer
+//! (bounded, see [`crate::compression`]) and iterates it with the same
+//! [`Records`]; for an uncompressed batch that buffer is the batch itself.
 //! The only fields the log rewrites on append, the base offset and the
 //! partition leader epoch, sit outside the CRC ([`set_base_offset`],
 //! [`set_partition_leader_epoch`]), so stamping a batch never recomputes it.
@@ -63,10 +68,12 @@
 //! length is checked before it is used.  Decoding is slightly stricter than
 //! Kafka's Java reader where Kafka silently accepts nonsense: lengths below −1
 //! and varints whose value does not fit in 32 (64) bits are rejected, and an
-//! uncompressed batch must not hold bytes after its last record even when
-//! `recordsCount` is 0.
+//! uncompressed batch (or a compressed one's decompressed records) must not
+//! hold bytes after its last record even when `recordsCount` is 0.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
+
+use crate::compression::{self, MAX_DECOMPRESSED_RECORDS};
 
 /// The only batch format version Keel reads and writes.
 pub const MAGIC: i8 = 2;
@@ -155,6 +162,17 @@ impl Compression {
             Compression::Snappy => "snappy",
             Compression::Lz4 => "lz4",
             Compression::Zstd => "zstd",
+        }
+    }
+
+    /// The codec's id in attribute bits 0–2.
+    pub fn attribute_bits(&self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
         }
     }
 
@@ -414,24 +432,80 @@ impl<'a> BatchView<'a> {
         i32::from_be_bytes(read_array(self.header, RECORDS_COUNT_AT))
     }
 
-    /// Iterates the records, decoding each lazily. Uncompressed batches only:
-    /// a compressed batch gives `Err(Unsupported)` naming the codec, because
-    /// the log stores and serves compressed batches without opening them.
+    /// Iterates the records, decoding each lazily, without copying.
+    /// Uncompressed batches only: a compressed batch gives `Err(Unsupported)`
+    /// naming the codec; use [`BatchView::decompressed_records`] to read it.
     pub fn records(&self) -> Result<Records<'a>, DecodeError> {
         let compression = self.compression();
         if compression != Compression::None {
             return Err(DecodeError::Unsupported(format!(
-                "cannot iterate the records of a {} compressed batch: decompression is not implemented",
+                "the records of a {} compressed batch need decompressed_records()",
                 compression.name()
             )));
         }
-        Ok(Records {
-            rest: &self.bytes[HEADER_LEN..],
-            // Parsed views have a non-negative count.
-            expected: usize::try_from(self.records_count()).unwrap_or(0),
-            read: 0,
-            done: false,
-        })
+        Ok(Records::new(&self.bytes[HEADER_LEN..], self.records_count()))
+    }
+
+    /// The records section of any batch, decompressed if the batch is
+    /// compressed (borrowed, not copied, if it is not), at most
+    /// [`MAX_DECOMPRESSED_RECORDS`] bytes. Iterate it with [`RecordsSection::records`].
+    pub fn decompressed_records(&self) -> Result<RecordsSection<'a>, DecodeError> {
+        self.decompressed_records_limited(MAX_DECOMPRESSED_RECORDS)
+    }
+
+    /// [`BatchView::decompressed_records`] with the bound on the decompressed
+    /// size given. A section over `limit` bytes, or a `recordsCount` that
+    /// could not fit in `limit` bytes, is `Err(Unsupported)` and is refused
+    /// before more than `limit + 1` bytes are held; a corrupt or truncated
+    /// stream, or fewer decompressed bytes than `recordsCount`, is `Err(Invalid)`.
+    /// The limit does not apply to an uncompressed batch (nothing is allocated).
+    pub fn decompressed_records_limited(&self, limit: usize) -> Result<RecordsSection<'a>, DecodeError> {
+        let codec = self.compression();
+        let count = self.records_count();
+        let section = &self.bytes[HEADER_LEN..];
+        if codec == Compression::None {
+            return Ok(RecordsSection { bytes: Cow::Borrowed(section), count });
+        }
+        // Every record takes at least one byte: a count this large is a bomb announced up front.
+        let expected = usize::try_from(count).unwrap_or(0);
+        if expected > limit {
+            return Err(DecodeError::Unsupported(format!(
+                "recordsCount {count} cannot fit in the limit of {limit} decompressed bytes"
+            )));
+        }
+        let bytes = compression::decompress(codec, section, limit)?;
+        if expected > bytes.len() {
+            return Err(invalid(format!(
+                "recordsCount {count} exceeds the {} bytes of {codec} decompressed records",
+                bytes.len()
+            )));
+        }
+        Ok(RecordsSection { bytes: Cow::Owned(bytes), count })
+    }
+}
+
+/// A batch's records section ready to iterate: borrowed from an uncompressed
+/// batch, or owned after decompression ([`BatchView::decompressed_records`]).
+#[derive(Debug, Clone)]
+pub struct RecordsSection<'a> {
+    bytes: Cow<'a, [u8]>,
+    count: i32,
+}
+
+impl RecordsSection<'_> {
+    /// Iterates the records, borrowing keys, values and headers from this section.
+    pub fn records(&self) -> Records<'_> {
+        Records::new(&self.bytes, self.count)
+    }
+
+    /// The (decompressed) records bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether decompression produced these bytes (false: they are the batch's own).
+    pub fn is_decompressed(&self) -> bool {
+        matches!(self.bytes, Cow::Owned(_))
     }
 }
 
@@ -454,8 +528,8 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
-/// One record of an uncompressed batch, borrowing its key, value and headers
-/// from the batch bytes.
+/// One record, borrowing its key, value and headers from the batch bytes (or
+/// from the decompressed section of a compressed batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record<'a> {
     /// Record attributes (unused by Kafka; 0 in batches Keel builds).
@@ -492,7 +566,7 @@ pub struct Header<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// Iterator over the records of an uncompressed batch ([`BatchView::records`]).
+/// Iterator over a batch's records ([`BatchView::records`], [`RecordsSection::records`]).
 ///
 /// Yields exactly `recordsCount` records. A malformed record yields one
 /// `Err(Invalid)` and ends the iteration; so does a batch whose bytes run out
@@ -504,6 +578,13 @@ pub struct Records<'a> {
     expected: usize,
     read: usize,
     done: bool,
+}
+
+impl<'a> Records<'a> {
+    fn new(rest: &'a [u8], count: i32) -> Self {
+        // Parsed views have a non-negative count.
+        Records { rest, expected: usize::try_from(count).unwrap_or(0), read: 0, done: false }
+    }
 }
 
 impl<'a> Iterator for Records<'a> {
@@ -706,9 +787,10 @@ struct PendingRecord {
     headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
-/// Builds uncompressed batches, for tests, clients, tools and compaction. It
-/// copies every key and value, so it is not meant for the append hot path
-/// (the log appends the producer's bytes as they are).
+/// Builds batches, uncompressed or compressed ([`BatchBuilder::compression`]),
+/// for tests, clients, tools and compaction. It copies every key and value, so
+/// it is not meant for the append hot path (the log appends the producer's
+/// bytes as they are).
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
     base_offset: i64,
@@ -717,6 +799,7 @@ pub struct BatchBuilder {
     producer_epoch: i16,
     base_sequence: i32,
     attributes: i16,
+    compression: Compression,
     last_offset_delta: Option<i32>,
     base_timestamp: Option<i64>,
     max_timestamp: Option<i64>,
@@ -741,6 +824,7 @@ impl BatchBuilder {
             producer_epoch: -1,
             base_sequence: -1,
             attributes: 0,
+            compression: Compression::None,
             last_offset_delta: None,
             base_timestamp: None,
             max_timestamp: None,
@@ -770,13 +854,21 @@ impl BatchBuilder {
 
     /// Attribute bits other than compression (timestamp type, transactional,
     /// control, delete horizon; see the `ATTR_*` constants). Panics if
-    /// compression bits are set: the builder only writes uncompressed records.
+    /// compression bits are set: the codec is set by [`BatchBuilder::compression`].
     pub fn attributes(mut self, attributes: i16) -> Self {
         assert!(
             attributes & ATTR_COMPRESSION_MASK == 0,
-            "BatchBuilder::attributes({attributes:#06x}): compression bits set, but the builder only writes uncompressed batches"
+            "BatchBuilder::attributes({attributes:#06x}): compression bits set; use BatchBuilder::compression"
         );
         self.attributes = attributes;
+        self
+    }
+
+    /// Compresses the records section with `codec` at [`BatchBuilder::build`]
+    /// and sets the codec's attribute bits; the CRC then covers the compressed
+    /// bytes, as in Kafka. Default: [`Compression::None`].
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.compression = codec;
         self
     }
 
@@ -862,8 +954,9 @@ impl BatchBuilder {
 
     /// Encodes the batch: `maxTimestamp` = forced, else the largest record
     /// timestamp (or `baseTimestamp` if empty); `lastOffsetDelta` = forced,
-    /// else the last record's delta (0 if empty); `recordsCount`; CRC. All
-    /// varints are minimally encoded, as Kafka writes them.
+    /// else the last record's delta (0 if empty); `recordsCount`; records
+    /// compressed with the codec set (even when there are none, as Kafka
+    /// does); CRC. All varints are minimally encoded, as Kafka writes them.
     ///
     /// Panics if a forced `lastOffsetDelta` is below the last record's delta,
     /// or if the batch exceeds `i32::MAX` bytes.
@@ -887,6 +980,9 @@ impl BatchBuilder {
         let count = i32::try_from(self.records.len()).expect("BatchBuilder: too many records");
 
         let mut out = vec![0u8; HEADER_LEN];
+        // Uncompressed records go straight after the header; compressed ones are gathered first.
+        let mut plain = Vec::new();
+        let section = if self.compression == Compression::None { &mut out } else { &mut plain };
         let mut body = Vec::new();
         for r in &self.records {
             body.clear();
@@ -901,9 +997,13 @@ impl BatchBuilder {
                 body.extend_from_slice(k);
                 put_nullable(&mut body, v.as_deref(), "header value");
             }
-            put_len(&mut out, body.len(), "record");
-            out.extend_from_slice(&body);
+            put_len(section, body.len(), "record");
+            section.extend_from_slice(&body);
         }
+        if self.compression != Compression::None {
+            out.extend_from_slice(&compression::compress(self.compression, &plain));
+        }
+        let attributes = self.attributes | self.compression.attribute_bits();
         let batch_length =
             i32::try_from(out.len() - LOG_OVERHEAD).expect("BatchBuilder: batch larger than i32::MAX bytes");
 
@@ -912,7 +1012,7 @@ impl BatchBuilder {
         put(BATCH_LENGTH_AT, &batch_length.to_be_bytes());
         put(PARTITION_LEADER_EPOCH_AT, &self.partition_leader_epoch.to_be_bytes());
         put(MAGIC_AT, &MAGIC.to_be_bytes());
-        put(ATTRIBUTES_AT, &self.attributes.to_be_bytes());
+        put(ATTRIBUTES_AT, &attributes.to_be_bytes());
         put(LAST_OFFSET_DELTA_AT, &last_offset_delta.to_be_bytes());
         put(BASE_TIMESTAMP_AT, &base_timestamp.to_be_bytes());
         put(MAX_TIMESTAMP_AT, &max_timestamp.to_be_bytes());
@@ -932,13 +1032,13 @@ impl BatchBuilder {
 ///
 /// Checks: parsing never panics; `Incomplete` asks for more than was given; a
 /// parsed batch lies within the input and `last_offset >= base_offset`; its
-/// records iterate to the end; and an uncompressed batch rebuilt with
-/// [`BatchBuilder`] from the parsed fields and records parses to the same
-/// fields and records.
+/// records (decompressed, within [`FUZZ_DECOMPRESS_LIMIT`]) iterate to the
+/// end; and a batch rebuilt with [`BatchBuilder`] (same codec) from the parsed
+/// fields and records parses to the same fields and records.
 ///
 /// Byte equality of the rebuilt batch with the input cannot be asserted in
 /// general: the decoder accepts (as Kafka does) non-minimal varints such as
-/// `80 00` for 0, which the builder re-encodes minimally. It does hold when
+/// `80 00` for 0, which the builder re-encodes minimally. For an uncompressed batch it does hold when
 /// the rebuilt batch has the same length: every rebuilt varint is at most as
 /// long as the one it replaces, so equal lengths mean every input varint was
 /// minimal, and minimal encodings are unique. Record attributes (which the
@@ -948,6 +1048,10 @@ impl BatchBuilder {
 /// Almost every mutation of a batch breaks its CRC, which would keep a fuzzer
 /// away from the record decoder, so when `data` holds the whole batch its
 /// header claims, the checks also run on a copy with the CRC fixed.
+/// Decompression bound of [`fuzz_check_decode`], small so that fuzzing stays fast.
+#[doc(hidden)]
+pub const FUZZ_DECOMPRESS_LIMIT: usize = 1 << 20;
+
 #[doc(hidden)]
 pub fn fuzz_check_decode(data: &[u8]) {
     check_decode_invariants(data);
@@ -986,14 +1090,22 @@ fn check_decode_invariants(data: &[u8]) {
     assert_eq!(view.magic(), MAGIC);
     let _ = format!("{view:?}");
 
-    let iter = match view.records() {
-        Ok(iter) => iter,
+    let compressed = view.compression() != Compression::None;
+    match view.records() {
+        Ok(_) => assert!(!compressed, "records() must refuse a compressed batch"),
+        Err(e) => assert!(compressed && matches!(e, DecodeError::Unsupported(_)), "{e}"),
+    }
+    let section = match view.decompressed_records_limited(FUZZ_DECOMPRESS_LIMIT) {
+        Ok(section) => section,
         Err(e) => {
-            assert_ne!(view.compression(), Compression::None);
-            assert!(matches!(e, DecodeError::Unsupported(_)));
+            assert!(compressed, "an uncompressed batch's section is always there: {e}");
+            assert!(!matches!(e, DecodeError::Incomplete { .. }), "{e}");
             return;
         }
     };
+    assert_eq!(section.is_decompressed(), compressed);
+    assert!(section.as_bytes().len() <= FUZZ_DECOMPRESS_LIMIT || !compressed);
+    let iter = section.records();
     let expected = usize::try_from(view.records_count()).expect("parsed count is >= 0");
     let mut records = Vec::new();
     let mut items = 0usize;
@@ -1028,7 +1140,8 @@ fn check_decode_invariants(data: &[u8]) {
         .base_offset(view.base_offset())
         .partition_leader_epoch(view.partition_leader_epoch())
         .producer(view.producer_id(), view.producer_epoch(), view.base_sequence())
-        .attributes(view.attributes())
+        .attributes(view.attributes() & !ATTR_COMPRESSION_MASK)
+        .compression(view.compression())
         .last_offset_delta(view.last_offset_delta())
         .base_timestamp(view.base_timestamp())
         .max_timestamp(view.max_timestamp());
@@ -1039,7 +1152,8 @@ fn check_decode_invariants(data: &[u8]) {
     let rebuilt = builder.build();
     let again = BatchView::parse(&rebuilt).expect("a rebuilt batch must parse");
     assert_eq!(again.total_len(), rebuilt.len());
-    assert!(rebuilt.len() <= view.total_len(), "minimal encoding made the batch longer");
+    // Compressed sizes depend on the compressor, not on the varints.
+    assert!(compressed || rebuilt.len() <= view.total_len(), "minimal encoding made the batch longer");
     assert_eq!(again.base_offset(), view.base_offset());
     assert_eq!(again.partition_leader_epoch(), view.partition_leader_epoch());
     assert_eq!(again.attributes(), view.attributes());
@@ -1050,18 +1164,17 @@ fn check_decode_invariants(data: &[u8]) {
     assert_eq!(again.producer_epoch(), view.producer_epoch());
     assert_eq!(again.base_sequence(), view.base_sequence());
     assert_eq!(again.records_count(), view.records_count());
-    let again_records: Vec<Record<'_>> = again
-        .records()
-        .expect("rebuilt batch is uncompressed")
-        .collect::<Result<_, _>>()
-        .expect("rebuilt records must decode");
+    let again_section = again.decompressed_records().expect("a rebuilt batch must decompress");
+    assert!(again_section.as_bytes().len() <= section.as_bytes().len(), "minimal encoding made the records longer");
+    let again_records: Vec<Record<'_>> =
+        again_section.records().collect::<Result<_, _>>().expect("rebuilt records must decode");
     assert_eq!(again_records.len(), records.len());
     for (a, b) in again_records.iter().zip(&records) {
         assert_eq!(a.attributes, 0);
         let b_without_attrs = Record { attributes: 0, ..b.clone() };
         assert_eq!(a, &b_without_attrs);
     }
-    if records.iter().all(|r| r.attributes == 0) && rebuilt.len() == view.total_len() {
+    if !compressed && records.iter().all(|r| r.attributes == 0) && rebuilt.len() == view.total_len() {
         assert_eq!(rebuilt.as_slice(), view.as_bytes(), "same length but different bytes");
     }
 }
@@ -1272,6 +1385,24 @@ mod tests {
         12, 0, 0, 0, 0, 12, 59, 239, 146,
     ];
 
+    /// Sarama "snappy compressed record": a bare raw snappy block, no xerial framing.
+    const SARAMA_SNAPPY: [u8; 84] = [
+        0, 0, 0, 0, 0, 0, 0, 0, // First Offset
+        0, 0, 0, 72, // Length
+        0, 0, 0, 0, // Partition Leader Epoch
+        2, // Version
+        21, 0, 159, 97, // CRC
+        0, 2, // Attributes
+        0, 0, 0, 0, // Last Offset Delta
+        0, 0, 1, 88, 141, 205, 89, 56, // First Timestamp
+        0, 0, 0, 0, 0, 0, 0, 0, // Max Timestamp
+        0, 0, 0, 0, 0, 0, 0, 0, // Producer ID
+        0, 0, // Producer Epoch
+        0, 0, 0, 0, // First Sequence
+        0, 0, 0, 1, // Number of Records
+        21, 80, 40, 0, 10, 0, 8, 1, 2, 3, 4, 6, 5, 6, 7, 2, 6, 8, 9, 10, 4, 11, 12,
+    ];
+
     fn collect_records<'a>(view: &BatchView<'a>) -> Result<Vec<Record<'a>>, DecodeError> {
         view.records()?.collect()
     }
@@ -1468,11 +1599,21 @@ mod tests {
         }
     }
 
+    /// Sarama's gzip (Go's compress/gzip), lz4 (pierrec/lz4: 4 MiB blocks, content checksum) and
+    /// raw snappy batches decompress to exactly the records section of its uncompressed batch.
     #[test]
-    fn golden_sarama_compressed_records_unsupported() {
-        for (bytes, codec, name) in
-            [(&SARAMA_GZIP[..], Compression::Gzip, "gzip"), (&SARAMA_LZ4[..], Compression::Lz4, "lz4")]
-        {
+    fn golden_sarama_compressed_records_decompress() {
+        let plain = BatchView::parse(&SARAMA_UNCOMPRESSED).unwrap();
+        let plain_section = plain.decompressed_records().unwrap();
+        assert!(!plain_section.is_decompressed());
+        assert_eq!(plain_section.as_bytes(), &SARAMA_UNCOMPRESSED[HEADER_LEN..]);
+        let expected = collect_records(&plain).unwrap();
+        assert_eq!(expected.len(), 1);
+        for (bytes, codec, name) in [
+            (&SARAMA_GZIP[..], Compression::Gzip, "gzip"),
+            (&SARAMA_SNAPPY[..], Compression::Snappy, "snappy"),
+            (&SARAMA_LZ4[..], Compression::Lz4, "lz4"),
+        ] {
             let v = BatchView::parse(bytes).unwrap();
             assert_eq!(v.compression(), codec);
             assert_eq!(codec.name(), name);
@@ -1482,8 +1623,110 @@ mod tests {
                 Err(DecodeError::Unsupported(msg)) => assert!(msg.contains(name), "{msg}"),
                 other => panic!("expected Unsupported, got {other:?}"),
             }
+            let section = v.decompressed_records().unwrap();
+            assert!(section.is_decompressed());
+            assert_eq!(section.as_bytes(), plain_section.as_bytes(), "{name}");
+            let records: Vec<Record<'_>> = section.records().collect::<Result<_, _>>().unwrap();
+            assert_eq!(records, expected, "{name}");
             fuzz_check_decode(bytes);
         }
+    }
+
+    fn sample_builder() -> BatchBuilder {
+        let mut b = BatchBuilder::new()
+            .base_offset(1000)
+            .partition_leader_epoch(4)
+            .producer(12, 3, 40)
+            .attributes(ATTR_TRANSACTIONAL)
+            .last_offset_delta(9);
+        b.push_with_delta(0, 5_000, Some(b"key-a"), Some(b"value a"), &[(b"h1", Some(b"x")), (b"h2", None)]);
+        b.push_with_delta(1, 5_003, Some(b"key-b"), None, &[]);
+        b.push_with_delta(4, 4_990, None, Some(&[7u8; 3000]), &[(b"only", Some(b""))]);
+        b.push_with_delta(9, 5_010, Some(b""), Some(b""), &[]);
+        b
+    }
+
+    #[test]
+    fn builder_compresses_and_records_round_trip_for_every_codec() {
+        let plain_bytes = sample_builder().build();
+        let plain = BatchView::parse(&plain_bytes).unwrap();
+        let expected = collect_records(&plain).unwrap();
+        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let bytes = sample_builder().compression(codec).build();
+            let v = BatchView::parse(&bytes).expect("CRC covers the compressed bytes");
+            assert_eq!(v.compression(), codec);
+            assert_eq!(v.attributes(), ATTR_TRANSACTIONAL | codec.attribute_bits());
+            assert_eq!(usize::try_from(v.batch_length()).unwrap() + LOG_OVERHEAD, bytes.len());
+            assert!(bytes.len() < plain_bytes.len(), "{codec}: the 3000-byte value compresses");
+            // Every header field but attributes, length and CRC is the uncompressed batch's.
+            assert_eq!(bytes[..8], plain_bytes[..8]);
+            assert_eq!(bytes[12..17], plain_bytes[12..17]);
+            assert_eq!(bytes[23..HEADER_LEN], plain_bytes[23..HEADER_LEN]);
+            assert_ne!(&bytes[HEADER_LEN..], &plain_bytes[HEADER_LEN..]);
+            assert_eq!(
+                compression::decompress(codec, &bytes[HEADER_LEN..], 1 << 20).unwrap(),
+                &plain_bytes[HEADER_LEN..]
+            );
+            let section = v.decompressed_records().unwrap();
+            assert_eq!(section.as_bytes(), &plain_bytes[HEADER_LEN..], "{codec}");
+            let records: Vec<Record<'_>> = section.records().collect::<Result<_, _>>().unwrap();
+            assert_eq!(records, expected, "{codec}");
+            assert_eq!(records[1].value, None);
+            assert_eq!(records[2].key, None);
+            assert_eq!(records[0].headers[1], Header { key: b"h2", value: None });
+            fuzz_check_decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn empty_compressed_batch_round_trips() {
+        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let bytes = BatchBuilder::new().compression(codec).build();
+            let v = BatchView::parse(&bytes).unwrap();
+            assert_eq!(v.compression(), codec);
+            assert!(bytes.len() > HEADER_LEN, "{codec}: an empty stream still has a header");
+            assert_eq!(v.decompressed_records().unwrap().records().count(), 0);
+        }
+    }
+
+    #[test]
+    fn compressed_batch_errors_are_values() {
+        let good = sample_builder().compression(Compression::Lz4).build();
+        // Truncated payload, re-sealed so that parse accepts it.
+        let mut cut = good[..good.len() - 10].to_vec();
+        reseal(&mut cut);
+        let v = BatchView::parse(&cut).unwrap();
+        assert!(matches!(v.decompressed_records(), Err(DecodeError::Invalid(msg)) if msg.contains("lz4")));
+        // Garbage payload.
+        let mut junk = good[..HEADER_LEN].to_vec();
+        junk.extend_from_slice(b"garbage, not an lz4 frame");
+        reseal(&mut junk);
+        assert!(matches!(BatchView::parse(&junk).unwrap().decompressed_records(), Err(DecodeError::Invalid(_))));
+        // A count larger than the decompressed bytes could hold.
+        let mut big_count = good.clone();
+        big_count[RECORDS_COUNT_AT..HEADER_LEN].copy_from_slice(&1_000_000i32.to_be_bytes());
+        reseal(&mut big_count);
+        let v = BatchView::parse(&big_count).unwrap();
+        assert!(matches!(v.decompressed_records(), Err(DecodeError::Invalid(msg)) if msg.contains("recordsCount")));
+        // A count above the limit is refused before decompressing.
+        assert!(matches!(v.decompressed_records_limited(1000), Err(DecodeError::Unsupported(_))));
+        // Fewer records than the count: the iterator reports it, as for uncompressed batches.
+        let mut more = good.clone();
+        more[RECORDS_COUNT_AT..HEADER_LEN].copy_from_slice(&5i32.to_be_bytes());
+        reseal(&mut more);
+        let section = BatchView::parse(&more).unwrap().decompressed_records().unwrap();
+        assert!(section.records().last().unwrap().is_err());
+    }
+
+    #[test]
+    fn compressed_bomb_in_a_batch_is_refused() {
+        let mut b = BatchBuilder::new().compression(Compression::Zstd);
+        b.push(0, None, Some(&[0u8; 200_000]), &[]);
+        let bytes = b.build();
+        let v = BatchView::parse(&bytes).unwrap();
+        assert!(bytes.len() < 1000);
+        assert!(matches!(v.decompressed_records_limited(100_000), Err(DecodeError::Unsupported(_))));
+        assert_eq!(v.decompressed_records().unwrap().records().count(), 1);
     }
 
     #[test]
@@ -1496,6 +1739,9 @@ mod tests {
             &SARAMA_UNCOMPRESSED,
             &SARAMA_EMPTY,
             &SARAMA_CONTROL,
+            &SARAMA_GZIP,
+            &SARAMA_SNAPPY,
+            &SARAMA_LZ4,
         ] {
             fuzz_check_decode(bytes);
         }
@@ -2068,6 +2314,15 @@ mod tests {
 
     /// Builds a batch and returns it with the expected (offset delta, timestamp) per record.
     fn build_gen(g: &GenBatch) -> (Vec<u8>, Vec<(i32, i64)>) {
+        let (b, expected) = build_gen_parts(g);
+        (b.build(), expected)
+    }
+
+    fn build_gen_builder(g: &GenBatch) -> BatchBuilder {
+        build_gen_parts(g).0
+    }
+
+    fn build_gen_parts(g: &GenBatch) -> (BatchBuilder, Vec<(i32, i64)>) {
         let mut b = BatchBuilder::new()
             .base_offset(g.base_offset)
             .partition_leader_epoch(g.epoch)
@@ -2097,7 +2352,7 @@ mod tests {
         if let Some(ts) = g.max_timestamp {
             b = b.max_timestamp(ts);
         }
-        (b.build(), expected)
+        (b, expected)
     }
 
     proptest! {
@@ -2134,6 +2389,30 @@ mod tests {
                 prop_assert_eq!(headers, want);
             }
             // Rebuilding from the parsed batch gives the same bytes.
+            fuzz_check_decode(&bytes);
+        }
+
+        #[test]
+        fn prop_compressed_roundtrip(
+            g in batch_strategy(),
+            codec in prop_oneof![
+                Just(Compression::Gzip),
+                Just(Compression::Snappy),
+                Just(Compression::Lz4),
+                Just(Compression::Zstd),
+            ],
+        ) {
+            // The compressed batch is the uncompressed one with its records section compressed.
+            let (plain, _) = build_gen(&g);
+            let bytes = build_gen_builder(&g).compression(codec).build();
+            let v = BatchView::parse(&bytes).unwrap();
+            prop_assert_eq!(v.compression(), codec);
+            prop_assert_eq!(v.attributes(), g.attributes | codec.attribute_bits());
+            prop_assert_eq!(&bytes[..8], &plain[..8]);
+            prop_assert_eq!(&bytes[12..17], &plain[12..17]);
+            prop_assert_eq!(&bytes[23..HEADER_LEN], &plain[23..HEADER_LEN]);
+            let section = v.decompressed_records().unwrap();
+            prop_assert_eq!(section.as_bytes(), &plain[HEADER_LEN..]);
             fuzz_check_decode(&bytes);
         }
 

@@ -8,7 +8,10 @@
 //!   (latest among closed segments). A tombstone (null value) is itself removed once its timestamp
 //!   is older than `delete.retention.ms`. Survivors keep their offsets; a batch keeps its base
 //!   offset and offset range even when records inside it go, so offsets in a compacted log are
-//!   increasing with gaps. Compressed and control batches are kept whole (records unread).
+//!   increasing with gaps. Compressed batches are decompressed to read their keys and, when
+//!   records go, rebuilt with the survivors compressed with the same codec (as Kafka's cleaner
+//!   does); one that does not decompress (corrupt, or over the size bound) is kept whole, since
+//!   compaction never drops what it cannot read. Control batches are kept whole (records unread).
 //!   Records without a key are kept.
 //!
 //! Compaction is crash-safe: a segment is rewritten into `<base>.log.cleaned` (plus
@@ -21,7 +24,7 @@ use std::{collections::HashMap, rc::Rc};
 use tracing::info;
 
 use crate::{
-    batch::{BatchBuilder, BatchView, Compression},
+    batch::{BatchBuilder, BatchView, ATTR_COMPRESSION_MASK},
     error::{Result, StorageError},
     index::{SealInfo, SegmentIndex},
     io::{align_down, Clock, Dir, File, IoBuf},
@@ -59,15 +62,16 @@ pub enum CleanedBatch {
 
 /// Decides what compaction does with `batch`, given the latest offset of every key and the
 /// timestamp before which tombstones are removed. Pure, so tests can check it against a model.
+/// A compressed batch is decompressed and, if rebuilt, compressed again with its codec.
 pub fn clean_batch(batch: &BatchView<'_>, latest: &HashMap<Vec<u8>, u64>, tombstone_horizon: i64) -> CleanedBatch {
-    if batch.compression() != Compression::None || batch.is_control() {
+    if batch.is_control() {
         return CleanedBatch::Keep;
     }
-    let Ok(records) = batch.records() else { return CleanedBatch::Keep };
+    let Ok(section) = batch.decompressed_records() else { return CleanedBatch::Keep };
     let base = batch.base_offset();
     let mut kept = Vec::new();
     let mut removed = 0u64;
-    for record in records {
+    for record in section.records() {
         let Ok(record) = record else { return CleanedBatch::Keep }; // unreadable: never drop what we cannot read
         let offset = record.offset(base) as u64;
         let survives = match record.key {
@@ -103,7 +107,8 @@ pub fn clean_batch(batch: &BatchView<'_>, latest: &HashMap<Vec<u8>, u64>, tombst
         .base_offset(base)
         .partition_leader_epoch(batch.partition_leader_epoch())
         .producer(batch.producer_id(), batch.producer_epoch(), batch.base_sequence())
-        .attributes(batch.attributes() & !0x07)
+        .attributes(batch.attributes() & !ATTR_COMPRESSION_MASK)
+        .compression(batch.compression())
         .base_timestamp(batch.base_timestamp())
         .last_offset_delta(batch.last_offset_delta());
     if batch.is_log_append_time() {
@@ -279,11 +284,12 @@ impl<D: Dir, C: Clock> Log<D, C> {
             {
                 let (_, bytes) = batch?;
                 let view = BatchView::parse(&bytes).map_err(StorageError::InvalidBatch)?;
-                if view.compression() != Compression::None || view.is_control() {
+                if view.is_control() {
                     continue;
                 }
-                let Ok(records) = view.records() else { continue };
-                for record in records.flatten() {
+                // An unreadable batch adds no key: older versions of its keys survive, never the reverse.
+                let Ok(section) = view.decompressed_records() else { continue };
+                for record in section.records().flatten() {
                     if let Some(key) = record.key {
                         latest.insert(key.to_vec(), record.offset(view.base_offset()) as u64);
                     }

@@ -7,6 +7,8 @@
 //!
 //! ## Map
 //! - [`batch`]: the RecordBatch v2 format — zero-copy validation, a builder, record iteration.
+//! - [`compression`]: gzip, snappy, lz4 and zstd as Kafka's clients write them, with bounded
+//!   decompression (compaction reads compressed batches).
 //! - [`log`]: [`Log`], append / read / truncate / close, the write pipeline and group commit.
 //! - [`open`](crate::open) (private) and [`recovery`]: what opening a directory does after a crash — the
 //!   decision table ([`recovery::RECOVERY_TABLE`]) and the segment scan.
@@ -42,6 +44,7 @@
 
 pub mod batch;
 pub mod cleaner;
+pub mod compression;
 pub mod config;
 pub mod error;
 mod files;

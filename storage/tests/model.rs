@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use common::*;
 use keel_storage::{
-    batch::{set_base_offset, set_partition_leader_epoch, BatchBuilder, BatchView},
+    batch::{set_base_offset, set_partition_leader_epoch, BatchBuilder, BatchView, Compression},
     io::{
         sim::{SimClock, SimDisk},
         Clock,
@@ -33,6 +33,10 @@ struct ModelBatch {
     base: u64,
     last: u64,
     records: BTreeMap<u64, Rec>,
+    /// Codec the producer used; compaction keeps it when it rebuilds the batch.
+    codec: Compression,
+    /// The batch's maxTimestamp: the largest record timestamp, recomputed when compaction rebuilds.
+    max_ts: i64,
     /// Exact stored bytes while compaction has not touched the batch.
     bytes: Option<Vec<u8>>,
 }
@@ -46,7 +50,7 @@ struct Model {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { records: Vec<(Option<u8>, bool, u16)>, term: u32 },
+    Append { records: Vec<(Option<u8>, bool, u16)>, term: u32, codec: Compression },
     Read { at: u16, max_bytes: u16 },
     Roll,
     Truncate { at: u16 },
@@ -58,10 +62,21 @@ enum Op {
     TimestampLookup { at: u16 },
 }
 
+/// Mostly uncompressed, as the log's other paths care about; each codec now and then.
+fn codec() -> impl Strategy<Value = Compression> {
+    prop_oneof![
+        4 => Just(Compression::None),
+        1 => Just(Compression::Gzip),
+        1 => Just(Compression::Snappy),
+        1 => Just(Compression::Lz4),
+        1 => Just(Compression::Zstd),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let record = (proptest::option::weighted(0.9, 0u8..6), proptest::bool::weighted(0.15), 0u16..400);
     prop_oneof![
-        10 => (proptest::collection::vec(record, 1..6), 0u32..4).prop_map(|(records, term)| Op::Append { records, term }),
+        10 => (proptest::collection::vec(record, 1..6), 0u32..4, codec()).prop_map(|(records, term, codec)| Op::Append { records, term, codec }),
         3 => (any::<u16>(), 1u16..3000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => Just(Op::Roll),
         1 => any::<u16>().prop_map(|at| Op::Truncate { at }),
@@ -114,10 +129,10 @@ impl Harness {
 
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Append { records, term } => {
+            Op::Append { records, term, codec } => {
                 self.clock.advance(10);
                 let ts = self.clock.now_ms();
-                let mut builder = BatchBuilder::new();
+                let mut builder = BatchBuilder::new().compression(codec);
                 let mut recs = Vec::new();
                 for (i, (key, tombstone, len)) in records.into_iter().enumerate() {
                     self.counter += 1;
@@ -142,7 +157,9 @@ impl Harness {
                 self.model.batches.push(ModelBatch {
                     base,
                     last: info.last_offset,
+                    max_ts: recs.iter().map(|r| r.ts).max().unwrap_or(ts),
                     records: recs.into_iter().enumerate().map(|(i, r)| (base + i as u64, r)).collect(),
+                    codec,
                     bytes: Some(stored),
                 });
                 self.model.log_end = info.last_offset + 1;
@@ -229,8 +246,16 @@ impl Harness {
                 let all: Vec<(u64, i64)> =
                     self.model.batches.iter().flat_map(|b| b.records.iter().map(|(o, r)| (*o, r.ts))).collect();
                 let ts = all.get(at as usize % all.len().max(1)).map(|x| x.1).unwrap_or(0) + i64::from(at % 3) - 1;
-                let expected =
-                    all.iter().filter(|(o, _)| *o >= self.model.log_start).find(|(_, t)| *t >= ts).map(|x| x.0);
+                // A compressed batch is not opened: its first offset the log serves answers when
+                // its maxTimestamp reaches `ts`.
+                let start = self.model.log_start;
+                let expected = self.model.batches.iter().filter(|b| b.last >= start).find_map(|b| {
+                    if b.codec != Compression::None {
+                        (b.max_ts >= ts).then(|| b.base.max(start))
+                    } else {
+                        b.records.iter().find(|(o, r)| **o >= start && r.ts >= ts).map(|(o, _)| *o)
+                    }
+                });
                 let got = block_on(self.log().offset_for_timestamp(ts))
                     .map_err(|e| TestCaseError::fail(format!("ts lookup: {e}")))?;
                 prop_assert_eq!(got, expected, "timestamp {}", ts);
@@ -263,6 +288,7 @@ impl Harness {
             });
             if b.records.len() != before {
                 b.bytes = None;
+                b.max_ts = b.records.values().map(|r| r.ts).max().unwrap_or(b.max_ts);
             }
         }
         self.model.batches.retain(|b| !b.records.is_empty());
@@ -296,9 +322,10 @@ fn check_batch(got: &(u64, u64, Vec<u8>), want: &ModelBatch) -> Result<(), TestC
         prop_assert!(&got.2 == bytes, "batch {} not byte-identical", want.base);
     }
     let view = BatchView::parse(&got.2).unwrap();
-    let recs: BTreeMap<u64, Rec> = view
+    prop_assert_eq!(view.compression(), want.codec, "codec of batch {}", want.base);
+    let section = view.decompressed_records().unwrap();
+    let recs: BTreeMap<u64, Rec> = section
         .records()
-        .unwrap()
         .map(|r| {
             let r = r.unwrap();
             (
