@@ -52,6 +52,10 @@ pub struct ShardState {
     pub cores: Arc<Vec<usize>>,
     /// Latest committed offsets of the `__consumer_offsets` partitions this shard owns.
     pub offsets: RefCell<OffsetStore>,
+    /// The controller's (shard 0) next idempotent producer id and the end of its reserved block.
+    producer_ids: Cell<(i64, i64)>,
+    /// Membership of the consumer groups whose offsets partition this shard owns.
+    pub groups: crate::coordinator::GroupService,
     /// This shard's budget for request and response bytes held by its connections: half of its
     /// share of `--memory` (the other half is for the partitions' caches). A connection that
     /// cannot get its frame's bytes stops reading its socket until others give theirs back.
@@ -253,6 +257,16 @@ async fn shard_main(
         connections: Cell::new(0),
         cores,
         offsets: RefCell::new(OffsetStore::default()),
+        // Ids reserved by an earlier run may have been handed out: start after them.
+        producer_ids: Cell::new((metadata.producer_ids_reserved(), metadata.producer_ids_reserved())),
+        groups: crate::coordinator::GroupService::new(
+            crate::groups::GroupConfig {
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms.min(i64::MAX as u64) as i64,
+                ..crate::groups::GroupConfig::default()
+            },
+            // Unique per start and shard: a member id from before a restart is never reissued.
+            format!("{:x}{}", now_ms(), shard.id().0),
+        ),
         request_memory: Rc::new(glommio::sync::Semaphore::new(config.memory_per_shard(shard.all().count()) / 2)),
         metrics,
         controller: glommio::sync::Semaphore::new(1),
@@ -293,6 +307,8 @@ async fn shard_main(
     for accept in accepts {
         accept.cancel();
     }
+    // Parked JoinGroup/SyncGroup calls answer now (NOT_COORDINATOR) rather than at the deadline.
+    state.groups.shutdown();
     let deadline = std::time::Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
     while state.connections.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
@@ -373,6 +389,9 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
             }
         }
         ShardRequest::ListOffset { key, timestamp } => ShardResponse::Offset(list_offset(state, key, timestamp).await),
+        ShardRequest::DeleteRecords { key, offset } => {
+            ShardResponse::RecordsDeleted(delete_records(state, key, offset).await)
+        }
         ShardRequest::Offsets { keys } => ShardResponse::Offsets(
             keys.into_iter()
                 .map(|key| state.partitions.get(key).map(|log| offsets_of(&log)).ok_or(Failure::unknown_partition(key)))
@@ -384,13 +403,14 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
         ShardRequest::RemovePartitions { topic, partitions } => {
             ShardResponse::Done(state.partitions.remove(&topic, &partitions).await.map_err(Failure::from))
         }
-        ShardRequest::CommitOffsets { group, commits } => {
-            ShardResponse::Done(commit_offsets(state, group, commits).await)
+        ShardRequest::CommitOffsets { group, commits, member } => {
+            ShardResponse::Done(commit_offsets(state, group, commits, member).await)
         }
+        ShardRequest::Group(op) => ShardResponse::Group(crate::coordinator::handle(state, op).await),
         ShardRequest::FetchCommitted { group, filter } => {
             ShardResponse::Committed(fetch_committed(state, &group, filter))
         }
-        ShardRequest::ListGroups => ShardResponse::Groups(state.offsets.borrow().groups()),
+        ShardRequest::ListGroups => ShardResponse::Groups(list_groups(state)),
         ShardRequest::MetadataChanged(metadata) => {
             *state.metadata.borrow_mut() = metadata;
             ShardResponse::Done(Ok(()))
@@ -402,6 +422,7 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
         ShardRequest::AlterConfigs { topic, set, remove } => {
             ShardResponse::Done(alter_configs(state, &topic, &set, &remove).await)
         }
+        ShardRequest::AllocateProducerId => ShardResponse::ProducerId(allocate_producer_id(state).await),
         ShardRequest::Status => ShardResponse::Status {
             partitions: state.partitions.count() as u32,
             log_bytes: state.partitions.log_bytes(),
@@ -435,12 +456,63 @@ async fn open_partitions(state: &ShardState, topic: &Topic, partitions: &[u32]) 
     Ok(())
 }
 
-/// Appends a group's commits as one batch to its offsets partition, then makes them visible.
+/// Deletes a partition's records below `offset` (−1: all readable ones) by moving its log start,
+/// as Kafka's DeleteRecords: only where the cleanup policy includes `delete`, never on the
+/// internal offsets topic.
+async fn delete_records(state: &ShardState, key: PartitionKey, offset: i64) -> Result<u64, Failure> {
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    let internal = state.metadata().topic(OFFSETS_TOPIC).is_some_and(|t| t.id == key.topic);
+    if internal || log.config().cleanup_policy == keel_storage::CleanupPolicy::Compact {
+        return Err(Failure::new(
+            ErrorCode::PolicyViolation,
+            "records can be deleted only from topics whose cleanup.policy includes delete",
+        ));
+    }
+    let offsets = offsets_of(&log);
+    let target = match offset {
+        -1 => offsets.high_watermark,
+        o if o >= 0 && (o as u64) <= offsets.high_watermark => o as u64,
+        o => {
+            return Err(Failure::new(
+                ErrorCode::OffsetOutOfRange,
+                format!("offset {o} is not between 0 and the high watermark {}", offsets.high_watermark),
+            ))
+        }
+    };
+    log.advance_log_start(target).await?;
+    Ok(log.offsets().log_start)
+}
+
+/// Groups on this shard: live ones as they are, the others known by their commits as Empty
+/// consumer groups.
+fn list_groups(state: &ShardState) -> Vec<(String, crate::groups::GroupState, String)> {
+    let mut groups = state.groups.list();
+    for name in state.offsets.borrow().groups() {
+        if !groups.iter().any(|(g, _, _)| *g == name) {
+            groups.push((name, crate::groups::GroupState::Empty, "consumer".into()));
+        }
+    }
+    groups.sort();
+    groups
+}
+
+/// Appends a group's commits as one batch to its offsets partition, then makes them visible —
+/// if the group's coordinator accepts `member`'s commit.
 async fn commit_offsets(
     state: &ShardState,
     group: String,
     commits: Vec<(String, u32, u64, Option<String>)>,
+    member: crate::routing::CommitMember,
 ) -> Result<(), Failure> {
+    if let Err(e) = state.groups.validate_commit(&group, &member.member_id, member.generation, member.has_instance_id) {
+        use crate::groups::GroupError as G;
+        let (code, message) = match e {
+            G::IllegalGeneration => (ErrorCode::IllegalGeneration, "not the group's current generation; rejoin"),
+            G::RebalanceInProgress => (ErrorCode::RebalanceInProgress, "the group is rebalancing; rejoin, then commit"),
+            _ => (ErrorCode::UnknownMemberId, "the group has members and this commit is not from one of them"),
+        };
+        return Err(Failure::new(code, message));
+    }
     let partition = partition_for_group(&group);
     let (key, _) = state
         .route(OFFSETS_TOPIC, partition)
@@ -459,6 +531,23 @@ async fn commit_offsets(
     log.append(&batch, SINGLE_NODE_TERM).await?;
     state.offsets.borrow_mut().apply(partition, &batch);
     Ok(())
+}
+
+/// Deletes every commit of `group` (one batch of tombstones); the number deleted.
+pub(crate) async fn delete_group_offsets(state: &ShardState, group: &str) -> Result<usize, Failure> {
+    let partition = partition_for_group(group);
+    let keys: Vec<CommitKey> = state.offsets.borrow().group(partition, group).into_iter().map(|(k, _)| k).collect();
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let (key, _) = state
+        .route(OFFSETS_TOPIC, partition)
+        .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    let batch = offsets::tombstone_batch(&keys, now_ms());
+    log.append(&batch, SINGLE_NODE_TERM).await?;
+    state.offsets.borrow_mut().apply(partition, &batch);
+    Ok(keys.len())
 }
 
 fn fetch_committed(state: &ShardState, group: &str, filter: Option<Vec<(String, Vec<u32>)>>) -> Vec<CommittedEntry> {
@@ -627,6 +716,31 @@ async fn on_owning_shards(
         }
     }
     Ok(())
+}
+
+/// Producer ids reserved (persisted) at a time: one metadata write per this many InitProducerId.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// A producer id never handed out before (controller only): from the current block, reserving
+/// and persisting the next block first when it is used up.
+async fn allocate_producer_id(state: &ShardState) -> Result<i64, Failure> {
+    let (next, end) = state.producer_ids.get();
+    if next < end {
+        state.producer_ids.set((next + 1, end));
+        return Ok(next);
+    }
+    let _change = controller_turn(state).await?;
+    let (next, end) = state.producer_ids.get(); // another call may have reserved meanwhile
+    if next < end {
+        state.producer_ids.set((next + 1, end));
+        return Ok(next);
+    }
+    let mut metadata = (*state.metadata()).clone();
+    let start = metadata.producer_ids_reserved().max(next);
+    let new_end = metadata.reserve_producer_ids(start - metadata.producer_ids_reserved() + PRODUCER_ID_BLOCK);
+    publish(state, metadata).await?;
+    state.producer_ids.set((start + 1, new_end));
+    Ok(start)
 }
 
 async fn create_topic(

@@ -294,21 +294,16 @@ pub(crate) async fn handle(state: &Rc<ShardState>, request: Request) -> Option<R
         Request::Fetch(req) => Ok(Response::Fetch(fetch(state, req).await)),
         Request::ListOffsets(req) => Ok(Response::ListOffsets(list_offsets(state, req).await)),
         Request::BrokerStatus(_) => Ok(Response::BrokerStatus(status(state).await)),
-        Request::CommitOffsets(req) => Ok(Response::CommitOffsets(commit_offsets(state, req).await)),
+        Request::CommitOffsets(req) => {
+            Ok(Response::CommitOffsets(commit_offsets(state, req, crate::routing::CommitMember::standalone()).await))
+        }
         Request::FetchCommitted(req) => match fetch_committed(state, req).await {
             Ok(response) => Ok(Response::FetchCommitted(response)),
             Err(f) => top_level(f.code, f.message),
         },
-        Request::ListGroups(_) => {
-            let mut groups = Vec::new();
-            for shard in state.shard.all() {
-                if let Ok(ShardResponse::Groups(g)) = call(state, shard, ShardRequest::ListGroups).await {
-                    groups.extend(g);
-                }
-            }
-            groups.sort();
-            Ok(Response::ListGroups(ListGroupsResponse { groups }))
-        }
+        Request::ListGroups(_) => Ok(Response::ListGroups(ListGroupsResponse {
+            groups: list_groups(state).await.into_iter().map(|(name, _, _)| name).collect(),
+        })),
     };
     Some(response)
 }
@@ -653,7 +648,20 @@ async fn list_offsets(state: &ShardState, req: ListOffsetsRequest) -> ListOffset
 }
 
 /// The shard owning a group's offsets partition.
-fn group_shard(state: &ShardState, group: &str) -> Result<ShardId, Failure> {
+/// Every group of every shard: (id, state, protocol type), by id.
+pub(crate) async fn list_groups(state: &ShardState) -> Vec<(String, crate::groups::GroupState, String)> {
+    let mut groups = Vec::new();
+    for shard in state.shard.all() {
+        if let Ok(ShardResponse::Groups(g)) = call(state, shard, ShardRequest::ListGroups).await {
+            groups.extend(g);
+        }
+    }
+    groups.sort();
+    groups
+}
+
+/// The shard that coordinates `group` (owner of its offsets partition).
+pub(crate) fn group_shard(state: &ShardState, group: &str) -> Result<ShardId, Failure> {
     if !offsets::valid_group(group) {
         return Err(Failure::new(ErrorCode::InvalidGroupId, "a group id is 1 to 255 bytes"));
     }
@@ -663,9 +671,13 @@ fn group_shard(state: &ShardState, group: &str) -> Result<ShardId, Failure> {
         .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, "the offsets topic is not ready yet"))
 }
 
-/// Commits for partitions that exist go to the group's shard in one batch; the others get
-/// UNKNOWN_TOPIC_OR_PARTITION.
-async fn commit_offsets(state: &ShardState, req: CommitOffsetsRequest) -> CommitOffsetsResponse {
+/// Commits for partitions that exist go to the group's shard in one batch, checked there against
+/// the group's membership (`member`); the others get UNKNOWN_TOPIC_OR_PARTITION.
+pub(crate) async fn commit_offsets(
+    state: &ShardState,
+    req: CommitOffsetsRequest,
+    member: crate::routing::CommitMember,
+) -> CommitOffsetsResponse {
     let shard = group_shard(state, &req.group);
     let mut commits = Vec::new();
     let mut codes: Vec<Vec<ErrorCode>> = Vec::new();
@@ -686,7 +698,12 @@ async fn commit_offsets(state: &ShardState, req: CommitOffsetsRequest) -> Commit
         );
     }
     if let (Ok(shard), false) = (&shard, commits.is_empty()) {
-        let result = match call(state, *shard, ShardRequest::CommitOffsets { group: req.group.clone(), commits }).await
+        let result = match call(
+            state,
+            *shard,
+            ShardRequest::CommitOffsets { group: req.group.clone(), commits, member },
+        )
+        .await
         {
             Ok(ShardResponse::Done(result)) => result,
             Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),

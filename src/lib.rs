@@ -10,6 +10,9 @@
 //! - [`topic_config`]: per-topic settings under Kafka's names, validated, mapped to a log config.
 //! - [`metadata`]: topics, topic ids and the persisted placement of partitions on shards.
 //! - [`offsets`]: committed consumer offsets in the internal compacted topic `__consumer_offsets`.
+//! - [`groups`]: consumer group membership (Kafka's classic protocol) as a pure state machine.
+//! - [`coordinator`]: runs `groups` on the shard owning each group's offsets partition (parked
+//!   joins and syncs, the session/rebalance timer).
 //! - [`partitions`]: the partition logs one shard owns, opened, created, removed, closed.
 //! - [`serve_config`]: the settings of `keel serve` (defaults, TOML file, `KEEL_*`, flags).
 //!
@@ -18,6 +21,8 @@
 pub mod broker;
 pub mod cli;
 pub mod connection;
+pub mod coordinator;
+pub mod groups;
 pub mod kafka;
 pub mod maintenance;
 pub mod metadata;

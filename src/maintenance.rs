@@ -10,6 +10,9 @@
 //! - **Syncs after `acks=1` appends** under `fsync.policy=always`: such an append returns once
 //!   written; its fdatasync (which makes it durable and readable) starts here right away.
 //!
+//! - **Consumer group timer**: session and rebalance timeouts of the groups this shard
+//!   coordinates (`coordinator::GroupService::run_timer`; asleep while there are none).
+//!
 //! - **Metrics snapshots**: every [`SNAPSHOT_INTERVAL`], the shard publishes its partitions'
 //!   offsets and its groups' committed offsets for the admin thread (see `metrics`).
 //!
@@ -47,7 +50,12 @@ pub fn start(state: &Rc<ShardState>) -> Vec<glommio::task::JoinHandle<()>> {
     let syncer = glommio::spawn_local(sync_loop(state.clone())).detach();
     let durability = glommio::spawn_local(durability_loop(state.clone())).detach();
     let publisher = glommio::spawn_local(publish_loop(state.clone())).detach();
-    vec![cleaner, syncer, durability, publisher]
+    let group_timer = glommio::spawn_local({
+        let state = state.clone();
+        async move { state.groups.run_timer(&state).await }
+    })
+    .detach();
+    vec![cleaner, syncer, durability, publisher, group_timer]
 }
 
 /// Sleeps for `period`; false if the shard began stopping first.

@@ -105,11 +105,27 @@ impl From<ConfigError> for MetadataError {
 pub struct Metadata {
     version: u32,
     topics: BTreeMap<String, Topic>,
+    /// Idempotent producer ids below this were (or may have been) handed out: the controller
+    /// reserves them in blocks, persisting each block's end before giving out its first id, so
+    /// no id is ever given twice, across restarts too. (Absent in older files: 0.)
+    #[serde(default)]
+    producer_ids_reserved: i64,
 }
 
 impl Metadata {
     pub fn new() -> Self {
-        Metadata { version: FORMAT_VERSION, topics: BTreeMap::new() }
+        Metadata { version: FORMAT_VERSION, topics: BTreeMap::new(), producer_ids_reserved: 0 }
+    }
+
+    /// The end (exclusive) of the producer ids reserved so far.
+    pub fn producer_ids_reserved(&self) -> i64 {
+        self.producer_ids_reserved
+    }
+
+    /// Reserves `count` more producer ids; the new end.
+    pub fn reserve_producer_ids(&mut self, count: i64) -> i64 {
+        self.producer_ids_reserved += count;
+        self.producer_ids_reserved
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Topic> {

@@ -128,6 +128,16 @@ pub fn commit_batch(commits: &[(CommitKey, Committed)], now_ms: i64) -> Vec<u8> 
     b.last_offset_delta(commits.len() as i32 - 1).build()
 }
 
+/// One batch of tombstones (null values): the commits of `keys` are deleted, and compaction
+/// removes them from the log.
+pub fn tombstone_batch(keys: &[CommitKey], now_ms: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    for key in keys {
+        b.push(now_ms, Some(&encode_key(key)), None, &[]);
+    }
+    b.last_offset_delta(keys.len() as i32 - 1).build()
+}
+
 /// The latest commit per key of the offsets partitions one shard owns.
 #[derive(Debug, Default)]
 pub struct OffsetStore {
@@ -228,6 +238,11 @@ mod tests {
         assert_eq!(store.group(9, "g").len(), 2);
         assert_eq!(store.groups(), vec!["g".to_string()]);
         assert!(store.group(9, "other").is_empty());
+
+        let gone = tombstone_batch(std::slice::from_ref(&k), 3);
+        assert_eq!(store.apply(9, &gone), 0);
+        assert_eq!(store.get(9, &k), None, "a tombstone deletes the commit");
+        assert_eq!(store.group(9, "g").len(), 1);
     }
 
     #[test]

@@ -41,6 +41,8 @@ impl From<StorageError> for Failure {
                 ErrorCode::OffsetOutOfRange
             }
             StorageError::Closed => ErrorCode::BrokerShuttingDown,
+            StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequenceNumber,
+            StorageError::ProducerFenced { .. } => ErrorCode::InvalidProducerEpoch,
             StorageError::NoSpace(_)
             | StorageError::Io { .. }
             | StorageError::Failed { .. }
@@ -78,6 +80,11 @@ pub enum ShardRequest {
         key: PartitionKey,
         timestamp: i64,
     },
+    /// Move a partition's log start to `offset` (−1: its high watermark): Kafka's DeleteRecords.
+    DeleteRecords {
+        key: PartitionKey,
+        offset: i64,
+    },
     /// Offsets of partitions this shard owns, for Metadata.
     Offsets {
         keys: Vec<PartitionKey>,
@@ -110,11 +117,18 @@ pub enum ShardRequest {
     },
     /// Partitions and log bytes of this shard.
     Status,
-    /// Append a group's commits (one batch, all or nothing) to its offsets partition here.
+    /// A new idempotent producer id (controller, shard 0): unique for the life of the data
+    /// directory.
+    AllocateProducerId,
+    /// Append a group's commits (one batch, all or nothing) to its offsets partition here, if
+    /// the group's coordinator (here too) accepts `member`'s commit.
     CommitOffsets {
         group: String,
         commits: Vec<(String, u32, u64, Option<String>)>,
+        member: CommitMember,
     },
+    /// A consumer group membership operation, sent to the shard that coordinates the group.
+    Group(crate::coordinator::GroupOp),
     /// A group's commits (`None` = all of them; else these partitions of these topics).
     FetchCommitted {
         group: String,
@@ -140,6 +154,9 @@ pub enum ShardResponse {
     /// resets an out-of-range position with them).
     Fetched(Result<Bytes, Failure>, Option<PartitionOffsets>),
     Offset(Result<(Option<u64>, i64), Failure>),
+    ProducerId(Result<i64, Failure>),
+    /// The partition's new log start (low watermark).
+    RecordsDeleted(Result<u64, Failure>),
     Offsets(Vec<Result<PartitionOffsets, Failure>>),
     Done(Result<(), Failure>),
     Status {
@@ -147,5 +164,25 @@ pub enum ShardResponse {
         log_bytes: u64,
     },
     Committed(Vec<CommittedEntry>),
-    Groups(Vec<String>),
+    /// Groups with commits or members on this shard: (id, state, protocol type).
+    Groups(Vec<(String, crate::groups::GroupState, String)>),
+    Group(crate::coordinator::GroupAnswer),
+}
+
+/// Who commits: a group member (Kafka's OffsetCommit with a generation) or, with generation −1
+/// and no member id, a client that assigns partitions itself (allowed while the group has no
+/// members).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitMember {
+    pub member_id: String,
+    pub generation: i32,
+    pub has_instance_id: bool,
+}
+
+impl CommitMember {
+    /// A commit outside group membership (the native protocol's, or a Kafka client's without a
+    /// generation).
+    pub fn standalone() -> Self {
+        CommitMember { member_id: String::new(), generation: -1, has_instance_id: false }
+    }
 }

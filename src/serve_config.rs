@@ -51,6 +51,9 @@ pub struct ServeConfig {
     /// Partitions of an auto-created topic, and of a Kafka CreateTopics asking for −1 (Kafka's
     /// `num.partitions`).
     pub default_partitions: u32,
+    /// How long a consumer group formed from empty waits for more members before its first
+    /// generation (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
     pub log_format: LogFormat,
 }
 
@@ -69,6 +72,7 @@ impl Default for ServeConfig {
             maintenance_interval_ms: 30_000,
             auto_create_topics: true,
             default_partitions: 1,
+            group_initial_rebalance_delay_ms: 3_000,
             log_format: LogFormat::Human,
         }
     }
@@ -127,6 +131,12 @@ pub struct ServeArgs {
     /// for -1 (the broker's default, Kafka's num.partitions) [default: 1]
     #[arg(long, env = "KEEL_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<u32>,
+    /// How long a consumer group that forms from empty waits for more members before handing out
+    /// its first assignment, so consumers started together get one rebalance, not one each
+    /// (Kafka's group.initial.rebalance.delay.ms; extended while members keep arriving, up to
+    /// the members' rebalance timeout) [default: 3000]
+    #[arg(long, env = "KEEL_GROUP_INITIAL_REBALANCE_DELAY_MS", value_name = "MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// Log format [default: human]
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -169,6 +179,7 @@ struct FileConfig {
     maintenance_interval_ms: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
     log_format: Option<LogFormat>,
 }
 
@@ -220,6 +231,10 @@ impl ServeArgs {
                 .unwrap_or(d.maintenance_interval_ms),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(d.auto_create_topics),
             default_partitions: self.default_partitions.or(file.default_partitions).unwrap_or(d.default_partitions),
+            group_initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms)
+                .unwrap_or(d.group_initial_rebalance_delay_ms),
             log_format: self.log_format.or(file.log_format).unwrap_or(d.log_format),
         };
         config.validate(online_cpus)?;

@@ -51,6 +51,19 @@ pub enum ErrorCode {
     NotEnoughMemory,
     /// 18: the operation is not allowed (e.g. deleting an internal topic).
     PolicyViolation,
+    /// 19: a commit or group operation names a member the group does not have (e.g. a commit
+    /// without a member id while the group has members that manage its partitions).
+    UnknownMemberId,
+    /// 20: a commit names a generation of the group that is not the current one.
+    IllegalGeneration,
+    /// 21: the group is rebalancing; commit again after rejoining.
+    RebalanceInProgress,
+    /// 22: an idempotent producer's batch whose sequence number does not follow the last one
+    /// the partition has from that producer (a batch was lost in between).
+    OutOfOrderSequenceNumber,
+    /// 23: an idempotent producer's batch with an epoch older than the partition has seen from
+    /// that producer id: a newer instance of the producer took over.
+    InvalidProducerEpoch,
     /// A code this version of the crate does not know (from a newer broker). Never holds a code
     /// listed above: [`ErrorCode::from_u16`] maps those to their variants.
     Unknown(u16),
@@ -58,7 +71,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every known code, in numeric order (the variant at index `i` has code `i`).
-    pub const KNOWN: [ErrorCode; 19] = [
+    pub const KNOWN: [ErrorCode; 24] = [
         ErrorCode::None,
         ErrorCode::UnknownServerError,
         ErrorCode::CorruptMessage,
@@ -78,6 +91,11 @@ impl ErrorCode {
         ErrorCode::InvalidGroupId,
         ErrorCode::NotEnoughMemory,
         ErrorCode::PolicyViolation,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::IllegalGeneration,
+        ErrorCode::RebalanceInProgress,
+        ErrorCode::OutOfOrderSequenceNumber,
+        ErrorCode::InvalidProducerEpoch,
     ];
 
     /// The code for `code`: a known variant, or [`ErrorCode::Unknown`].
@@ -107,6 +125,11 @@ impl ErrorCode {
             ErrorCode::InvalidGroupId => 16,
             ErrorCode::NotEnoughMemory => 17,
             ErrorCode::PolicyViolation => 18,
+            ErrorCode::UnknownMemberId => 19,
+            ErrorCode::IllegalGeneration => 20,
+            ErrorCode::RebalanceInProgress => 21,
+            ErrorCode::OutOfOrderSequenceNumber => 22,
+            ErrorCode::InvalidProducerEpoch => 23,
             ErrorCode::Unknown(code) => code,
         }
     }
@@ -133,6 +156,11 @@ impl ErrorCode {
             ErrorCode::InvalidGroupId => "INVALID_GROUP_ID",
             ErrorCode::NotEnoughMemory => "NOT_ENOUGH_MEMORY",
             ErrorCode::PolicyViolation => "POLICY_VIOLATION",
+            ErrorCode::UnknownMemberId => "UNKNOWN_MEMBER_ID",
+            ErrorCode::IllegalGeneration => "ILLEGAL_GENERATION",
+            ErrorCode::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
+            ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
             ErrorCode::Unknown(_) => "UNKNOWN",
         }
     }
@@ -159,6 +187,11 @@ impl ErrorCode {
             ErrorCode::InvalidGroupId => "the group id is invalid",
             ErrorCode::NotEnoughMemory => "a memory or queue bound was reached; the request was not queued",
             ErrorCode::PolicyViolation => "the operation is not allowed by the broker's policy",
+            ErrorCode::UnknownMemberId => "the group does not have this member",
+            ErrorCode::IllegalGeneration => "not the group's current generation",
+            ErrorCode::RebalanceInProgress => "the group is rebalancing",
+            ErrorCode::OutOfOrderSequenceNumber => "the producer's sequence number is not the next one",
+            ErrorCode::InvalidProducerEpoch => "the producer's epoch is older than the partition's (fenced)",
             ErrorCode::Unknown(_) => "an error code this client does not know",
         }
     }
@@ -205,7 +238,8 @@ mod tests {
             assert_eq!(ErrorCode::from_u16(code.code()), *code);
             assert_ne!(code.name(), "UNKNOWN");
         }
-        assert_eq!(ErrorCode::from_u16(19), ErrorCode::Unknown(19));
+        let next = ErrorCode::KNOWN.len() as u16;
+        assert_eq!(ErrorCode::from_u16(next), ErrorCode::Unknown(next));
         assert_eq!(ErrorCode::Unknown(700).code(), 700);
         assert_eq!(ErrorCode::UnknownTopicOrPartition.to_string(), "UNKNOWN_TOPIC_OR_PARTITION (3)");
         assert!(ErrorCode::BrokerShuttingDown.is_retriable());

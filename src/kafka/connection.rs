@@ -14,10 +14,12 @@ use bytes::Bytes;
 use glommio::net::TcpStream;
 use kafka_protocol::{
     messages::{
-        AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-        DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, IncrementalAlterConfigsRequest,
-        ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-        OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+        AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+        DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+        FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+        JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+        OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
+        ResponseHeader, SyncGroupRequest,
     },
     protocol::{Decodable, Encodable, HeaderVersion},
     ResponseError,
@@ -25,7 +27,7 @@ use kafka_protocol::{
 use tracing::{debug, warn};
 
 use super::{
-    guard,
+    groups, guard,
     translate::{self, Node},
 };
 use crate::{
@@ -34,12 +36,15 @@ use crate::{
 };
 
 pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_default();
+    // DescribeGroups names members' hosts as Kafka does: "/" and the address.
+    let host = peer_addr.map(|a| format!("/{}", a.ip())).unwrap_or_default();
     let node = advertised(state, stream.local_addr().ok());
     // Kafka's length is an i32: a prefix above i32::MAX is negative, never a size.
     let max_frame = state.config.max_frame_bytes.min(i32::MAX as u32);
     serve_frames(stream, state, max_frame, "kafka", async |payload, out, answer_charge| {
-        match answer(state, &node, payload, out, answer_charge).await {
+        match answer(state, &node, &host, payload, out, answer_charge).await {
             Ok(()) => true,
             Err(reason) => {
                 warn!(%peer, reason, "closing Kafka connection");
@@ -68,6 +73,7 @@ fn advertised(state: &ShardState, local: Option<SocketAddr>) -> Node {
 async fn answer(
     state: &Rc<ShardState>,
     node: &Node,
+    host: &str,
     payload: Bytes,
     out: &mut Vec<u8>,
     answer_charge: &mut Option<MemoryCharge>,
@@ -182,6 +188,42 @@ async fn answer(
         ApiKey::OffsetForLeaderEpoch => {
             let req = decoded::<OffsetForLeaderEpochRequest>(&mut body, api, version)?;
             encode(correlation, version, &translate::offset_for_leader_epoch(state, req).await, out)
+        }
+        ApiKey::JoinGroup => {
+            let req = decoded::<JoinGroupRequest>(&mut body, api, version)?;
+            let client = groups::Client {
+                id: header.client_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                host: host.to_string(),
+            };
+            encode(correlation, version, &groups::join_group(state, &client, req, version).await, out)
+        }
+        ApiKey::SyncGroup => {
+            let req = decoded::<SyncGroupRequest>(&mut body, api, version)?;
+            encode(correlation, version, &groups::sync_group(state, req, version).await, out)
+        }
+        ApiKey::Heartbeat => {
+            let req = decoded::<HeartbeatRequest>(&mut body, api, version)?;
+            encode(correlation, version, &groups::heartbeat(state, req).await, out)
+        }
+        ApiKey::LeaveGroup => {
+            let req = decoded::<LeaveGroupRequest>(&mut body, api, version)?;
+            encode(correlation, version, &groups::leave_group(state, req, version).await, out)
+        }
+        ApiKey::DescribeGroups => {
+            let req = decoded::<DescribeGroupsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &groups::describe_groups(state, req, version).await, out)
+        }
+        ApiKey::InitProducerId => {
+            let req = decoded::<InitProducerIdRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::init_producer_id(state, req).await, out)
+        }
+        ApiKey::DeleteRecords => {
+            let req = decoded::<DeleteRecordsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &translate::delete_records(state, req).await, out)
+        }
+        ApiKey::DeleteGroups => {
+            let req = decoded::<DeleteGroupsRequest>(&mut body, api, version)?;
+            encode(correlation, version, &groups::delete_groups(state, req).await, out)
         }
         other => Err(format!("{other:?} is listed as served but has no handler")),
     }

@@ -222,6 +222,103 @@ pub(super) fn check(api: ApiKey, version: i16, body: &[u8]) -> Result<()> {
             })?;
             w.tags()
         }
+        ApiKey::JoinGroup => {
+            let w = &mut Walk::new(body, v >= 6);
+            w.string()?; // group_id
+            w.skip(4 + if v >= 1 { 4 } else { 0 })?; // session_timeout_ms, rebalance_timeout_ms
+            w.string()?; // member_id
+            if v >= 5 {
+                w.string()?; // group_instance_id
+            }
+            w.string()?; // protocol_type
+            w.array(|w| {
+                w.string()?; // name
+                w.bytes()?; // metadata
+                w.tags()
+            })?;
+            if v >= 8 {
+                w.string()?; // reason
+            }
+            w.tags()
+        }
+        ApiKey::SyncGroup => {
+            let w = &mut Walk::new(body, v >= 4);
+            w.string()?; // group_id
+            w.skip(4)?; // generation_id
+            w.string()?; // member_id
+            if v >= 3 {
+                w.string()?; // group_instance_id
+            }
+            if v >= 5 {
+                w.string()?; // protocol_type
+                w.string()?; // protocol_name
+            }
+            w.array(|w| {
+                w.string()?; // member_id
+                w.bytes()?; // assignment
+                w.tags()
+            })?;
+            w.tags()
+        }
+        ApiKey::Heartbeat => {
+            let w = &mut Walk::new(body, v >= 4);
+            w.string()?; // group_id
+            w.skip(4)?; // generation_id
+            w.string()?; // member_id
+            if v >= 3 {
+                w.string()?; // group_instance_id
+            }
+            w.tags()
+        }
+        ApiKey::LeaveGroup => {
+            let w = &mut Walk::new(body, v >= 4);
+            w.string()?; // group_id
+            if v <= 2 {
+                w.string()?; // member_id
+            } else {
+                w.array(|w| {
+                    w.string()?; // member_id
+                    w.string()?; // group_instance_id
+                    if v >= 5 {
+                        w.string()?; // reason
+                    }
+                    w.tags()
+                })?;
+            }
+            w.tags()
+        }
+        ApiKey::DescribeGroups => {
+            let w = &mut Walk::new(body, v >= 5);
+            w.array(|w| w.string())?; // groups
+            if v >= 3 {
+                w.skip(1)?; // include_authorized_operations
+            }
+            w.tags()
+        }
+        ApiKey::DeleteGroups => {
+            let w = &mut Walk::new(body, v >= 2);
+            w.array(|w| w.string())?; // groups_names
+            w.tags()
+        }
+        ApiKey::InitProducerId => {
+            let w = &mut Walk::new(body, v >= 2);
+            w.string()?; // transactional_id
+            w.skip(4 + if v >= 3 { 8 + 2 } else { 0 })?; // transaction_timeout_ms, producer_id, producer_epoch
+            w.tags()
+        }
+        ApiKey::DeleteRecords => {
+            let w = &mut Walk::new(body, v >= 2);
+            w.array(|w| {
+                w.string()?; // name
+                w.array(|w| {
+                    w.skip(4 + 8)?; // partition_index, offset
+                    w.tags()
+                })?;
+                w.tags()
+            })?;
+            w.skip(4)?; // timeout_ms
+            w.tags()
+        }
         other => Err(format!("no bounds check for {other:?}")),
     }
 }
@@ -323,20 +420,26 @@ mod tests {
         messages::{
             alter_configs_request::{AlterConfigsResource, AlterableConfig},
             create_topics_request::{CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig},
+            delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
             delete_topics_request::DeleteTopicState,
             describe_configs_request::DescribeConfigsResource,
             fetch_request::{FetchPartition, FetchTopic, ForgottenTopic},
             incremental_alter_configs_request as incremental,
+            join_group_request::JoinGroupRequestProtocol,
+            leave_group_request::MemberIdentity,
             list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
             metadata_request::MetadataRequestTopic,
             offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
             offset_fetch_request::OffsetFetchRequestTopic,
             offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
             produce_request::{PartitionProduceData, TopicProduceData},
-            AlterConfigsRequest, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteTopicsRequest,
-            DescribeConfigsRequest, FetchRequest, FindCoordinatorRequest, GroupId, IncrementalAlterConfigsRequest,
-            ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest,
-            OffsetForLeaderEpochRequest, ProduceRequest, TopicName,
+            sync_group_request::SyncGroupRequestAssignment,
+            AlterConfigsRequest, ApiVersionsRequest, BrokerId, CreateTopicsRequest, DeleteGroupsRequest,
+            DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+            FindCoordinatorRequest, GroupId, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+            JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
+            OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, ProducerId,
+            SyncGroupRequest, TopicName, TransactionalId,
         },
         protocol::{Encodable, StrBytes},
     };
@@ -348,8 +451,8 @@ mod tests {
         TopicName(StrBytes::from_static_str(s))
     }
 
-    /// Every served version of every API, with every array holding elements: the walk must
-    /// end exactly at the end of what the crate's encoder wrote.
+    /// Every served (or guarded, not yet served) version of every API, with every array holding
+    /// elements: the walk must end exactly at the end of what the crate's encoder wrote.
     #[test]
     fn the_walk_matches_the_codecs_layout() {
         let produce = ProduceRequest::default().with_topic_data(vec![TopicProduceData::default()
@@ -417,6 +520,44 @@ mod tests {
             ]),
             OffsetForLeaderTopic::default().with_topic(name("u")),
         ]);
+        let join = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(45_000)
+            .with_rebalance_timeout_ms(300_000)
+            .with_member_id(s("m"))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from_static(b"meta")),
+                JoinGroupRequestProtocol::default().with_name(s("roundrobin")),
+            ])
+            .with_reason(Some(s("why")));
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(1)
+            .with_member_id(s("m"))
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")))
+            .with_assignments(vec![
+                SyncGroupRequestAssignment::default().with_member_id(s("m")).with_assignment(Bytes::from_static(b"a")),
+                SyncGroupRequestAssignment::default().with_member_id(s("n")),
+            ]);
+        let heartbeat =
+            HeartbeatRequest::default().with_group_id(GroupId(s("g"))).with_generation_id(1).with_member_id(s("m"));
+        let leave = LeaveGroupRequest::default().with_group_id(GroupId(s("g")));
+        let describe_groups = DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g")), GroupId(s("h"))]);
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(s("tx"))))
+            .with_transaction_timeout_ms(60_000);
+        let delete_records = DeleteRecordsRequest::default()
+            .with_topics(vec![
+                DeleteRecordsTopic::default().with_name(name("t")).with_partitions(vec![
+                    DeleteRecordsPartition::default().with_offset(5),
+                    DeleteRecordsPartition::default().with_partition_index(1).with_offset(-1),
+                ]),
+                DeleteRecordsTopic::default().with_name(name("u")),
+            ])
+            .with_timeout_ms(30_000);
+        // An API in both lists (once its handler lands) is just checked twice.
         for &(api, min, max) in SERVED {
             for v in min..=max {
                 let mut body = Vec::new();
@@ -459,7 +600,42 @@ mod tests {
                     }
                     ApiKey::ListGroups => ListGroupsRequest::default().encode(&mut body, v),
                     ApiKey::OffsetForLeaderEpoch => epoch.encode(&mut body, v),
-                    other => panic!("{other:?} is served but not covered here"),
+                    ApiKey::JoinGroup if v >= 5 => {
+                        join.clone().with_group_instance_id(Some(s("i"))).encode(&mut body, v)
+                    }
+                    ApiKey::JoinGroup => join.encode(&mut body, v),
+                    ApiKey::SyncGroup if v >= 3 => {
+                        sync.clone().with_group_instance_id(Some(s("i"))).encode(&mut body, v)
+                    }
+                    ApiKey::SyncGroup => sync.encode(&mut body, v),
+                    ApiKey::Heartbeat if v >= 3 => {
+                        heartbeat.clone().with_group_instance_id(Some(s("i"))).encode(&mut body, v)
+                    }
+                    ApiKey::Heartbeat => heartbeat.encode(&mut body, v),
+                    ApiKey::LeaveGroup if v >= 3 => leave
+                        .clone()
+                        .with_members(vec![
+                            MemberIdentity::default()
+                                .with_member_id(s("m"))
+                                .with_group_instance_id(Some(s("i")))
+                                .with_reason(Some(s("why"))),
+                            MemberIdentity::default().with_member_id(s("n")),
+                        ])
+                        .encode(&mut body, v),
+                    ApiKey::LeaveGroup => leave.clone().with_member_id(s("m")).encode(&mut body, v),
+                    ApiKey::DescribeGroups if v >= 3 => {
+                        describe_groups.clone().with_include_authorized_operations(true).encode(&mut body, v)
+                    }
+                    ApiKey::DescribeGroups => describe_groups.encode(&mut body, v),
+                    ApiKey::DeleteGroups => DeleteGroupsRequest::default()
+                        .with_groups_names(vec![GroupId(s("g")), GroupId(s("h"))])
+                        .encode(&mut body, v),
+                    ApiKey::InitProducerId if v >= 3 => {
+                        init.clone().with_producer_id(ProducerId(7)).with_producer_epoch(2).encode(&mut body, v)
+                    }
+                    ApiKey::InitProducerId => init.encode(&mut body, v),
+                    ApiKey::DeleteRecords => delete_records.encode(&mut body, v),
+                    other => panic!("{other:?} is guarded but not covered here"),
                 };
                 encoded.unwrap_or_else(|e| panic!("encoding {api:?} v{v}: {e}"));
                 assert_eq!(check(api, v, &body), Ok(()), "{api:?} v{v}");
@@ -488,5 +664,14 @@ mod tests {
         body.extend_from_slice(&1_000_000i32.to_be_bytes());
         body.extend_from_slice(&[0; 16]);
         assert!(check(ApiKey::Fetch, 4, &body).unwrap_err().contains("1000000 elements"));
+        // JoinGroup v0: group_id "g", session_timeout_ms, member_id "", protocol_type "consumer",
+        // then 2^31 - 1 protocols in 0 bytes.
+        let mut body = vec![0, 1, b'g', 0, 0, 0xAF, 0xC8, 0, 0, 0, 8];
+        body.extend_from_slice(b"consumer");
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
+        assert!(check(ApiKey::JoinGroup, 0, &body).unwrap_err().contains("2147483647 elements"));
+        // DeleteRecords v2 (compact): one topic "t" whose partition count (2^20) is absurd.
+        let body = [2, 2, b't', 0x81, 0x80, 0x40, 0, 0, 0, 0];
+        assert!(check(ApiKey::DeleteRecords, 2, &body).unwrap_err().contains("1048576 elements"));
     }
 }

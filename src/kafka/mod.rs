@@ -22,10 +22,13 @@
 //!   version, one request at a time, the shard's memory budget.
 //! - `guard`: a bounds check of each request body before the crate's decoder sees it (the
 //!   decoder would reserve memory for any array count it reads).
+//! - `groups`: consumer group membership (JoinGroup … DeleteGroups), sent to the shard that
+//!   coordinates the group (`crate::coordinator`).
 //! - `translate`: the APIs served (`translate::SERVED`), Kafka ↔ native for each, and the
 //!   mapping of native error codes to Kafka's.
 
 mod connection;
+mod groups;
 mod guard;
 mod translate;
 

@@ -29,12 +29,13 @@ use kafka_protocol::{
         offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult},
         produce_response::{PartitionProduceResponse, TopicProduceResponse},
         AlterConfigsRequest, AlterConfigsResponse, ApiKey, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
-        CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeConfigsRequest,
-        DescribeConfigsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListGroupsRequest, ListGroupsResponse,
-        ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-        OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, OffsetForLeaderEpochRequest,
-        OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, TopicName,
+        CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+        DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+        FindCoordinatorResponse, GroupId, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+        InitProducerIdRequest, InitProducerIdResponse, ListGroupsRequest, ListGroupsResponse, ListOffsetsRequest,
+        ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+        OffsetFetchRequest, OffsetFetchResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+        ProduceRequest, ProduceResponse, ProducerId, TopicName,
     },
     protocol::StrBytes,
     ResponseError as K,
@@ -45,7 +46,7 @@ use keel_protocol::{
 };
 use uuid::Uuid;
 
-use crate::{broker::ShardState, connection, offsets::OFFSETS_TOPIC};
+use crate::{broker::ShardState, connection, offsets::OFFSETS_TOPIC, routing::CommitMember};
 
 /// The APIs served and their version ranges: (key, min, max). ApiVersions lists exactly these.
 /// The minimums reach below Kafka 4.x's (Produce v3, Fetch v4 for older librdkafka); the
@@ -68,6 +69,14 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// Whether `version` of `api` is served.
@@ -114,6 +123,11 @@ pub(crate) fn kafka_code(code: ErrorCode) -> i16 {
         // A memory or queue bound: retriable after a backoff, as a timeout is.
         ErrorCode::NotEnoughMemory => K::RequestTimedOut.code(),
         ErrorCode::PolicyViolation => K::PolicyViolation.code(),
+        ErrorCode::UnknownMemberId => K::UnknownMemberId.code(),
+        ErrorCode::IllegalGeneration => K::IllegalGeneration.code(),
+        ErrorCode::RebalanceInProgress => K::RebalanceInProgress.code(),
+        ErrorCode::OutOfOrderSequenceNumber => K::OutOfOrderSequenceNumber.code(),
+        ErrorCode::InvalidProducerEpoch => K::InvalidProducerEpoch.code(),
     }
 }
 
@@ -822,23 +836,23 @@ pub(crate) fn find_coordinator(node: &Node, req: FindCoordinatorRequest, version
 /// (generation ≥ 0, a member id, a group instance id) gets ILLEGAL_GENERATION per partition, as
 /// Kafka answers a generation that does not exist.
 pub(crate) async fn offset_commit(state: &Rc<ShardState>, req: OffsetCommitRequest) -> OffsetCommitResponse {
-    let whole_request =
-        if req.generation_id_or_member_epoch >= 0 || !req.member_id.is_empty() || req.group_instance_id.is_some() {
-            Some(K::IllegalGeneration.code())
-        } else {
-            None
-        };
+    // Checked by the group's coordinator: a member's commit must be of the current generation;
+    // one without a generation only while the group has no members.
+    let member = CommitMember {
+        member_id: req.member_id.to_string(),
+        generation: req.generation_id_or_member_epoch,
+        has_instance_id: req.group_instance_id.is_some(),
+    };
     let mut verdicts: Verdicts<i16> = Vec::with_capacity(req.topics.len());
     let mut topics = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let mut verdict = Vec::with_capacity(topic.partitions.len());
         let mut partitions = Vec::new();
         for p in topic.partitions {
-            match (whole_request, u32::try_from(p.partition_index), u64::try_from(p.committed_offset)) {
-                (Some(code), _, _) => verdict.push((p.partition_index, Some(code))),
-                (None, Err(_), _) => verdict.push((p.partition_index, Some(K::UnknownTopicOrPartition.code()))),
-                (None, Ok(_), Err(_)) => verdict.push((p.partition_index, Some(K::InvalidRequest.code()))),
-                (None, Ok(partition), Ok(offset)) => {
+            match (u32::try_from(p.partition_index), u64::try_from(p.committed_offset)) {
+                (Err(_), _) => verdict.push((p.partition_index, Some(K::UnknownTopicOrPartition.code()))),
+                (Ok(_), Err(_)) => verdict.push((p.partition_index, Some(K::InvalidRequest.code()))),
+                (Ok(partition), Ok(offset)) => {
                     partitions.push(native::CommitOffsetsPartition {
                         partition: PartitionId(partition),
                         offset: Offset(offset),
@@ -852,12 +866,17 @@ pub(crate) async fn offset_commit(state: &Rc<ShardState>, req: OffsetCommitReque
         verdicts.push((topic.name, verdict));
     }
     let group = req.group_id.0.to_string();
-    let request = || Request::CommitOffsets(native::CommitOffsetsRequest { group, topics });
-    let native = forward(state, &verdicts, request, |r| match r {
-        Response::CommitOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-        other => Err(other),
-    })
-    .await;
+    let native = if !any_forwarded(&verdicts) {
+        Ok(Vec::new())
+    } else if state.shard.is_stopping() {
+        Err(K::NotCoordinator.code())
+    } else {
+        let started = std::time::Instant::now();
+        let request = native::CommitOffsetsRequest { group, topics };
+        let response = connection::commit_offsets(state, request, member).await;
+        state.stats().request_done(keel_protocol::ApiKey::CommitOffsets, started.elapsed(), false);
+        Ok(response.topics.into_iter().map(|t| t.partitions).collect())
+    };
     let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
         let code = match result {
             Ok(p) => kafka_code(p.error_code),
@@ -1118,34 +1137,101 @@ pub(crate) async fn incremental_alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
-/// Every group with a committed offset, as a consumer group with no members: protocol type
-/// "consumer", state "Empty" (v4+). A states filter (v4+) without "Empty" lists none.
-pub(crate) async fn list_groups(state: &Rc<ShardState>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
-    let wanted = req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.eq_ignore_ascii_case("empty"));
-    let groups = match call(state, Request::ListGroups(native::ListGroupsRequest {})).await {
-        Some(Ok(Response::ListGroups(r))) => Ok(r.groups),
-        other => Err(unexpected(other).0),
-    };
-    match groups {
-        Ok(groups) => {
-            let groups = groups
-                .into_iter()
-                .filter(|_| wanted)
-                .map(|g| {
-                    let listed = ListedGroup::default()
-                        .with_group_id(GroupId(str_bytes(g)))
-                        .with_protocol_type(StrBytes::from_static_str("consumer"));
-                    if version >= 4 {
-                        listed.with_group_state(StrBytes::from_static_str("Empty"))
-                    } else {
-                        listed
-                    }
-                })
-                .collect();
-            ListGroupsResponse::default().with_groups(groups)
-        }
-        Err(code) => ListGroupsResponse::default().with_error_code(code),
+/// An idempotent producer's id and epoch. A new producer (id −1) gets a new id from the
+/// controller, epoch 0; a producer that names its id and epoch (v3+, after an error it cannot
+/// recover from otherwise) gets the next epoch of the same id — or, with the epoch used up, a new
+/// id. Each partition log then checks the producer's batches' epochs and sequences. Transactions
+/// are not supported: a transactional id gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which clients
+/// report at once rather than retry.
+pub(crate) async fn init_producer_id(state: &Rc<ShardState>, req: InitProducerIdRequest) -> InitProducerIdResponse {
+    let refused = |code: i16| InitProducerIdResponse::default().with_error_code(code).with_producer_id(ProducerId(-1));
+    match &req.transactional_id {
+        None => {}
+        // Kafka's answer to an empty one.
+        Some(id) if id.is_empty() => return refused(K::InvalidRequest.code()),
+        Some(_) => return refused(K::TransactionalIdAuthorizationFailed.code()),
     }
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        return InitProducerIdResponse::default()
+            .with_producer_id(req.producer_id)
+            .with_producer_epoch(req.producer_epoch + 1);
+    }
+    if state.shard.is_stopping() {
+        return refused(K::CoordinatorNotAvailable.code());
+    }
+    match state.shard.call(keel_shards::ShardId(0), crate::routing::ShardRequest::AllocateProducerId).await {
+        Ok(crate::routing::ShardResponse::ProducerId(Ok(id))) => {
+            InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0)
+        }
+        // Retriable: the client asks again.
+        _ => refused(K::CoordinatorNotAvailable.code()),
+    }
+}
+
+/// Moves each partition's log start (Kafka's DeleteRecords; −1 = the high watermark), on the
+/// owning shards at once. `timeout_ms` is not needed: each move is one checkpoint write.
+pub(crate) async fn delete_records(state: &Rc<ShardState>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for topic in req.topics {
+        let calls = topic.partitions.iter().map(|p| {
+            let routed = u32::try_from(p.partition_index).ok().and_then(|i| state.route(&topic.name.0, i));
+            let offset = p.offset;
+            async move {
+                let Some((key, shard)) = routed else { return Err(K::UnknownTopicOrPartition.code()) };
+                if state.shard.is_stopping() {
+                    return Err(K::NotLeaderOrFollower.code());
+                }
+                match state.shard.call(shard, crate::routing::ShardRequest::DeleteRecords { key, offset }).await {
+                    Ok(crate::routing::ShardResponse::RecordsDeleted(Ok(low))) => Ok(low),
+                    Ok(crate::routing::ShardResponse::RecordsDeleted(Err(f))) => Err(kafka_code(f.code)),
+                    Ok(_) => Err(K::UnknownServerError.code()),
+                    Err(_) => Err(K::NotLeaderOrFollower.code()),
+                }
+            }
+        });
+        let results = keel_storage::io::join_all(calls.collect()).await;
+        let partitions = topic
+            .partitions
+            .iter()
+            .zip(results)
+            .map(|(p, result)| {
+                let partition = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                match result {
+                    Ok(low) => partition.with_low_watermark(low as i64),
+                    Err(code) => partition.with_low_watermark(-1).with_error_code(code),
+                }
+            })
+            .collect();
+        topics.push(DeleteRecordsTopicResult::default().with_name(topic.name).with_partitions(partitions));
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
+
+/// Every group: live ones with their state, the others known by their committed offsets as
+/// Empty consumer groups. A states filter (v4+) keeps only groups in those states.
+pub(crate) async fn list_groups(state: &Rc<ShardState>, req: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    if state.shard.is_stopping() {
+        return ListGroupsResponse::default().with_error_code(K::CoordinatorNotAvailable.code());
+    }
+    let groups = connection::list_groups(state)
+        .await
+        .into_iter()
+        .filter(|(_, group_state, _)| {
+            req.states_filter.is_empty() || req.states_filter.iter().any(|s| s.eq_ignore_ascii_case(group_state.name()))
+        })
+        .map(|(id, group_state, protocol_type)| {
+            let listed = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(id)))
+                .with_protocol_type(str_bytes(protocol_type));
+            if version >= 4 {
+                listed.with_group_state(StrBytes::from_static_str(group_state.name()))
+            } else {
+                listed
+            }
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
 }
 
 #[cfg(test)]
@@ -1174,6 +1260,11 @@ mod tests {
             (ErrorCode::InvalidGroupId, 24),
             (ErrorCode::NotEnoughMemory, 7),
             (ErrorCode::PolicyViolation, 44),
+            (ErrorCode::UnknownMemberId, 25),
+            (ErrorCode::IllegalGeneration, 22),
+            (ErrorCode::RebalanceInProgress, 27),
+            (ErrorCode::OutOfOrderSequenceNumber, 45),
+            (ErrorCode::InvalidProducerEpoch, 47),
             (ErrorCode::Unknown(999), -1),
         ];
         for known in ErrorCode::KNOWN {
@@ -1211,7 +1302,13 @@ mod tests {
     fn served_versions() {
         assert!(served(ApiKey::Produce, 3) && served(ApiKey::Produce, 9) && !served(ApiKey::Produce, 10));
         assert!(served(ApiKey::Fetch, 4) && !served(ApiKey::Fetch, 3) && !served(ApiKey::Fetch, 13));
-        assert!(!served(ApiKey::JoinGroup, 0));
+        // librdkafka 2.0 enables its group consumer only if every v0 here is served.
+        for api in
+            [ApiKey::FindCoordinator, ApiKey::JoinGroup, ApiKey::SyncGroup, ApiKey::Heartbeat, ApiKey::LeaveGroup]
+        {
+            assert!(served(api, 0), "{api:?} v0");
+        }
+        assert!(served(ApiKey::InitProducerId, 0) && served(ApiKey::InitProducerId, 5));
         let v = api_versions(0);
         assert_eq!(v.api_keys.len(), SERVED.len());
     }

@@ -62,6 +62,12 @@ pub struct LogConfig {
     /// Reserve disk space for the active segment in steps of this many bytes, so an append
     /// finds a full disk before it writes anything (0 = off).
     pub preallocate_bytes: u64,
+    /// Idempotent producers whose state the log keeps at most; a new producer beyond this makes
+    /// the log forget the one whose last batch is oldest.
+    pub max_producers: usize,
+    /// A producer's state is forgotten once its last batch's timestamp is this old, checked when
+    /// the producer snapshot is written (at roll and close) (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -80,6 +86,8 @@ impl Default for LogConfig {
             writes_in_flight: 4,
             tail_cache_bytes: 4 << 20,
             preallocate_bytes: 32 << 20,
+            max_producers: 10_000,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -102,5 +110,6 @@ impl LogConfig {
             self.preallocate_bytes.is_multiple_of(crate::io::ALIGN as u64),
             "preallocate_bytes must be a multiple of 4096"
         );
+        assert!(self.max_producers >= 1, "max_producers must be at least 1");
     }
 }

@@ -28,6 +28,13 @@ pub enum StorageError {
     Corrupt { segment: String, offsets: Range<u64>, reason: String },
     /// The directory holds something recovery cannot make sense of (e.g. an unparseable checkpoint).
     BadLayout(String),
+    /// An idempotent producer's batch carries an epoch below the producer's current one: a newer
+    /// instance of the producer fenced it (Kafka's `INVALID_PRODUCER_EPOCH`). Nothing was appended.
+    ProducerFenced { producer_id: i64, epoch: i16, current: i16 },
+    /// An idempotent producer's batch does not continue its sequence (Kafka's
+    /// `OUT_OF_ORDER_SEQUENCE_NUMBER`): `expected` is the first sequence the log accepts next.
+    /// Nothing was appended.
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     /// The log was closed.
     Closed,
 }
@@ -67,6 +74,14 @@ impl fmt::Display for StorageError {
                 write!(f, "corrupt data in segment {segment}, offsets {}..{}: {reason}", offsets.start, offsets.end)
             }
             StorageError::BadLayout(why) => write!(f, "unrecognised log directory layout: {why}"),
+            StorageError::ProducerFenced { producer_id, epoch, current } => write!(
+                f,
+                "invalid producer epoch: producer {producer_id} sent epoch {epoch}, its current epoch is {current}"
+            ),
+            StorageError::OutOfOrderSequence { producer_id, expected, got } => write!(
+                f,
+                "out of order sequence number: producer {producer_id} sent sequence {got}, expected {expected}"
+            ),
             StorageError::Closed => write!(f, "log is closed"),
         }
     }

@@ -19,6 +19,9 @@
 //! - [`io`]: the disk as two small traits, with the glommio O_DIRECT implementation
 //!   ([`io::dma`]) and a simulated disk with faults and power loss ([`io::sim`]).
 //! - [`config`]: per-log settings, named after Kafka's topic configs.
+//! - [`producers`]: idempotent producers — per producer id the epoch and last five batches, the
+//!   append decision (append / duplicate / fenced / out of order) and the snapshot format. Pure
+//!   logic; the log calls it on append and rebuilds it on open (snapshot + replay).
 //!
 //! ## Why it is shaped this way
 //! - **Generic over the disk and the clock.** Every decision (what to write where, when to sync,
@@ -40,6 +43,7 @@
 //! log-start.checkpoint            first offset served (retention, delete-records)
 //! truncate.checkpoint             present only while a suffix truncation runs
 //! clean.shutdown                  present only between a clean close and the next open
+//! producers.snapshot              idempotent producers: state below an offset (roll, clean close)
 //! ```
 
 pub mod batch;
@@ -54,6 +58,7 @@ pub mod log;
 mod notify;
 mod open;
 mod pipeline;
+pub mod producers;
 pub mod recovery;
 mod tail;
 

@@ -33,7 +33,9 @@ use crate::{
     index::{SealInfo, SegmentIndex},
     io::{self, align_down, align_up, Clock, Dir, File, IoBuf},
     notify::Notify,
+    open::{load_producers, SegmentSpan},
     pipeline::WritePipeline,
+    producers::{Decision, IdempotentBatch, ProducerStates, SNAPSHOT_FILE},
     recovery::DiskState,
     tail::Tail,
 };
@@ -105,6 +107,9 @@ pub struct AppendInfo {
     pub last_offset: u64,
     /// The batch's max timestamp.
     pub max_timestamp: i64,
+    /// The batch was an idempotent producer's retry of a batch already in the log: nothing was
+    /// appended, and the offsets and timestamp are the original batch's.
+    pub duplicate: bool,
 }
 
 /// Whole batches returned by [`Log::read`].
@@ -151,6 +156,13 @@ pub struct RecoveryReport {
     pub decisions: Vec<(DiskState, String)>,
     pub log_start: u64,
     pub log_end: u64,
+    /// The offset the producer snapshot loaded covers (`None`: no usable snapshot, the producer
+    /// state was rebuilt from the whole log).
+    pub producer_snapshot: Option<u64>,
+    /// Idempotent producers' batches replayed into the producer state after the snapshot.
+    pub producer_batches_replayed: u64,
+    /// Segments read only to rebuild the producer state (not scanned by recovery anyway).
+    pub producer_scanned_segments: usize,
 }
 
 pub(crate) struct State<F: File> {
@@ -180,6 +192,8 @@ pub(crate) struct State<F: File> {
     failed: Option<String>,
     closed: bool,
     pub(crate) damaged: Vec<DamagedRange>,
+    /// Idempotent producers: epoch and last batches of each (see [`crate::producers`]).
+    producers: ProducerStates,
 }
 
 /// One partition's log. See the module doc.
@@ -197,6 +211,9 @@ pub struct Log<D: Dir, C: Clock> {
 /// What an append must do before it can copy its batch in.
 enum Prepare {
     Ready(AppendInfo),
+    /// An idempotent producer's retry of a batch in the log: nothing to copy, wait for the
+    /// original's offsets like an append.
+    Duplicate(AppendInfo),
     Wait,
     Roll,
     Allocate(u64),
@@ -233,6 +250,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 failed: None,
                 closed: false,
                 damaged: opened.report.damaged.clone(),
+                producers: opened.producers,
             }),
             changed: Notify::default(),
             cache_limit,
@@ -381,7 +399,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             let wait = self.changed.changed();
             let step = self.prepare_append(&view, term)?;
             match step {
-                Prepare::Ready(info) => break info,
+                Prepare::Ready(info) | Prepare::Duplicate(info) => break info,
                 Prepare::Wait => wait.await,
                 Prepare::Roll => self.roll().await?,
                 Prepare::Allocate(upto) => self.allocate(upto).await?,
@@ -408,13 +426,25 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     /// Decides what an append needs; if nothing, copies the batch into the tail (no await between
-    /// the decision and the copy, so nothing can change in between).
+    /// the decision and the copy, so nothing can change in between). An idempotent producer's
+    /// batch is checked here too (duplicate, fenced, out of order), in the same step.
     fn prepare_append(&self, view: &BatchView<'_>, term: u32) -> Result<Prepare> {
         let now = self.clock.now_ms();
         let mut st = self.state.borrow_mut();
         st.check_writable()?;
         if st.exclusive {
             return Ok(Prepare::Wait);
+        }
+        let producer = IdempotentBatch::of(view);
+        if let Some(p) = &producer {
+            if let Decision::Duplicate(original) = st.producers.check(p)? {
+                return Ok(Prepare::Duplicate(AppendInfo {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                    max_timestamp: original.timestamp,
+                    duplicate: true,
+                }));
+            }
         }
         let len = view.total_len() as u64;
         let active = st.segments.values().next_back().expect("active segment");
@@ -432,7 +462,45 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 self.config.segment_bytes,
             )));
         }
-        Ok(Prepare::Ready(st.push_batch(view, term, self.config.index_interval_bytes, self.cache_limit.get())))
+        let info = st.push_batch(view, term, self.config.index_interval_bytes, self.cache_limit.get());
+        if let Some(p) = producer {
+            st.producers.record(p.producer_id, p.epoch, p.meta(info.base_offset, info.last_offset, info.max_timestamp));
+        }
+        Ok(Prepare::Ready(info))
+    }
+
+    /// The idempotent producer `producer_id` as the log knows it: (epoch, last sequence appended).
+    pub fn producer_state(&self, producer_id: i64) -> Option<(i16, i32)> {
+        self.state.borrow().producers.get(producer_id).map(|e| (e.epoch, e.last().last_seq))
+    }
+
+    /// Producers whose state the log keeps.
+    pub fn producer_count(&self) -> usize {
+        self.state.borrow().producers.len()
+    }
+
+    /// Writes the producer snapshot (`producers.snapshot`: temporary file, fdatasync, rename,
+    /// directory sync) covering everything below `log_end`, after forgetting expired producers.
+    /// Appends must be held off. Best effort: without it the next open replays more of the log.
+    async fn write_producer_snapshot(&self) {
+        let bytes = {
+            let mut st = self.state.borrow_mut();
+            st.producers.expire(self.clock.now_ms(), self.config.producer_id_expiration_ms);
+            st.producers.encode(st.log_end)
+        };
+        let tmp = format!("{SNAPSHOT_FILE}.tmp");
+        let written: Result<()> = async {
+            files::write_whole(&self.dir, &tmp, &bytes).await?;
+            self.dir
+                .rename(&tmp, SNAPSHOT_FILE)
+                .await
+                .map_err(|e| StorageError::io("renaming", self.dir.describe(&tmp), e))?;
+            self.sync_dir().await
+        }
+        .await;
+        if let Err(e) = written {
+            warn!(dir = %self.dir.describe(""), error = %e, "writing the producer snapshot failed; the next open replays more of the log");
+        }
     }
 
     fn interval_sync_due(&self) -> bool {
@@ -629,24 +697,27 @@ impl<D: Dir, C: Clock> Log<D, C> {
             self.dir.open(&name, true).await.map_err(|e| StorageError::io("creating", self.dir.describe(&name), e))?;
         self.dir.sync().await.map_err(|e| StorageError::io("syncing directory of", self.dir.describe(&name), e))?;
         let now = self.clock.now_ms();
-        let mut st = self.state.borrow_mut();
-        st.segments.insert(
-            base,
-            Segment {
+        {
+            let mut st = self.state.borrow_mut();
+            st.segments.insert(
                 base,
-                file: Rc::new(file),
-                size: 0,
-                next_offset: base,
-                last_batch_crc: 0,
-                index: SegmentIndex::new(),
-                created_ms: now,
-            },
-        );
-        st.tail = Tail::new(0, &[]);
-        st.pipeline = WritePipeline::new(0);
-        st.flushed_pos = 0;
-        st.allocated = 0;
+                Segment {
+                    base,
+                    file: Rc::new(file),
+                    size: 0,
+                    next_offset: base,
+                    last_batch_crc: 0,
+                    index: SegmentIndex::new(),
+                    created_ms: now,
+                },
+            );
+            st.tail = Tail::new(0, &[]);
+            st.pipeline = WritePipeline::new(0);
+            st.flushed_pos = 0;
+            st.allocated = 0;
+        }
         info!(dir = %self.dir.describe(""), base, "rolled to a new segment");
+        self.write_producer_snapshot().await;
         Ok(())
     }
 
@@ -978,12 +1049,19 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.log_end = st.log_end.min(new_end);
             st.written_end = st.written_end.min(new_end);
             st.flushed_end = st.flushed_end.min(new_end);
+            st.producers.truncate(new_end);
         }
         done
     }
 
     /// The durable steps of [`Log::truncate_suffix`]; appends are held off.
     async fn truncate_suffix_steps(&self, new_end: u64, position: u64) -> Result<()> {
+        // A snapshot covering batches being removed goes first; one below the cut stays valid.
+        let snapshot = files::read_small(&self.dir, SNAPSHOT_FILE).await?;
+        if snapshot.and_then(|b| ProducerStates::decode(&b, self.config.max_producers)).is_none_or(|(c, _)| c > new_end)
+        {
+            self.remove_if_exists(SNAPSHOT_FILE).await?;
+        }
         self.sync_dir().await?;
         // Drop whole segments above the cut, newest first.
         let doomed: Vec<u64> = self.state.borrow().segments.range(new_end + 1..).map(|(b, _)| *b).rev().collect();
@@ -1023,7 +1101,21 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.flushed_pos = position;
             st.allocated = 0;
             st.damaged.retain(|d| d.offsets.start < new_end);
+            st.producers.truncate(new_end);
         }
+        // Rebuild the producer state as it was after the last batch kept, as an open would (the
+        // in-memory state lost whatever the removed batches replaced).
+        let spans: Vec<SegmentSpan<D::File>> = self
+            .state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| SegmentSpan { base: s.base, file: s.file.clone(), size: s.size, next_offset: s.next_offset })
+            .collect();
+        let mut report = RecoveryReport::default();
+        let producers = load_producers(&self.dir, &self.config, &spans, BTreeMap::new(), new_end, &mut report).await?;
+        drop(spans);
+        self.state.borrow_mut().producers = producers;
         if !was_active {
             // A closed segment may end in a gap left by compaction, so its last batch need not end
             // at `new_end`. Seal it and start the active segment at `new_end`, whose file name
@@ -1113,6 +1205,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let guard = self.begin_exclusive().await?;
         if self.failure().is_none() {
             self.seal_active().await?;
+            self.write_producer_snapshot().await;
             self.write_checkpoint(CLEAN_SHUTDOWN, self.offsets().log_end).await?;
         }
         self.state.borrow_mut().closed = true;
@@ -1259,7 +1352,7 @@ impl<F: File> State<F> {
         self.pending.push_back((active.size, last + 1));
         self.bytes_since_sync += bytes.len() as u64;
         self.tail.evict(self.pipeline.written(), cache_bytes);
-        AppendInfo { base_offset: base, last_offset: last, max_timestamp: view.max_timestamp() }
+        AppendInfo { base_offset: base, last_offset: last, max_timestamp: view.max_timestamp(), duplicate: false }
     }
 
     /// The next write to issue, if one may be issued now (see [`WritePipeline`]), with its
@@ -1365,6 +1458,7 @@ pub(crate) struct Opened<F> {
     pub(crate) log_start: u64,
     pub(crate) log_end: u64,
     pub(crate) truncate_intent: Option<u64>,
+    pub(crate) producers: ProducerStates,
     pub(crate) report: RecoveryReport,
 }
 

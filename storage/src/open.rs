@@ -16,6 +16,7 @@ use crate::{
         index_name, log_name, time_index_name, DamagedRange, Opened, RecoveryReport, Segment, CLEAN_SHUTDOWN,
         LOG_START_CHECKPOINT, TRUNCATE_CHECKPOINT,
     },
+    producers::{BatchMeta, ProducerStates, SNAPSHOT_FILE},
     recovery::{action_for, scan_segment, Action, DiskState, ScanEnd},
     tail::Tail,
 };
@@ -59,6 +60,8 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
     let now = clock.now_ms();
     let mut segments = BTreeMap::new();
     let mut prev_next: Option<u64> = None;
+    // The producers' batches of the segments recovery scanned anyway (see `load_producers`).
+    let mut scanned_producers = BTreeMap::new();
     for (i, &base) in bases.iter().enumerate() {
         let is_last = i + 1 == bases.len();
         let name = log_name(base);
@@ -71,7 +74,11 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
                 )));
             }
         }
-        let segment = open_segment(dir, config, file, base, len, is_last, clean, &mut report).await?;
+        let (segment, producer_batches) =
+            open_segment(dir, config, file, base, len, is_last, clean, &mut report).await?;
+        if let Some(batches) = producer_batches {
+            scanned_producers.insert(base, batches);
+        }
         prev_next = Some(segment.next_offset);
         segments.insert(base, Segment { created_ms: now, ..segment });
     }
@@ -148,6 +155,11 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
         )));
     }
     let tail = Tail::new(active_size, &prefix);
+    let spans: Vec<SegmentSpan<D::File>> = segments
+        .values()
+        .map(|s| SegmentSpan { base: s.base, file: s.file.clone(), size: s.size, next_offset: s.next_offset })
+        .collect();
+    let producers = load_producers(dir, config, &spans, scanned_producers, log_end, &mut report).await?;
 
     report.segments = segments.len();
     if marker.is_some() {
@@ -158,7 +170,70 @@ pub(crate) async fn open_segments<D: Dir, C: Clock>(dir: &D, clock: &C, config: 
         // Record the start so a later deletion of the first segment cannot lose it.
         files::write_checkpoint(dir, LOG_START_CHECKPOINT, log_start).await?;
     }
-    Ok(Opened { segments, tail, active_size, log_start, log_end, truncate_intent, report })
+    Ok(Opened { segments, tail, active_size, log_start, log_end, truncate_intent, producers, report })
+}
+
+/// What [`load_producers`] needs of a segment.
+pub(crate) struct SegmentSpan<F> {
+    pub(crate) base: u64,
+    pub(crate) file: Rc<F>,
+    pub(crate) size: u64,
+    pub(crate) next_offset: u64,
+}
+
+/// The idempotent producers' state as it was after the last batch the log now holds: the
+/// snapshot (if there is a usable one) plus the batches after the offset it covers. Segments the
+/// recovery scan read are not read again (`scanned`); any other segment with batches past the
+/// snapshot is scanned here (only without a snapshot, or when the last one failed to write).
+pub(crate) async fn load_producers<D: Dir>(
+    dir: &D,
+    config: &LogConfig,
+    segments: &[SegmentSpan<D::File>],
+    mut scanned: BTreeMap<u64, Vec<(i64, i16, BatchMeta)>>,
+    log_end: u64,
+    report: &mut RecoveryReport,
+) -> Result<ProducerStates> {
+    let snapshot = read_small(dir, SNAPSHOT_FILE).await?;
+    let (covers, mut producers) = match snapshot.as_deref().map(|b| ProducerStates::decode(b, config.max_producers)) {
+        None => (0, ProducerStates::new(config.max_producers)),
+        Some(Some((covers, state))) if covers <= log_end => {
+            report.producer_snapshot = Some(covers);
+            (covers, state)
+        }
+        Some(Some((covers, _))) => {
+            // The log lost offsets the snapshot covers: it may claim batches no longer there.
+            warn!(dir = %dir.describe(SNAPSHOT_FILE), covers, log_end, "producer snapshot covers offsets past the log end: rebuilding from the log");
+            (0, ProducerStates::new(config.max_producers))
+        }
+        Some(None) => {
+            warn!(dir = %dir.describe(SNAPSHOT_FILE), "producer snapshot damaged: rebuilding from the log");
+            (0, ProducerStates::new(config.max_producers))
+        }
+    };
+    let last_base = segments.last().map(|s| s.base);
+    for segment in segments {
+        let base = segment.base;
+        if segment.next_offset <= covers || segment.size == 0 {
+            continue;
+        }
+        let batches = match scanned.remove(&base) {
+            Some(batches) => batches,
+            None => {
+                let sealed = Some(base) != last_base;
+                let scan = scan_segment(&*segment.file, base, segment.size, sealed, config.index_interval_bytes)
+                    .await
+                    .map_err(|e| StorageError::io("scanning", dir.describe(&log_name(base)), e))?;
+                report.producer_scanned_segments += 1;
+                scan.producer_batches
+            }
+        };
+        let replay = batches.into_iter().filter(|(_, _, m)| m.base_offset >= covers && m.last_offset < log_end);
+        for (producer_id, epoch, meta) in replay {
+            producers.record(producer_id, epoch, meta);
+            report.producer_batches_replayed += 1;
+        }
+    }
+    Ok(producers)
 }
 
 /// Opens one segment: trusts its indexes when the table says so, otherwise scans and repairs.
@@ -172,7 +247,7 @@ async fn open_segment<D: Dir>(
     is_last: bool,
     clean: bool,
     report: &mut RecoveryReport,
-) -> Result<Segment<D::File>> {
+) -> Result<(Segment<D::File>, Option<Vec<(i64, i16, BatchMeta)>>)> {
     let name = log_name(base);
     let offsets = read_small(dir, &index_name(base)).await?;
     let times = read_small(dir, &time_index_name(base)).await?;
@@ -195,7 +270,7 @@ async fn open_segment<D: Dir>(
     if action_for(index_state) == Action::Trust {
         let (seal, index) = loaded.expect("trusted index was loaded").expect("trusted index is valid");
         report.decisions.push((index_state, name));
-        return Ok(segment_from(file, base, seal, index));
+        return Ok((segment_from(file, base, seal, index), None));
     }
     // Every state that reaches here calls for a scan (the table's Trust rows returned above).
     debug_assert_eq!(action_for(index_state), Action::ScanAndRebuildIndex);
@@ -258,7 +333,7 @@ async fn open_segment<D: Dir>(
         report.rebuilt_indexes += 1;
         info!(segment = %name, "rebuilt index");
     }
-    Ok(segment_from(file, base, seal, scan.index))
+    Ok((segment_from(file, base, seal, scan.index), Some(scan.producer_batches)))
 }
 
 fn segment_from<F>(file: F, base: u64, seal: SealInfo, index: SegmentIndex) -> Segment<F> {

@@ -16,6 +16,7 @@ use crate::{
     batch::{BatchView, DecodeError, LOG_OVERHEAD},
     index::SegmentIndex,
     io::File,
+    producers::{BatchMeta, IdempotentBatch},
 };
 
 /// The on-disk states recovery distinguishes, one row each. Keep in step with [`RECOVERY_TABLE`].
@@ -126,6 +127,9 @@ pub struct Scan {
     /// that was written but never acknowledged (concurrent writes completing out of order), or
     /// that a bit flipped in the tail. Reported so an operator can tell.
     pub valid_bytes_after_end: u64,
+    /// The idempotent producers' batches kept, in offset order: (producer id, epoch, batch).
+    /// Recovery replays them into the producer state, so it reads the segment once.
+    pub producer_batches: Vec<(i64, i16, BatchMeta)>,
 }
 
 /// Reads windows of this size while scanning.
@@ -173,6 +177,7 @@ pub async fn scan_segment<F: File>(
         damage: Vec::new(),
         end: ScanEnd::Eof,
         valid_bytes_after_end: 0,
+        producer_batches: Vec::new(),
     };
     let mut pos = 0u64;
     loop {
@@ -194,6 +199,10 @@ pub async fn scan_segment<F: File>(
                 scan.next_offset = batch.last_offset() as u64 + 1;
                 scan.last_batch_crc = batch.crc();
                 scan.batches += 1;
+                if let Some(p) = IdempotentBatch::of(&batch) {
+                    let meta = p.meta(batch.base_offset() as u64, batch.last_offset() as u64, batch.max_timestamp());
+                    scan.producer_batches.push((p.producer_id, p.epoch, meta));
+                }
                 pos += batch.total_len() as u64;
                 scan.valid_end = pos;
                 continue;

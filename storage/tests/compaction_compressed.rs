@@ -34,7 +34,12 @@ fn records_of(bytes: &[u8]) -> Vec<Rec> {
 }
 
 fn compressed(codec: Compression, keys: &[&str], tag: &str, ts: i64) -> Vec<u8> {
-    let mut b = BatchBuilder::new().compression(codec).producer(7, 2, 100);
+    // One idempotent producer per codec (the log refuses a repeated sequence of one producer).
+    let producer_id = 7 + [Compression::Lz4, Compression::Zstd, Compression::Gzip, Compression::Snappy]
+        .iter()
+        .position(|c| *c == codec)
+        .unwrap_or(4) as i64;
+    let mut b = BatchBuilder::new().compression(codec).producer(producer_id, 2, 100);
     for (i, k) in keys.iter().enumerate() {
         let value = format!("{tag}-{k}-{}", "x".repeat(200));
         b.push(ts + i as i64, Some(k.as_bytes()), Some(value.as_bytes()), &[(b"h", Some(tag.as_bytes()))]);

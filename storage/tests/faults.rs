@@ -721,7 +721,7 @@ fn fsync_always_serves_nothing_before_it_is_durable() {
             }
             futures_lite::future::yield_now().await;
         }
-        (0, Ok(keel_storage::AppendInfo { base_offset: 0, last_offset: 0, max_timestamp: 0 }))
+        (0, Ok(keel_storage::AppendInfo { base_offset: 0, last_offset: 0, max_timestamp: 0, duplicate: false }))
     });
     let results = join_all(vec![append, reader]);
     assert!(results[0].1.is_ok());

@@ -3,7 +3,9 @@
 //! disk, and after every step the log is compared with a simple in-memory model.
 //!
 //! The model is a list of batches (base, last, records); compaction and retention are applied to
-//! it by their documented rules, not by calling the log's code. The seed of a failing case is
+//! it by their documented rules, not by calling the log's code. Some batches come from idempotent
+//! producers, and retries of them must be answered as duplicates while the batch is in the log,
+//! and appended again once a truncation or power loss removed it. The seed of a failing case is
 //! printed by proptest (and persisted under `proptest-regressions/`).
 
 mod common;
@@ -17,7 +19,7 @@ use keel_storage::{
         sim::{SimClock, SimDisk},
         Clock,
     },
-    CleanupPolicy, FsyncPolicy, Log, LogConfig, StorageError,
+    AppendInfo, CleanupPolicy, FsyncPolicy, Log, LogConfig, StorageError,
 };
 use proptest::prelude::*;
 
@@ -46,20 +48,59 @@ struct Model {
     batches: Vec<ModelBatch>,
     log_start: u64,
     log_end: u64,
+    /// Batches sent by idempotent producers (one producer id each), for retries.
+    sent: Vec<Sent>,
+}
+
+/// An idempotent producer's batch as sent, and where the log put it.
+#[derive(Clone, Debug)]
+struct Sent {
+    bytes: Vec<u8>,
+    term: u32,
+    recs: Vec<Rec>,
+    codec: Compression,
+    ts: i64,
+    base: u64,
+    last: u64,
+    /// Removed by a truncation or lost in a power loss: the log must not remember it.
+    lost: bool,
 }
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append { records: Vec<(Option<u8>, bool, u16)>, term: u32, codec: Compression },
-    Read { at: u16, max_bytes: u16 },
+    /// `producer`: sent by a new idempotent producer (its own id, first sequence `seq`).
+    Append {
+        records: Vec<(Option<u8>, bool, u16)>,
+        term: u32,
+        codec: Compression,
+        producer: Option<u16>,
+    },
+    /// An idempotent producer resends one of its batches (picked by `pick`).
+    Retry {
+        pick: u16,
+    },
+    Read {
+        at: u16,
+        max_bytes: u16,
+    },
     Roll,
-    Truncate { at: u16 },
-    AdvanceStart { at: u16 },
-    Retention { advance_ms: u32 },
-    Compact { advance_ms: u32 },
+    Truncate {
+        at: u16,
+    },
+    AdvanceStart {
+        at: u16,
+    },
+    Retention {
+        advance_ms: u32,
+    },
+    Compact {
+        advance_ms: u32,
+    },
     Restart,
     Crash,
-    TimestampLookup { at: u16 },
+    TimestampLookup {
+        at: u16,
+    },
 }
 
 /// Mostly uncompressed, as the log's other paths care about; each codec now and then.
@@ -76,7 +117,9 @@ fn codec() -> impl Strategy<Value = Compression> {
 fn op() -> impl Strategy<Value = Op> {
     let record = (proptest::option::weighted(0.9, 0u8..6), proptest::bool::weighted(0.15), 0u16..400);
     prop_oneof![
-        10 => (proptest::collection::vec(record, 1..6), 0u32..4, codec()).prop_map(|(records, term, codec)| Op::Append { records, term, codec }),
+        10 => (proptest::collection::vec(record, 1..6), 0u32..4, codec(), proptest::option::weighted(0.3, any::<u16>()))
+            .prop_map(|(records, term, codec, producer)| Op::Append { records, term, codec, producer }),
+        2 => any::<u16>().prop_map(|pick| Op::Retry { pick }),
         3 => (any::<u16>(), 1u16..3000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => Just(Op::Roll),
         1 => any::<u16>().prop_map(|at| Op::Truncate { at }),
@@ -129,10 +172,14 @@ impl Harness {
 
     fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
         match op {
-            Op::Append { records, term, codec } => {
+            Op::Append { records, term, codec, producer } => {
                 self.clock.advance(10);
                 let ts = self.clock.now_ms();
                 let mut builder = BatchBuilder::new().compression(codec);
+                if let Some(seq) = producer {
+                    // A new producer id each time: an unknown producer starts at any sequence.
+                    builder = builder.producer(5_000 + self.model.sent.len() as i64, 0, i32::from(seq));
+                }
                 let mut recs = Vec::new();
                 for (i, (key, tombstone, len)) in records.into_iter().enumerate() {
                     self.counter += 1;
@@ -149,20 +196,35 @@ impl Harness {
                 let bytes = builder.build();
                 let info = block_on(self.log().append(&bytes, term))
                     .map_err(|e| TestCaseError::fail(format!("append: {e}")))?;
-                prop_assert_eq!(info.base_offset, self.model.log_end);
-                let mut stored = bytes;
-                set_base_offset(&mut stored, info.base_offset as i64);
-                set_partition_leader_epoch(&mut stored, term as i32);
-                let base = info.base_offset;
-                self.model.batches.push(ModelBatch {
-                    base,
-                    last: info.last_offset,
-                    max_ts: recs.iter().map(|r| r.ts).max().unwrap_or(ts),
-                    records: recs.into_iter().enumerate().map(|(i, r)| (base + i as u64, r)).collect(),
-                    codec,
-                    bytes: Some(stored),
-                });
-                self.model.log_end = info.last_offset + 1;
+                prop_assert!(!info.duplicate);
+                if producer.is_some() {
+                    let (base, last) = (info.base_offset, info.last_offset);
+                    let sent =
+                        Sent { bytes: bytes.clone(), term, recs: recs.clone(), codec, ts, base, last, lost: false };
+                    self.model.sent.push(sent);
+                }
+                self.push_appended(info, bytes, term, recs, codec, ts)?;
+            }
+            Op::Retry { pick } => {
+                if self.model.sent.is_empty() {
+                    return Ok(());
+                }
+                let i = pick as usize % self.model.sent.len();
+                let sent = self.model.sent[i].clone();
+                let in_log = !sent.lost && self.model.batches.iter().any(|b| b.base == sent.base);
+                let info = block_on(self.log().append(&sent.bytes, sent.term))
+                    .map_err(|e| TestCaseError::fail(format!("retry of {}: {e}", sent.base)))?;
+                // In the log: a duplicate. Truncated or lost: appended again. Emptied by
+                // compaction or deleted by retention: either (the log may still remember it).
+                if in_log || (!sent.lost && info.duplicate) {
+                    prop_assert!(info.duplicate, "retry of the batch at {} is a duplicate", sent.base);
+                    prop_assert_eq!((info.base_offset, info.last_offset), (sent.base, sent.last));
+                } else {
+                    prop_assert!(!info.duplicate, "the batch at {} is gone: its retry appends", sent.base);
+                    let s = &mut self.model.sent[i];
+                    (s.base, s.last, s.lost) = (info.base_offset, info.last_offset, false);
+                    self.push_appended(info, sent.bytes, sent.term, sent.recs, sent.codec, sent.ts)?;
+                }
             }
             Op::Read { at, max_bytes } => {
                 let span = self.model.log_end - self.model.log_start + 1;
@@ -195,6 +257,7 @@ impl Harness {
                     .map_err(|e| TestCaseError::fail(format!("truncate {new_end}: {e}")))?;
                 self.model.batches.retain(|b| b.base < new_end);
                 self.model.log_end = new_end;
+                self.model.sent.iter_mut().filter(|s| s.base >= new_end).for_each(|s| s.lost = true);
             }
             Op::AdvanceStart { at } => {
                 let span = self.model.log_end - self.model.log_start + 1;
@@ -241,6 +304,7 @@ impl Harness {
                 prop_assert!(end >= durable, "lost durable data: log end {} < flushed {}", end, durable);
                 self.model.batches.retain(|b| b.last < end);
                 self.model.log_end = end;
+                self.model.sent.iter_mut().filter(|s| s.last >= end).for_each(|s| s.lost = true);
             }
             Op::TimestampLookup { at } => {
                 let all: Vec<(u64, i64)> =
@@ -262,6 +326,33 @@ impl Harness {
             }
         }
         self.check_whole_log()
+    }
+
+    /// Adds a batch the log just appended to the model.
+    fn push_appended(
+        &mut self,
+        info: AppendInfo,
+        bytes: Vec<u8>,
+        term: u32,
+        recs: Vec<Rec>,
+        codec: Compression,
+        ts: i64,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(info.base_offset, self.model.log_end);
+        let mut stored = bytes;
+        set_base_offset(&mut stored, info.base_offset as i64);
+        set_partition_leader_epoch(&mut stored, term as i32);
+        let base = info.base_offset;
+        self.model.batches.push(ModelBatch {
+            base,
+            last: info.last_offset,
+            max_ts: recs.iter().map(|r| r.ts).max().unwrap_or(ts),
+            records: recs.into_iter().enumerate().map(|(i, r)| (base + i as u64, r)).collect(),
+            codec,
+            bytes: Some(stored),
+        });
+        self.model.log_end = info.last_offset + 1;
+        Ok(())
     }
 
     /// Applies compaction's documented rule to the model: in batches below the active segment,

@@ -51,8 +51,8 @@ def topic_configs(admin):
 
 
 def producer(**extra):
-    # No idempotence: keel does not serve InitProducerId (nor sequence checks), so an idempotent
-    # producer could never get a producer id. Off is librdkafka's default; said explicitly here.
+    # The plain (non-idempotent) path, librdkafka's default, said explicitly here; idempotent
+    # producers are tested in confluent_restart.py.
     config = {
         "bootstrap.servers": BOOTSTRAP,
         "enable.idempotence": False,
