@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test command it is given (.ci/run passes the README's `make test`), after checking the
 # machine has what it needs. Nothing installed by hand is assumed beyond the Rust toolchain and
-# Python 3 with pip: make and kcat (Debian packages) and the Python test requirements are
-# installed here.
+# Python 3 with pip: make and kcat (Debian packages), Node.js if missing, the Python test
+# requirements and kafkajs (npm) are installed here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,13 @@ fi
 need python3 "install Python 3: tests/kafka.rs runs the kafka-python client"
 echo "ci: installing the Python test requirements (ci/requirements.txt)" >&2
 python3 -m pip install --quiet --disable-pip-version-check -r ci/requirements.txt
+
+if ! command -v npm >/dev/null 2>&1; then
+  echo "ci: installing Node.js and npm (tests/kafka.rs runs kafkajs)" >&2
+  (apt-get update -qq && apt-get install -y -qq nodejs npm) >/dev/null
+fi
+echo "ci: installing kafkajs (tests/kafka/kafkajs/package-lock.json)" >&2
+npm ci --prefix tests/kafka/kafkajs --no-audit --no-fund --silent
 
 echo "ci: $(cargo --version), $(nproc) cores, kernel $(uname -r)"
 [ $# -gt 0 ] || set -- make test

@@ -657,6 +657,40 @@ fn group_protocol_versions_on_raw_sockets() {
     assert!(r.topics.is_empty(), "DeleteGroups deleted the commits: {r:?}");
 }
 
+/// aiokafka (`tests/kafka/aiokafka_group.py`): idempotent producer, group consumer, resume at
+/// the group's commits. aiokafka bootstraps with Metadata v0.
+#[test]
+fn aiokafka_producer_and_group() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let stdout = run_python("aiokafka", "aiokafka_group.py", &[&broker.kafka.to_string()]);
+    assert!(stdout.contains("read once by the group"), "{stdout}");
+}
+
+/// kafkajs (`tests/kafka/kafkajs/produce_consume.js`; `ci/test.sh` installs it with `npm ci`):
+/// idempotent producer with headers, group consumer, commits at every partition's end.
+#[test]
+fn kafkajs_producer_and_group() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafkajs");
+    assert!(
+        dir.join("node_modules/kafkajs").is_dir(),
+        "this test needs kafkajs: run `npm ci --prefix tests/kafka/kafkajs` (ci/test.sh does)"
+    );
+    let out = Command::new("node")
+        .arg(dir.join("produce_consume.js"))
+        .arg(broker.kafka.to_string())
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run node (Node.js is needed for the kafkajs test): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    assert!(out.status.success(), "kafkajs test failed: {}", out.status);
+    assert!(stdout.contains("read once by the group"), "{stdout}");
+}
+
 #[test]
 fn raw_requests_and_bad_input() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();

@@ -57,7 +57,7 @@ pub(crate) const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 1, 12),
+    (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
@@ -197,8 +197,10 @@ pub(crate) async fn metadata(
     req: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
+    // v0 has no null topic list: an empty one asks for every topic.
+    let topics = req.topics.filter(|t| version > 0 || !t.is_empty());
     // v10+ may name a topic by id only: resolve it here; an unknown id is answered here.
-    let requested: Option<Vec<Result<String, Uuid>>> = req.topics.map(|topics| {
+    let requested: Option<Vec<Result<String, Uuid>>> = topics.map(|topics| {
         topics
             .into_iter()
             .map(|t| match t.name {
@@ -209,7 +211,7 @@ pub(crate) async fn metadata(
     });
     let names: Option<Vec<String>> =
         requested.as_ref().map(|r| r.iter().filter_map(|t| t.as_ref().ok().cloned()).collect());
-    // Kafka's auto.create.topics.enable; v1–v3 have no allow_auto_topic_creation and imply it.
+    // Kafka's auto.create.topics.enable; v0–v3 have no allow_auto_topic_creation and imply it.
     let auto_create = state.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     let mut not_created: Vec<(String, i16)> = Vec::new();
     if let Some(names) = names.as_ref().filter(|_| auto_create) {
