@@ -40,6 +40,8 @@ use keel_protocol::{
         ApiVersionsRequest as NativeApiVersions, ConfigEntry, CreateTopicRequest, FetchCommittedRequest,
         FetchPartition as NativeFetchPartition, FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic,
         ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest as NativeMetadata, OffsetQuery,
+        ProducePartition as NativeProducePartition, ProduceRequest as NativeProduce,
+        ProduceTopic as NativeProduceTopic,
     },
     ApiKey, ErrorCode, Offset, PartitionId, Request, Response,
 };
@@ -768,13 +770,49 @@ fn raw_requests_and_bad_input() {
         assert_eq!((p.error_code, p.high_watermark), (0, 3));
         assert_eq!(p.records.as_ref(), Some(&from_native), "Fetch v{version} returns the stored bytes");
     }
+    // The reverse: a batch produced over the native protocol is fetched over Kafka's as sent.
+    let mut native_batch = BatchBuilder::new();
+    native_batch.push(
+        1_700_000_000_001,
+        Some(b"native-key"),
+        Some(b"native-value"),
+        &[(b"h".as_slice(), Some(b"v".as_slice()))],
+    );
+    let native_batch = native_batch.build();
+    let Response::Produce(r) = native_call(
+        &mut native,
+        Request::Produce(NativeProduce {
+            acks: keel_protocol::messages::Acks::All,
+            timeout_ms: 10_000,
+            topics: vec![NativeProduceTopic {
+                name: "raw".into(),
+                partitions: vec![NativeProducePartition {
+                    partition: PartitionId(0),
+                    records: Bytes::from(native_batch.clone()),
+                }],
+            }],
+        }),
+    ) else {
+        panic!()
+    };
+    assert_eq!(r.topics[0].partitions[0].error_code, ErrorCode::None);
+    let from_offset_3 = fetch.clone().with_topics(vec![FetchTopic::default()
+        .with_topic(TopicName(StrBytes::from_static_str("raw")))
+        .with_partitions(vec![FetchPartition::default()
+            .with_partition(0)
+            .with_fetch_offset(3)
+            .with_partition_max_bytes(1 << 20)])]);
+    let fetched = kafka_call(&mut good, 12, &from_offset_3);
+    let records = fetched.responses[0].partitions[0].records.clone().expect("records");
+    assert_eq!(i64::from_be_bytes(records[..8].try_into().unwrap()), 3, "the broker's offset");
+    assert_eq!(&records[16..], &native_batch[16..], "the native producer's batch as sent");
 
     // acks=0: no response at all; the next response on the connection is the next request's.
     send_kafka(&mut good, 3, 100, &produce_request("raw", 0, builder.build()));
     send_kafka(&mut good, 1, 101, &MetadataRequest::default().with_topics(None));
     let (correlation, _) = read_kafka::<MetadataRequest>(&mut good, 1);
     assert_eq!(correlation, 101, "the acks=0 produce got no response");
-    assert_eq!(native_latest(&mut native, "raw", 0), Some(Offset(6)), "the acks=0 batch was stored");
+    assert_eq!(native_latest(&mut native, "raw", 0), Some(Offset(7)), "the acks=0 batch was stored (3 + 1 native + 3)");
 
     // FindCoordinator: node 0 for a group, in the single (v0–v3) and batch (v4) forms; none for
     // transactions.
