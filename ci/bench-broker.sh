@@ -5,6 +5,8 @@
 #      $BROKER_MEMORY, driven by keel-bench over the native protocol:
 #      a. produce throughput: 1 KiB records, closed loop, 4 producers, acks=1, 8 partitions,
 #         fsync.policy=never; MB/s as a share of the disk baseline (target >= 50%);
+#      a'. the same run over the broker's Kafka listener (keel-bench --target kafka://, librdkafka),
+#         right after a; the Kafka/native throughput ratio is printed;
 #      b. produce latency: 50 MB/s offered (48828 records/s of 1 KiB, open loop with
 #         coordinated-omission correction), 2 producers, acks=all, fsync.policy=always,
 #         2 partitions; p99 (target <= 1 ms) and p99.9 (target <= 2 ms);
@@ -63,25 +65,33 @@ trap cleanup EXIT
 echo "== baseline disk ($BENCH_DIR)"
 "$KEEL_BENCH_BIN" baseline disk --dir "$BENCH_DIR" --json | tee "$RESULTS/baseline-disk.json"
 
-# A free port below the ephemeral range (no outgoing connection can hold it).
-PORT=$(python3 - <<'PY'
+# Two free ports below the ephemeral range (no outgoing connection can hold them).
+read -r PORT KAFKA_PORT < <(python3 - <<'PY'
 import random, socket
+found = []
 for _ in range(1000):
     p = random.randint(20000, 32000)
     s = socket.socket()
     try:
-        s.bind(("127.0.0.1", p)); print(p); break
+        s.bind(("127.0.0.1", p))
+        if p not in found:
+            found.append(p)
     except OSError:
         pass
     finally:
         s.close()
+    if len(found) == 2:
+        break
+print(*found)
 PY
 )
 ADDR=127.0.0.1:$PORT
+KAFKA_ADDR=127.0.0.1:$KAFKA_PORT
 TARGET=keel://$ADDR
-echo "== keel serve on $ADDR, data in $DATA, --memory $BROKER_MEMORY (log: $RESULTS/broker.log)"
-"$KEEL_BIN" serve --data-dir "$DATA" --listen "$ADDR" --admin-listen 127.0.0.1:0 --kafka-listen off --memory "$BROKER_MEMORY" \
-  >"$RESULTS/broker.log" 2>&1 &
+KAFKA_TARGET=kafka://$KAFKA_ADDR
+echo "== keel serve on $ADDR (Kafka listener $KAFKA_ADDR), data in $DATA, --memory $BROKER_MEMORY (log: $RESULTS/broker.log)"
+"$KEEL_BIN" serve --data-dir "$DATA" --listen "$ADDR" --admin-listen 127.0.0.1:0 --kafka-listen "$KAFKA_ADDR" \
+  --memory "$BROKER_MEMORY" >"$RESULTS/broker.log" 2>&1 &
 BROKER_PID=$!
 for i in $(seq 300); do
   if "$KEEL_BIN" cluster status --bootstrap "$ADDR" >/dev/null 2>&1; then break; fi
@@ -105,9 +115,9 @@ watchdog() {
   done
 }
 
-run() { # name topic, then keel-bench arguments
-  local name=$1 topic=$2; shift 2
-  local cmd=("$KEEL_BENCH_BIN" "$@" --target "$TARGET" --topic "$topic" --record-bytes 1024
+run() { # name target topic, then keel-bench arguments
+  local name=$1 target=$2 topic=$3; shift 3
+  local cmd=("$KEEL_BENCH_BIN" "$@" --target "$target" --topic "$topic" --record-bytes 1024
     --duration "$BROKER_SECS" --warmup "$BROKER_WARMUP" --report-interval 10s --json)
   echo "== $name: ${cmd[*]}"
   local rc=0 pid wd
@@ -130,11 +140,13 @@ RETENTION=()
 if [ "$BROKER_RETENTION_BYTES" != -1 ]; then
   RETENTION=(--topic-config "retention.bytes=$BROKER_RETENTION_BYTES" --topic-config segment.bytes=268435456)
 fi
-run produce-throughput bench-produce produce --partitions 8 --producers 4 --acks 1 \
+run produce-throughput "$TARGET" bench-produce produce --partitions 8 --producers 4 --acks 1 \
   --topic-config fsync.policy=never "${RETENTION[@]}"
-run produce-latency bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
+run produce-throughput-kafka "$KAFKA_TARGET" bench-produce-kafka produce --partitions 8 --producers 4 --acks 1 \
+  --topic-config fsync.policy=never "${RETENTION[@]}"
+run produce-latency "$TARGET" bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
   --topic-config fsync.policy=always
-run e2e bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
+run e2e "$TARGET" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
   --topic-config fsync.policy=never
 
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$BROKER_PID/status")
@@ -170,6 +182,13 @@ if r:
           f"ack p50 {ms(r['latency_us']['p50'])}, p99 {ms(r['latency_us']['p99'])}")
 else:
     print("a. produce throughput: no result")
+k = load("produce-throughput-kafka")
+if k:
+    ratio = f" = {k['mb_per_s'] / r['mb_per_s']:.2f}x the native throughput" if r and r["mb_per_s"] > 0 else ""
+    print(f"a'. the same over the Kafka listener ({k['target']}, librdkafka): {k['mb_per_s']:.0f} MB/s "
+          f"({k['records_per_s']:.0f} records/s){ratio}; ack p50 {ms(k['latency_us']['p50'])}, p99 {ms(k['latency_us']['p99'])}")
+else:
+    print("a'. produce throughput over Kafka: no result")
 r = load("produce-latency")
 if r:
     l = r["latency_us"]

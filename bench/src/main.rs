@@ -11,7 +11,8 @@
 //!   concurrent tasks: append throughput and latency percentiles, sequential read-back throughput,
 //!   and the time to recover a log after the process writing it was killed with SIGKILL.
 //! - `produce`, `consume`, `e2e`: a running `keel serve` driven over the native protocol by
-//!   producer and consumer threads (blocking `keel-client` connections): throughput, produce-ack
+//!   producer and consumer threads (blocking `keel-client` connections, or librdkafka clients over
+//!   the Kafka protocol with `--target kafka://`): throughput, produce-ack
 //!   latency (open loop with coordinated-omission correction, or closed loop), end-to-end latency,
 //!   and a check that every acknowledged record is read back exactly once, in order. See
 //!   `broker`.

@@ -1,8 +1,9 @@
 //! `keel-bench produce | consume | e2e` against the real `keel serve` binary on loopback: each
 //! subcommand runs briefly at small rates with `--json`, and the JSON object it prints is checked
 //! (configuration echoed, records acknowledged, every acknowledged record consumed exactly once
-//! and in order in e2e, latency percentiles present and ordered). Also the exit codes: 2 for a
-//! bad target, 1 for an unreachable broker.
+//! and in order in e2e, latency percentiles present and ordered), over the native protocol
+//! (keel://) and over the broker's Kafka listener (kafka://, through librdkafka). Also the exit
+//! codes: 2 for a bad target, 1 for an unreachable broker.
 //!
 //! The broker binary is `$KEEL_BIN`, else `keel` next to `keel-bench` in the same target
 //! directory (built by `cargo test --workspace`; alone: `cargo build --bin keel`).
@@ -43,19 +44,36 @@ fn free_port() -> u16 {
 struct Broker {
     child: Option<Child>,
     addr: SocketAddr,
+    kafka_addr: Option<SocketAddr>,
     data: PathBuf,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(false)
+    }
+
+    /// With `kafka`, the Kafka listener is on too (on another free port).
+    fn start_with(kafka: bool) -> Broker {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let kafka_addr: Option<SocketAddr> = kafka.then(|| loop {
+            let a: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            if a != addr {
+                break a;
+            }
+        });
+        let kafka_listen = kafka_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
         // Under the target directory, not /tmp: the log writes with O_DIRECT, which tmpfs refuses.
-        let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("keel-bench-broker-{}", std::process::id()));
+        let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "keel-bench-broker-{}-{}",
+            std::process::id(),
+            addr.port()
+        ));
         let _ = std::fs::remove_dir_all(&data);
         std::fs::create_dir_all(&data).unwrap();
         let child = Command::new(keel_bin())
             .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB", "--kafka-listen", "off"])
+            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB", "--kafka-listen", &kafka_listen])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -67,11 +85,21 @@ impl Broker {
             assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Broker { child: Some(child), addr, data }
+        if let Some(k) = kafka_addr {
+            while std::net::TcpStream::connect(k).is_err() {
+                assert!(Instant::now() < deadline, "keel serve's Kafka listener did not open on {k}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Broker { child: Some(child), addr, kafka_addr, data }
     }
 
     fn target(&self) -> String {
         format!("keel://{}", self.addr)
+    }
+
+    fn kafka_target(&self) -> String {
+        format!("kafka://{}", self.kafka_addr.expect("started with the Kafka listener"))
     }
 
     /// SIGTERM, then the exit status.
@@ -268,10 +296,112 @@ fn subcommands_against_a_real_broker() {
 }
 
 #[test]
+fn kafka_target_against_a_real_broker() {
+    let broker = Broker::start_with(true);
+    let target = broker.kafka_target();
+    let t = target.as_str();
+
+    // produce, closed loop, acks=1: the topic is created through Kafka's CreateTopics.
+    let v = bench_json(
+        &[
+            &["produce", "--target", t, "--topic", "k-closed", "--partitions", "4", "--producers", "2"][..],
+            &["--topic-config", "fsync.policy=never", "--record-bytes", "512", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    check_config(&v, "broker_produce", "k-closed", 4);
+    assert_eq!(v["target"], t);
+    assert_eq!((v["acks"].as_str(), v["loop"].as_str()), (Some("1"), Some("closed")));
+    assert_eq!(v["topic_created"], true);
+    assert!(u(&v, "records_acked") > 0 && u(&v, "records_acked") == u(&v, "records_sent"), "{v}");
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    check_latency(&v, "latency_us");
+
+    // produce, open loop, acks=all, keyed, into the existing topic.
+    let v = bench_json(
+        &[
+            &["produce", "--target", t, "--topic", "k-closed", "--partitions", "4", "--rate", "2000"][..],
+            &["--acks", "all", "--key-bytes", "8", "--linger", "1ms", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["topic_created"], false);
+    let sent = u(&v, "records_sent");
+    assert!((4900..=5100).contains(&sent), "{sent} records sent for 5000 scheduled: {v}");
+    assert_eq!(u(&v, "records_acked"), sent, "{v}");
+    check_latency(&v, "latency_us");
+    check_latency(&v, "send_delay_us");
+
+    // consume from the start, after a prefill over the Kafka protocol.
+    let v = bench_json(&[
+        "consume",
+        "--target",
+        t,
+        "--topic",
+        "k-prefilled",
+        "--partitions",
+        "3",
+        "--consumers",
+        "2",
+        "--prefill",
+        "5MB",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0s",
+        "--json",
+    ]);
+    check_config(&v, "broker_consume", "k-prefilled", 3);
+    assert!(u(&v, "records_consumed") >= 5_000_000 / 1024, "{v}");
+    assert_eq!(u(&v, "offset_gaps"), 0, "{v}");
+
+    // e2e, open loop: every acknowledged record read exactly once, in order, at its offset.
+    let v =
+        bench_json(
+            &[
+                &[
+                    "e2e",
+                    "--target",
+                    t,
+                    "--topic",
+                    "k-e2e",
+                    "--partitions",
+                    "3",
+                    "--producers",
+                    "2",
+                    "--consumers",
+                    "2",
+                ][..],
+                &["--rate", "3000", "--record-bytes", "100", "--json"],
+                &SHORT,
+            ]
+            .concat(),
+        );
+    check_config(&v, "broker_e2e", "k-e2e", 3);
+    let acked = u(&v, "records_acked");
+    assert!(acked > 0, "{v}");
+    assert_eq!(u(&v, "records_consumed"), acked, "{v}");
+    assert_eq!(u(&v["verification"], "expected"), acked, "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+    check_latency(&v, "latency_us");
+    check_latency(&v, "e2e_latency_us");
+
+    // Another partition count for an existing topic is refused here too.
+    let out = bench(&["produce", "--target", t, "--topic", "k-e2e", "--partitions", "5", "--duration", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists with 3 partitions"), "{out:?}");
+
+    let status = broker.stop();
+    assert!(status.success(), "keel serve exited with {status} after SIGTERM");
+}
+
+#[test]
 fn bad_targets_and_unreachable_brokers() {
-    let out = bench(&["produce", "--target", "kafka://127.0.0.1:9092", "--duration", "1s"]);
+    let out = bench(&["produce", "--target", "amqp://127.0.0.1:5672", "--duration", "1s"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"), "{out:?}");
 
     let out = bench(&["e2e", "--target", "127.0.0.1:9092"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -279,6 +409,12 @@ fn bad_targets_and_unreachable_brokers() {
     // Nothing listens on a port that was just free (below the ephemeral range).
     let port = free_port();
     let out = bench(&["produce", "--target", &format!("keel://127.0.0.1:{port}"), "--duration", "1s", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "no JSON for a failed run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the broker"), "{out:?}");
+
+    // The same over the Kafka protocol.
+    let out = bench(&["produce", "--target", &format!("kafka://127.0.0.1:{port}"), "--duration", "1s", "--json"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stdout.is_empty(), "no JSON for a failed run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the broker"), "{out:?}");

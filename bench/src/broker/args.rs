@@ -8,9 +8,11 @@ use keel_client::{Acks, StartAt};
 /// Flags every broker benchmark takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// The broker to drive: keel://HOST:PORT (Keel's native protocol). kafka:// is not supported
-    /// yet.
-    #[arg(long, default_value = "keel://127.0.0.1:9400", value_parser = parse_target)]
+    /// The broker to drive: keel://HOST:PORT (Keel's native protocol, keel-client) or
+    /// kafka://HOST:PORT (the Kafka protocol through librdkafka: Keel's --kafka-listen, Apache
+    /// Kafka, Redpanda, ...). The same workload and figures either way; the flags below say how
+    /// they map to librdkafka settings. --bootstrap is an alias.
+    #[arg(long, alias = "bootstrap", default_value = "keel://127.0.0.1:9400", value_parser = parse_target)]
     pub target: Target,
     /// Topic to use. Created with --partitions and --topic-config if it does not exist; if it
     /// exists with another partition count, or another value for a --topic-config key, the run
@@ -52,7 +54,9 @@ pub struct CommonArgs {
 /// Flags of the load generator (`produce`, `e2e`).
 #[derive(Debug, Clone, Args)]
 pub struct ProducerArgs {
-    /// Producer threads, each with its own connection and one request in flight at a time.
+    /// Producer threads, each with its own connection and one request in flight at a time
+    /// (kafka://: each its own librdkafka producer, with up to --max-request-bytes of records
+    /// unacknowledged in the closed loop).
     #[arg(long, default_value_t = 1)]
     pub producers: usize,
     /// Records per second offered in total (split evenly over the producers): OPEN LOOP, each
@@ -68,14 +72,16 @@ pub struct ProducerArgs {
     pub acks: AcksArg,
     /// Largest RecordBatch per partition in one request, bytes. Within a producer, every record
     /// due is sent at the next request, one batch per partition, up to this and --max-request-bytes.
+    /// kafka://: librdkafka's batch.size.
     #[arg(long, default_value = "64KiB", value_parser = crate::parse_size)]
     pub batch_bytes: u64,
     /// Largest record data of one Produce request (all partitions), bytes; keep it below the
-    /// broker's --max-frame-bytes (8 MiB by default).
+    /// broker's --max-frame-bytes (8 MiB by default). kafka://: librdkafka's message.max.bytes.
     #[arg(long, default_value = "1MiB", value_parser = crate::parse_size)]
     pub max_request_bytes: u64,
     /// Open loop only: hold the due records until the oldest has waited this long or a request
     /// is full, for bigger batches at the cost of latency. 0 = send whatever is due at once.
+    /// kafka://: librdkafka's linger.ms (closed loop too).
     #[arg(long, default_value = "0ms", value_parser = crate::parse_duration)]
     pub linger: Duration,
 }
@@ -99,7 +105,8 @@ pub struct ConsumeArgs {
     pub consumers: usize,
     /// Where each partition is read from: earliest (the records already there; the run ends
     /// early once every consumer has caught up with the high watermark seen at the start) or
-    /// latest (only records produced during the run, by someone else).
+    /// latest (only records produced during the run, by someone else). kafka://: the partitions
+    /// are assigned (no consumer group) at the low or high watermark read before the run starts.
     #[arg(long, value_enum, default_value_t = FromArg::Earliest)]
     pub from: FromArg,
     /// First write this many bytes of record values + keys into the topic (2 closed-loop
@@ -179,37 +186,57 @@ impl FromArg {
     }
 }
 
+/// The wire protocol a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Keel's native protocol (`keel-client`).
+    Keel,
+    /// The Kafka protocol (librdkafka through `rdkafka`): Keel's Kafka listener, Apache Kafka,
+    /// Redpanda, ...
+    Kafka,
+}
+
 /// Where the broker is: the protocol and `HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    pub protocol: Protocol,
     /// `HOST:PORT` as given.
     pub addr: String,
 }
 
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "keel://{}", self.addr)
+impl Target {
+    pub fn is_kafka(&self) -> bool {
+        self.protocol == Protocol::Kafka
     }
 }
 
-/// `keel://HOST:PORT` → the target; any other scheme is refused with a reason.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.protocol {
+            Protocol::Keel => "keel",
+            Protocol::Kafka => "kafka",
+        };
+        write!(f, "{scheme}://{}", self.addr)
+    }
+}
+
+/// `keel://HOST:PORT` or `kafka://HOST:PORT` → the target; any other scheme is refused with a
+/// reason.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let Some((scheme, rest)) = s.split_once("://") else {
-        return Err(format!("{s:?} has no scheme: use keel://HOST:PORT"));
+        return Err(format!("{s:?} has no scheme: use keel://HOST:PORT or kafka://HOST:PORT"));
     };
-    match scheme.to_ascii_lowercase().as_str() {
-        "keel" => {}
-        "kafka" => {
-            return Err("kafka:// targets (the Kafka protocol) are not supported yet; use keel://HOST:PORT".into())
-        }
-        other => return Err(format!("unknown scheme {other}:// (use keel://HOST:PORT)")),
-    }
-    let bad = || format!("{s:?} is not keel://HOST:PORT");
+    let protocol = match scheme.to_ascii_lowercase().as_str() {
+        "keel" => Protocol::Keel,
+        "kafka" => Protocol::Kafka,
+        other => return Err(format!("unknown scheme {other}:// (use keel://HOST:PORT or kafka://HOST:PORT)")),
+    };
+    let bad = || format!("{s:?} is not {}://HOST:PORT", scheme.to_ascii_lowercase());
     let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || host.contains('/') || port.parse::<u16>().map_or(true, |p| p == 0) {
         return Err(bad());
     }
-    Ok(Target { addr: rest.to_owned() })
+    Ok(Target { protocol, addr: rest.to_owned() })
 }
 
 /// `KEY=VALUE` → the pair.
@@ -229,10 +256,16 @@ mod tests {
         assert_eq!(parse_target("keel://127.0.0.1:9400").unwrap().addr, "127.0.0.1:9400");
         assert_eq!(parse_target("KEEL://localhost:1").unwrap().to_string(), "keel://localhost:1");
         assert_eq!(parse_target("keel://[::1]:9400").unwrap().addr, "[::1]:9400");
-        assert!(parse_target("kafka://127.0.0.1:9092").unwrap_err().contains("not supported yet"));
+        let k = parse_target("kafka://127.0.0.1:9092").unwrap();
+        assert_eq!(
+            (k.protocol, k.addr.as_str(), k.to_string().as_str()),
+            (Protocol::Kafka, "127.0.0.1:9092", "kafka://127.0.0.1:9092")
+        );
         assert!(parse_target("http://x:1").unwrap_err().contains("unknown scheme"));
         assert!(parse_target("127.0.0.1:9400").unwrap_err().contains("no scheme"));
-        for bad in ["keel://", "keel://host", "keel://:9400", "keel://h:99999", "keel://h:0", "keel://h/x:1"] {
+        for bad in
+            ["keel://", "keel://host", "keel://:9400", "keel://h:99999", "keel://h:0", "keel://h/x:1", "kafka://h"]
+        {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
     }

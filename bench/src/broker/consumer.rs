@@ -19,6 +19,7 @@ use keel_client::{Consumer, ConsumerConfig, OffsetQuery, StartAt};
 
 use super::{
     args::Target,
+    kafka::KafkaSource,
     shared::{self, Clock, Shared, Stamp, DRAIN_LIMIT},
 };
 use crate::report;
@@ -35,6 +36,46 @@ pub enum Mode {
     /// `e2e`: check this run's records; stop once every record the producers sent to these
     /// partitions was read, or [`DRAIN_LIMIT`] after the last producer finished.
     Verify { run_id: u64, producers: u32 },
+}
+
+/// A record as the checks see it, from either protocol.
+pub struct Rec {
+    pub partition: u32,
+    pub offset: u64,
+    /// Value + key bytes.
+    pub bytes: u64,
+    pub stamp: Option<Stamp>,
+}
+
+/// Where records come from: a native `keel-client` consumer or a librdkafka one.
+enum Source {
+    Native(Consumer),
+    Kafka(KafkaSource),
+}
+
+impl Source {
+    fn poll(&mut self, wait: Duration, out: &mut Vec<Rec>) -> Result<(), String> {
+        match self {
+            Source::Native(consumer) => {
+                let records = consumer.poll(wait).map_err(|e| format!("Fetch failed: {e}"))?;
+                out.extend(records.iter().map(|r| Rec {
+                    partition: r.partition,
+                    offset: r.offset,
+                    bytes: (r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len())) as u64,
+                    stamp: r.value.as_deref().and_then(Stamp::decode),
+                }));
+                Ok(())
+            }
+            Source::Kafka(source) => source.poll(wait, out),
+        }
+    }
+
+    fn positions(&self) -> &[(u32, u64)] {
+        match self {
+            Source::Native(consumer) => consumer.positions(),
+            Source::Kafka(source) => source.positions(),
+        }
+    }
 }
 
 pub struct ConsumerPlan {
@@ -138,7 +179,19 @@ pub fn run(plan: ConsumerPlan, shared: Arc<Shared>) -> ConsumerTally {
 /// Connects and resolves the start positions (before the clock starts: e2e consumers must be
 /// positioned at the end before the first record is produced). Also returns the high
 /// watermarks at that moment.
-fn setup(plan: &ConsumerPlan) -> Result<(Consumer, Vec<u64>), String> {
+fn setup(plan: &ConsumerPlan) -> Result<(Source, Vec<u64>), String> {
+    if plan.target.is_kafka() {
+        let (source, high_watermarks) = KafkaSource::open(
+            &plan.target,
+            &format!("keel-bench-consumer-{}", plan.id),
+            &plan.topic,
+            &plan.partitions,
+            plan.topic_partitions,
+            plan.start == StartAt::Earliest,
+            plan.fetch_max_bytes,
+        )?;
+        return Ok((Source::Kafka(source), high_watermarks));
+    }
     let client = shared::connect(&plan.target, &format!("keel-bench-consumer-{}", plan.id))?;
     let config = ConsumerConfig {
         max_bytes: plan.fetch_max_bytes,
@@ -151,7 +204,7 @@ fn setup(plan: &ConsumerPlan) -> Result<(Consumer, Vec<u64>), String> {
         .client()
         .list_offsets(&plan.topic, &queries)
         .map_err(|e| format!("cannot read the high watermarks of {}: {e}", plan.topic))?;
-    Ok((consumer, found.iter().map(|f| f.1.unwrap_or(0)).collect()))
+    Ok((Source::Native(consumer), found.iter().map(|f| f.1.unwrap_or(0)).collect()))
 }
 
 struct Reader<'a> {
@@ -176,7 +229,8 @@ impl<'a> Reader<'a> {
         Reader { plan, shared, clock, high_watermarks, local, last_offset: vec![None; n], distinct: vec![0; n] }
     }
 
-    fn read(&mut self, mut consumer: Consumer, tally: &mut ConsumerTally) -> Result<(), String> {
+    fn read(&mut self, mut consumer: Source, tally: &mut ConsumerTally) -> Result<(), String> {
+        let mut records = Vec::new();
         loop {
             if self.shared.stopped() {
                 return Ok(());
@@ -200,13 +254,13 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            let records = consumer.poll(POLL_WAIT).map_err(|e| format!("Fetch failed: {e}"))?;
+            records.clear();
+            consumer.poll(POLL_WAIT, &mut records)?;
             let seen_at = Instant::now();
             let in_window = self.clock.in_window(seen_at);
             let mut bytes = 0u64;
             for r in &records {
-                let len = (r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len())) as u64;
-                bytes += len;
+                bytes += r.bytes;
                 let i = self.local[r.partition as usize] as usize;
                 if let Some(last) = self.last_offset[i] {
                     if r.offset != last + 1 {
@@ -215,7 +269,7 @@ impl<'a> Reader<'a> {
                 }
                 self.last_offset[i] = Some(r.offset);
                 if let Mode::Verify { run_id, producers } = self.plan.mode {
-                    self.check(r.value.as_deref(), r.offset, i, run_id, producers, seen_at, tally);
+                    self.check(r.stamp, r.offset, i, run_id, producers, seen_at, tally);
                 }
             }
             tally.records += records.len() as u64;
@@ -232,7 +286,7 @@ impl<'a> Reader<'a> {
     #[allow(clippy::too_many_arguments)]
     fn check(
         &mut self,
-        value: Option<&[u8]>,
+        stamp: Option<Stamp>,
         offset: u64,
         i: usize,
         run_id: u64,
@@ -240,7 +294,7 @@ impl<'a> Reader<'a> {
         seen_at: Instant,
         tally: &mut ConsumerTally,
     ) {
-        let stamp = match value.and_then(Stamp::decode) {
+        let stamp = match stamp {
             Some(s) if s.run_id == run_id && s.producer < producers && s.seq < MAX_SEQ => s,
             _ => {
                 tally.foreign += 1;

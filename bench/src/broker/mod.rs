@@ -1,5 +1,7 @@
 //! `keel-bench produce | consume | e2e`: a running `keel serve` broker driven over the native
-//! protocol through `keel-client`, from threads of this process (one blocking connection each).
+//! protocol through `keel-client`, from threads of this process (one blocking connection each);
+//! or, with `--target kafka://HOST:PORT`, any Kafka-protocol broker through librdkafka (see
+//! [`kafka`]), with the same workloads, stamps, checks and figures.
 //!
 //! - `produce`: `--producers` threads, closed loop (as fast as acknowledgements come back) or
 //!   open loop at `--rate` records/s in total with coordinated-omission correction (see
@@ -23,6 +25,7 @@
 
 pub mod args;
 mod consumer;
+mod kafka;
 mod producer;
 mod shared;
 
@@ -219,7 +222,7 @@ fn validate_producer(p: &ProducerArgs, c: &CommonArgs) -> Result<(), String> {
     if p.batch_bytes == 0 {
         return Err("--batch-bytes must be positive".into());
     }
-    if !p.linger.is_zero() && p.rate.is_none() {
+    if !p.linger.is_zero() && p.rate.is_none() && !c.target.is_kafka() {
         eprintln!("note: --linger only applies to the open loop (--rate); closed-loop requests are always full");
     }
     Ok(())
@@ -237,6 +240,9 @@ fn validate_consumers(m: usize, c: &CommonArgs) -> Result<(), String> {
 
 /// Makes sure the topic exists as asked; returns whether it was created.
 fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
+    if c.target.is_kafka() {
+        return kafka::ensure_topic(c);
+    }
     let mut client = shared::connect(&c.target, "keel-bench-admin")?;
     match client.topic(&c.topic) {
         Ok(info) => {
@@ -280,6 +286,9 @@ fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
 
 /// Records between the log start and the high watermark, over every partition.
 fn records_available(c: &CommonArgs) -> Result<u64, String> {
+    if c.target.is_kafka() {
+        return kafka::records_available(c);
+    }
     let mut client = shared::connect(&c.target, "keel-bench-admin")?;
     let info = client.topic(&c.topic).map_err(|e| format!("cannot look up topic {}: {e}", c.topic))?;
     Ok(info.partitions.iter().map(|p| p.high_watermark.saturating_sub(p.log_start_offset)).sum())
@@ -755,7 +764,8 @@ impl BrokerResult {
         self.records_sent = Some(f.sent);
         self.records_acked = (!acks0).then_some(f.acked);
         self.records_not_sent = p.rate.map(|_| f.not_sent);
-        self.requests = Some(f.requests);
+        // kafka://: librdkafka forms the requests; they are not counted.
+        self.requests = (f.requests > 0 || !c.target.is_kafka()).then_some(f.requests);
         if f.requests > 0 {
             self.records_per_request = Some(f.sent as f64 / f.requests as f64);
             self.partitions_per_request = Some(f.batches as f64 / f.requests as f64);

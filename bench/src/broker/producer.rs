@@ -94,7 +94,7 @@ pub struct PartitionTally {
 }
 
 impl ProducerTally {
-    fn new(partitions: u32) -> ProducerTally {
+    pub(super) fn new(partitions: u32) -> ProducerTally {
         ProducerTally {
             ack_latency: report::latency_histogram(),
             send_delay: report::latency_histogram(),
@@ -113,6 +113,10 @@ impl ProducerTally {
 
 /// Runs one producer to the end of the schedule (or an error, recorded in `shared`).
 pub fn run(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
+    if plan.target.is_kafka() {
+        shared::tighten_timer_slack();
+        return super::kafka::run_producer(plan, shared);
+    }
     let mut tally = ProducerTally::new(plan.partitions);
     shared::tighten_timer_slack();
     let client = match shared::connect(&plan.target, &format!("keel-bench-producer-{}", plan.id)) {
@@ -283,7 +287,7 @@ impl Producer<'_> {
 
 /// Prebuilt payload and keys, the partition of each record, and the buffers requests are built
 /// in, all reused from request to request.
-struct Generator {
+pub(super) struct Generator {
     /// Random bytes; record k's value (after its stamp) starts at a k-dependent offset.
     payload: Vec<u8>,
     /// `KEY_POOL` keys of `key_bytes` each (empty for keyless records).
@@ -292,7 +296,7 @@ struct Generator {
     partitions: u32,
     first_partition: u32,
     /// Next sequence number per partition.
-    next_seq: Vec<u64>,
+    pub(super) next_seq: Vec<u64>,
     /// Per partition, built when first used.
     templates: Vec<Option<Template>>,
     /// Of the planned request: partition per record, records and bytes per partition, the
@@ -306,7 +310,7 @@ struct Generator {
 }
 
 impl Generator {
-    fn new(plan: &ProducerPlan) -> Generator {
+    pub(super) fn new(plan: &ProducerPlan) -> Generator {
         let seed = plan.run_id ^ (u64::from(plan.id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut payload = vec![0u8; plan.record_bytes + PAYLOAD_SLACK];
         report::fill_pseudo_random(&mut payload, seed);
@@ -336,7 +340,20 @@ impl Generator {
         }
     }
 
-    fn partition(&self, k: u64) -> u32 {
+    /// Record k's value before its stamp (the kafka:// producer; the native one cuts values from
+    /// a template).
+    pub(super) fn fill_value(&self, k: u64, value: &mut [u8]) {
+        let start = (k as usize * 64) % PAYLOAD_SLACK;
+        value.copy_from_slice(&self.payload[start..start + value.len()]);
+    }
+
+    /// Record k's key (`None` for keyless records).
+    pub(super) fn key(&self, k: u64) -> Option<&[u8]> {
+        let key_bytes = self.keys.len() / KEY_POOL;
+        key_of(&self.keys, k, key_bytes)
+    }
+
+    pub(super) fn partition(&self, k: u64) -> u32 {
         if self.key_partitions.is_empty() {
             ((u64::from(self.first_partition) + k) % u64::from(self.partitions)) as u32
         } else {
@@ -546,7 +563,7 @@ fn us(d: Duration) -> u64 {
 }
 
 /// Sleeps until `t` (no spinning; the timer slack is tightened per thread).
-fn sleep_until(t: Instant) {
+pub(super) fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
         std::thread::sleep(t - now);
@@ -562,7 +579,7 @@ mod tests {
     fn plan(partitions: u32, key_bytes: usize) -> ProducerPlan {
         ProducerPlan {
             id: 3,
-            target: Target { addr: "127.0.0.1:1".into() },
+            target: Target { protocol: super::super::args::Protocol::Keel, addr: "127.0.0.1:1".into() },
             topic: "t".into(),
             partitions,
             acks: Acks::Leader,
