@@ -112,8 +112,11 @@ impl GroupService {
             let waiter = match &completion {
                 Completion::Join(w, _) | Completion::Sync(w, _) => *w,
             };
-            if let Some(tx) = waiters.remove(&waiter) {
-                let _ = tx.try_send(completion); // one answer per token: the slot is free
+            // Every token is answered once: a second answer would be a coordinator bug.
+            let tx = waiters.remove(&waiter);
+            debug_assert!(tx.is_some(), "token {waiter} answered twice or never handed out");
+            if let Some(tx) = tx {
+                let _ = tx.try_send(completion); // the one slot is free
             }
         }
     }
@@ -124,37 +127,39 @@ impl GroupService {
         let _ = self.bell.0.try_send(()); // full: a ring is already pending
     }
 
-    async fn join(&self, group: &str, request: JoinRequest) -> JoinResponse {
-        let member_id = request.member_id.clone();
+    /// Runs `op` with a fresh waiter token: its answer now, or once a later call or the timer
+    /// completes the token (`None`: the coordinator went away first, at shutdown).
+    async fn call_parking<T>(
+        &self,
+        op: impl FnOnce(&mut Coordinator, Waiter, i64) -> Reply<T>,
+    ) -> Result<T, Option<Completion>> {
         let (waiter, rx) = self.park();
-        let reply = self.coordinator.borrow_mut().join(group, request, waiter, self.now());
+        let reply = op(&mut self.coordinator.borrow_mut(), waiter, self.now());
         self.deliver();
         self.wake_timer();
         match reply {
             Reply::Now(response) => {
                 self.waiters.borrow_mut().remove(&waiter);
-                response
+                Ok(response)
             }
-            Reply::Parked => match rx.recv().await {
-                Some(Completion::Join(_, response)) => response,
-                _ => JoinResponse::refused(GroupError::NotCoordinator, member_id),
-            },
+            Reply::Parked => Err(rx.recv().await),
+        }
+    }
+
+    async fn join(&self, group: &str, request: JoinRequest) -> JoinResponse {
+        let member_id = request.member_id.clone();
+        match self.call_parking(|c, waiter, now| c.join(group, request, waiter, now)).await {
+            Ok(response) | Err(Some(Completion::Join(_, response))) => response,
+            Err(Some(other)) => unreachable!("a join parked under a token answered as {other:?}"),
+            Err(None) => JoinResponse::refused(GroupError::NotCoordinator, member_id),
         }
     }
 
     async fn sync(&self, group: &str, request: SyncRequest) -> SyncResponse {
-        let (waiter, rx) = self.park();
-        let reply = self.coordinator.borrow_mut().sync(group, request, waiter, self.now());
-        self.deliver();
-        match reply {
-            Reply::Now(response) => {
-                self.waiters.borrow_mut().remove(&waiter);
-                response
-            }
-            Reply::Parked => match rx.recv().await {
-                Some(Completion::Sync(_, response)) => response,
-                _ => SyncResponse::refused(GroupError::NotCoordinator),
-            },
+        match self.call_parking(|c, waiter, now| c.sync(group, request, waiter, now)).await {
+            Ok(response) | Err(Some(Completion::Sync(_, response))) => response,
+            Err(Some(other)) => unreachable!("a sync parked under a token answered as {other:?}"),
+            Err(None) => SyncResponse::refused(GroupError::NotCoordinator),
         }
     }
 

@@ -102,10 +102,7 @@ pub(crate) async fn join_group(
     let answer = on_coordinator(state, &group, GroupOp::Join { group: group.clone(), request }).await;
     let response = match answer {
         Ok(GroupAnswer::Join(r)) => r,
-        Ok(other) => {
-            let f = Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"));
-            return join_failed(failure_code(&f), member_id);
-        }
+        Ok(_) => return join_failed(K::CoordinatorNotAvailable.code(), member_id),
         Err(f) => return join_failed(failure_code(&f), member_id),
     };
     let members = response

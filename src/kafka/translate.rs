@@ -403,6 +403,24 @@ async fn forward<V, N>(
     }
 }
 
+/// [`forward`] for a native ListOffsets (ListOffsets and OffsetForLeaderEpoch both ask it).
+async fn forward_list_offsets<V>(
+    state: &Rc<ShardState>,
+    verdicts: &Verdicts<V>,
+    topics: Vec<native::ListOffsetsTopic>,
+) -> Result<Vec<Vec<native::ListOffsetsPartitionResponse>>, i16> {
+    forward(
+        state,
+        verdicts,
+        || Request::ListOffsets(native::ListOffsetsRequest { topics }),
+        |r| match r {
+            Response::ListOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
+            other => Err(other),
+        },
+    )
+    .await
+}
+
 /// `None` for acks = 0: Kafka sends no response at all then.
 pub(crate) async fn produce(state: &Rc<ShardState>, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = match req.acks {
@@ -574,16 +592,7 @@ pub(crate) async fn list_offsets(state: &Rc<ShardState>, req: ListOffsetsRequest
         topics.push(native::ListOffsetsTopic { name: topic.name.0.to_string(), partitions });
         verdicts.push((topic.name, verdict));
     }
-    let native = forward(
-        state,
-        &verdicts,
-        || Request::ListOffsets(native::ListOffsetsRequest { topics }),
-        |r| match r {
-            Response::ListOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-            other => Err(other),
-        },
-    )
-    .await;
+    let native = forward_list_offsets(state, &verdicts, topics).await;
     let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
         let response = ListOffsetsPartitionResponse::default().with_partition_index(index).with_timestamp(-1);
         match result {
@@ -647,16 +656,7 @@ pub(crate) async fn offset_for_leader_epoch(
         topics.push(native::ListOffsetsTopic { name: topic.topic.0.to_string(), partitions });
         verdicts.push((topic.topic, verdict));
     }
-    let native = forward(
-        state,
-        &verdicts,
-        || Request::ListOffsets(native::ListOffsetsRequest { topics }),
-        |r| match r {
-            Response::ListOffsets(r) => Ok(r.topics.into_iter().map(|t| t.partitions).collect()),
-            other => Err(other),
-        },
-    )
-    .await;
+    let native = forward_list_offsets(state, &verdicts, topics).await;
     let mut epochs = epochs.into_iter();
     let topics = merge(verdicts, native, K::UnknownServerError.code(), |index, result| {
         let requested = epochs.next().unwrap_or(-1);

@@ -504,13 +504,8 @@ impl KafkaProducer<'_> {
         let window = (self.plan.max_request_bytes / record).max(1) as u64;
         let mut k = 0u64;
         loop {
-            if self.shared.stopped() || Instant::now() >= self.clock.end {
+            if self.shared.closed_loop_done(self.clock.end, self.plan.stop_after_bytes) {
                 return Ok(());
-            }
-            if let Some(limit) = self.plan.stop_after_bytes {
-                if self.shared.produced_bytes.load(Ordering::Relaxed) >= limit {
-                    return Ok(());
-                }
             }
             if !self.wait_below(window, Duration::from_millis(50))? {
                 continue;

@@ -154,13 +154,8 @@ impl Producer<'_> {
     fn closed_loop(&mut self, tally: &mut ProducerTally) -> Result<(), String> {
         let mut k = 0u64;
         loop {
-            if self.shared.stopped() || Instant::now() >= self.clock.end {
+            if self.shared.closed_loop_done(self.clock.end, self.plan.stop_after_bytes) {
                 return Ok(());
-            }
-            if let Some(limit) = self.plan.stop_after_bytes {
-                if self.shared.produced_bytes.load(Ordering::Relaxed) >= limit {
-                    return Ok(());
-                }
             }
             let n = self.gen.plan_request(k, u64::MAX, self.plan);
             let stamp_ns = self.clock.t0.elapsed().as_nanos() as u64;

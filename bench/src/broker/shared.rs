@@ -119,6 +119,14 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Whether a closed-loop producer is done: the run stopped, its schedule ended, or (prefill)
+    /// the producers together have `stop_after_bytes` acknowledged.
+    pub fn closed_loop_done(&self, end: Instant, stop_after_bytes: Option<u64>) -> bool {
+        self.stopped()
+            || Instant::now() >= end
+            || stop_after_bytes.is_some_and(|limit| self.produced_bytes.load(Ordering::Relaxed) >= limit)
+    }
+
     pub fn first_error(&self) -> Option<String> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
