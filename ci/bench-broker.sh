@@ -7,6 +7,9 @@
 #         fsync.policy=never; MB/s as a share of the disk baseline (target >= 50%);
 #      a'. the same run over the broker's Kafka listener (keel-bench --target kafka://, librdkafka),
 #         right after a; the Kafka/native throughput ratio is printed;
+#      a''. the same again with --kafka-producer wire: Kafka's protocol with the native producer's
+#         request shape (every partition in one Produce), which isolates the listener's own cost;
+#         broker and keel-bench CPU per record are printed for a, a' and a'';
 #      b. produce latency: 50 MB/s offered (48828 records/s of 1 KiB, open loop with
 #         coordinated-omission correction), 2 producers, acks=all, fsync.policy=always,
 #         2 partitions; p99 (target <= 1 ms) and p99.9 (target <= 2 ms);
@@ -115,12 +118,17 @@ watchdog() {
   done
 }
 
+broker_cpu_ticks() { # user + system clock ticks of keel serve so far
+  awk '{print $14 + $15}' "/proc/$BROKER_PID/stat"
+}
+
 run() { # name target topic, then keel-bench arguments
   local name=$1 target=$2 topic=$3; shift 3
   local cmd=("$KEEL_BENCH_BIN" "$@" --target "$target" --topic "$topic" --record-bytes 1024
     --duration "$BROKER_SECS" --warmup "$BROKER_WARMUP" --report-interval 10s --json)
   echo "== $name: ${cmd[*]}"
-  local rc=0 pid wd
+  local rc=0 pid wd cpu0
+  cpu0=$(broker_cpu_ticks)
   "${cmd[@]}" >"$RESULTS/$name.json" &
   pid=$!
   watchdog "$pid" &
@@ -128,6 +136,8 @@ run() { # name target topic, then keel-bench arguments
   wait "$pid" || rc=$?
   kill "$wd" 2>/dev/null || true
   wait "$wd" 2>/dev/null || true
+  python3 -c 'import json, os, sys; print(json.dumps({"broker_cpu_s": int(sys.argv[1]) / os.sysconf("SC_CLK_TCK")}))' \
+    "$(( $(broker_cpu_ticks) - cpu0 ))" >"$RESULTS/$name.broker-cpu.json"
   cat "$RESULTS/$name.json"
   if [ "$rc" != 0 ]; then
     echo "error: $name failed (exit $rc)" >&2
@@ -144,6 +154,8 @@ run produce-throughput "$TARGET" bench-produce produce --partitions 8 --producer
   --topic-config fsync.policy=never "${RETENTION[@]}"
 run produce-throughput-kafka "$KAFKA_TARGET" bench-produce-kafka produce --partitions 8 --producers 4 --acks 1 \
   --topic-config fsync.policy=never "${RETENTION[@]}"
+run produce-throughput-kafka-wire "$KAFKA_TARGET" bench-produce-kafka-wire produce --partitions 8 --producers 4 \
+  --acks 1 --kafka-producer wire --topic-config fsync.policy=never "${RETENTION[@]}"
 run produce-latency "$TARGET" bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
   --topic-config fsync.policy=always
 run e2e "$TARGET" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
@@ -182,13 +194,25 @@ if r:
           f"ack p50 {ms(r['latency_us']['p50'])}, p99 {ms(r['latency_us']['p99'])}")
 else:
     print("a. produce throughput: no result")
-k = load("produce-throughput-kafka")
-if k:
-    ratio = f" = {k['mb_per_s'] / r['mb_per_s']:.2f}x the native throughput" if r and r["mb_per_s"] > 0 else ""
-    print(f"a'. the same over the Kafka listener ({k['target']}, librdkafka): {k['mb_per_s']:.0f} MB/s "
-          f"({k['records_per_s']:.0f} records/s){ratio}; ack p50 {ms(k['latency_us']['p50'])}, p99 {ms(k['latency_us']['p99'])}")
-else:
-    print("a'. produce throughput over Kafka: no result")
+def cpu(name, res):
+    b = load(name + ".broker-cpu")
+    n = res.get("records_sent") or 0
+    if not b or not n:
+        return ""
+    return (f"; CPU per record: broker {b['broker_cpu_s'] * 1e6 / n:.2f} us, "
+            f"keel-bench {res['client_cpu_s'] * 1e6 / n:.2f} us")
+if r:
+    print(f"   {cpu('produce-throughput', r).lstrip('; ')}")
+for name, label, client in (("produce-throughput-kafka", "a'", "librdkafka: one partition per request"),
+                            ("produce-throughput-kafka-wire", "a''", "--kafka-producer wire: the native requests' shape")):
+    k = load(name)
+    if k:
+        ratio = f" = {k['mb_per_s'] / r['mb_per_s']:.2f}x the native throughput" if r and r["mb_per_s"] > 0 else ""
+        print(f"{label}. the same over the Kafka listener ({k['target']}, {client}): {k['mb_per_s']:.0f} MB/s "
+              f"({k['records_per_s']:.0f} records/s){ratio}; ack p50 {ms(k['latency_us']['p50'])}, "
+              f"p99 {ms(k['latency_us']['p99'])}{cpu(name, k)}")
+    else:
+        print(f"{label}. produce throughput over Kafka ({client}): no result")
 r = load("produce-latency")
 if r:
     l = r["latency_us"]

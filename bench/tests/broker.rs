@@ -388,6 +388,34 @@ fn kafka_target_against_a_real_broker() {
     check_latency(&v, "latency_us");
     check_latency(&v, "e2e_latency_us");
 
+    // --kafka-producer wire: the native producer's requests over Kafka's protocol; what it was
+    // acknowledged is read back (by librdkafka) exactly once at the offsets it was given.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "k-wire", "--partitions", "4", "--producers", "2"][..],
+            &["--consumers", "2", "--rate", "4000", "--record-bytes", "200", "--kafka-producer", "wire", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["kafka_producer"], "wire", "{v}");
+    let acked = u(&v, "records_acked");
+    assert!(acked > 0 && u(&v, "records_consumed") == acked, "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+    assert!(u(&v, "requests") > 0, "the wire producer counts its requests: {v}");
+    assert!(v["client_cpu_s"].as_f64().unwrap() > 0.0, "{v}");
+    // Closed loop: every request carries several partitions (librdkafka's carry one).
+    let v = bench_json(
+        &[
+            &["produce", "--target", t, "--topic", "k-wire", "--partitions", "4", "--kafka-producer", "wire"][..],
+            &["--record-bytes", "512", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert!(u(&v, "records_acked") > 0 && u(&v, "records_acked") == u(&v, "records_sent"), "{v}");
+    assert!(v["partitions_per_request"].as_f64().unwrap() > 1.5, "{v}");
+
     // Another partition count for an existing topic is refused here too.
     let out = bench(&["produce", "--target", t, "--topic", "k-e2e", "--partitions", "5", "--duration", "1s"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -84,6 +84,21 @@ pub struct ProducerArgs {
     /// kafka://: librdkafka's linger.ms (closed loop too).
     #[arg(long, default_value = "0ms", value_parser = crate::parse_duration)]
     pub linger: Duration,
+    /// kafka:// only: the Kafka client the producers use. librdkafka = the standard client (one
+    /// partition per Produce request, its own batching). wire = keel-bench's own connection
+    /// sending exactly the native producer's requests (same batches, every partition in one
+    /// Produce, one in flight) encoded with the kafka-protocol crate, so native and Kafka
+    /// listeners compare on the same request shape without librdkafka's CPU cost; single-broker
+    /// clusters only.
+    #[arg(long, value_enum, default_value_t = KafkaProducerArg::Librdkafka)]
+    pub kafka_producer: KafkaProducerArg,
+}
+
+/// The client of `--kafka-producer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KafkaProducerArg {
+    Librdkafka,
+    Wire,
 }
 
 /// `produce`: the producers alone.

@@ -264,6 +264,10 @@ pub struct Sent {
 struct State {
     tally: ProducerTally,
     delivered: u64,
+    /// The producer thread waits until `delivered` reaches this (`u64::MAX`: nobody waits); the
+    /// delivery callback wakes it then and not at every record, which would cost a futex wake
+    /// and a thread switch per record.
+    wake_at: u64,
     error: Option<String>,
 }
 
@@ -321,17 +325,26 @@ impl ProducerContext for Context {
             Err((e, _)) => {
                 st.error
                     .get_or_insert_with(|| format!("delivery of a record to partition {} failed: {e}", sent.partition));
+                st.wake_at = 0;
             }
         }
+        let wake = st.delivered >= st.wake_at;
         drop(st);
-        self.delivered.notify_all();
+        if wake {
+            self.delivered.notify_all();
+        }
     }
 }
 
 /// Runs one Kafka producer to the end of the schedule (or an error, recorded in `shared`).
 pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
     let ctx = Context {
-        state: Mutex::new(State { tally: ProducerTally::new(plan.partitions), delivered: 0, error: None }),
+        state: Mutex::new(State {
+            tally: ProducerTally::new(plan.partitions),
+            delivered: 0,
+            wake_at: u64::MAX,
+            error: None,
+        }),
         delivered: Condvar::new(),
         clock: OnceLock::new(),
         shared: shared.clone(),
@@ -440,12 +453,16 @@ impl KafkaProducer<'_> {
                 return Err(e.clone());
             }
             if self.sent - st.delivered < limit {
+                st.wake_at = u64::MAX;
                 return Ok(true);
             }
             let now = Instant::now();
             if now >= deadline || self.shared.stopped() {
+                st.wake_at = u64::MAX;
                 return Ok(false);
             }
+            // Below `limit` once delivered > sent - limit.
+            st.wake_at = self.sent - limit + 1;
             st = self
                 .ctx()
                 .delivered
@@ -507,7 +524,10 @@ impl KafkaProducer<'_> {
             if self.shared.closed_loop_done(self.clock.end, self.plan.stop_after_bytes) {
                 return Ok(());
             }
-            if !self.wait_below(window, Duration::from_millis(50))? {
+            // A full window refills once half of it is acknowledged, so records reach librdkafka
+            // in runs it can batch (one at a time, each delivery report would let one record
+            // through and every request would carry only what trickled in meanwhile).
+            if self.outstanding()? >= window && !self.wait_below((window / 2).max(1), Duration::from_millis(50))? {
                 continue;
             }
             self.send(k, value, None, sent)?;

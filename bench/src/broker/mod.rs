@@ -26,6 +26,7 @@
 pub mod args;
 mod consumer;
 mod kafka;
+mod kafka_wire;
 mod producer;
 mod shared;
 
@@ -307,6 +308,7 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             batch_bytes: p.batch_bytes as usize,
             max_request_bytes: p.max_request_bytes as usize,
             linger: p.linger,
+            kafka_wire: c.target.is_kafka() && p.kafka_producer == args::KafkaProducerArg::Wire,
             record_bytes: c.record_bytes as usize,
             key_bytes: c.key_bytes as usize,
             rate: per_producer,
@@ -349,6 +351,7 @@ fn prefill(c: &CommonArgs, bytes: u64) -> Result<(), String> {
         batch_bytes: 64 << 10,
         max_request_bytes: 1 << 20,
         linger: Duration::ZERO,
+        kafka_producer: args::KafkaProducerArg::Librdkafka,
     };
     let plans = producer_plans(c, &p, shared::new_run_id(), Some(bytes));
     let quiet = CommonArgs { report_interval: Duration::ZERO, ..c.clone() };
@@ -622,6 +625,9 @@ struct RunConfig {
     max_request_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     linger_ms: Option<f64>,
+    /// kafka:// producers: "librdkafka" or "wire" (`--kafka-producer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kafka_producer: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -654,6 +660,10 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         batch_bytes: p.map(|p| p.batch_bytes),
         max_request_bytes: p.map(|p| p.max_request_bytes),
         linger_ms: p.map(|p| p.linger.as_secs_f64() * 1e3),
+        kafka_producer: p.filter(|_| c.target.is_kafka()).map(|p| match p.kafka_producer {
+            args::KafkaProducerArg::Librdkafka => "librdkafka",
+            args::KafkaProducerArg::Wire => "wire",
+        }),
         from: extra.as_ref().and_then(|e| e.from),
         prefill: extra.as_ref().and_then(|e| e.prefill),
         fetch_max_bytes: extra.as_ref().map(|e| e.fetch_max_bytes),
@@ -717,6 +727,9 @@ struct BrokerResult {
     offset_gaps: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verification: Option<Verification>,
+    /// CPU time (user + system) keel-bench itself used over the whole run, seconds: on a machine
+    /// the client shares with the broker, what the client took from it.
+    client_cpu_s: f64,
     warnings: Vec<String>,
 }
 
@@ -747,6 +760,7 @@ impl BrokerResult {
             caught_up: None,
             offset_gaps: None,
             verification: None,
+            client_cpu_s: 0.0,
             warnings: Vec::new(),
         }
     }
@@ -803,6 +817,9 @@ impl BrokerResult {
 }
 
 fn emit(r: &BrokerResult, json: bool) -> Result<(), String> {
+    let mut r = r.clone();
+    r.client_cpu_s = own_cpu_seconds();
+    let r = &r;
     if json {
         for w in &r.warnings {
             eprintln!("warning: {w}");
@@ -812,6 +829,17 @@ fn emit(r: &BrokerResult, json: bool) -> Result<(), String> {
         print_human(r);
         Ok(())
     }
+}
+
+/// User + system CPU time of this process so far, seconds.
+fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given and nothing else.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn print_human(r: &BrokerResult) {
@@ -880,6 +908,15 @@ fn print_human(r: &BrokerResult) {
     }
     if let (Some(req), Some(rpr), Some(ppr)) = (r.requests, r.records_per_request, r.partitions_per_request) {
         println!("  requests: {req}, {rpr:.1} records and {ppr:.1} partitions per request");
+    }
+    let sent = r.records_sent.or(r.records_consumed).unwrap_or(0);
+    if sent > 0 {
+        println!(
+            "  keel-bench CPU: {:.2} s ({:.2} us per record{})",
+            r.client_cpu_s,
+            r.client_cpu_s * 1e6 / sent as f64,
+            c.kafka_producer.map(|k| format!(", producers: {k}")).unwrap_or_default()
+        );
     }
     let mut counts = Vec::new();
     if let Some(n) = r.records_sent {

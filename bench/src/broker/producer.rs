@@ -27,6 +27,7 @@ use keel_storage::batch::{BatchView, HEADER_LEN, LOG_OVERHEAD};
 
 use super::{
     args::Target,
+    kafka_wire::KafkaWire,
     shared::{self, Clock, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
 };
 use crate::report;
@@ -45,6 +46,8 @@ pub struct ProducerPlan {
     pub batch_bytes: usize,
     pub max_request_bytes: usize,
     pub linger: Duration,
+    /// A kafka:// target driven by [`KafkaWire`] instead of librdkafka.
+    pub kafka_wire: bool,
     pub record_bytes: usize,
     pub key_bytes: usize,
     /// Records per second of this producer (open loop); `None` = closed loop.
@@ -113,13 +116,19 @@ impl ProducerTally {
 
 /// Runs one producer to the end of the schedule (or an error, recorded in `shared`).
 pub fn run(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
-    if plan.target.is_kafka() {
+    if plan.target.is_kafka() && !plan.kafka_wire {
         shared::tighten_timer_slack();
         return super::kafka::run_producer(plan, shared);
     }
     let mut tally = ProducerTally::new(plan.partitions);
     shared::tighten_timer_slack();
-    let client = match shared::connect(&plan.target, &format!("keel-bench-producer-{}", plan.id)) {
+    let client_id = format!("keel-bench-producer-{}", plan.id);
+    let client = if plan.kafka_wire {
+        KafkaWire::connect(&plan.target, &client_id).map(Connection::Kafka)
+    } else {
+        shared::connect(&plan.target, &client_id).map(Connection::Keel)
+    };
+    let client = match client {
         Ok(c) => Some(c),
         Err(e) => {
             shared.fail(e);
@@ -142,10 +151,25 @@ pub fn run(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
     tally
 }
 
+/// Where the requests go: the native protocol, or Kafka's with the same requests.
+enum Connection {
+    Keel(keel_client::Client),
+    Kafka(KafkaWire),
+}
+
+impl Connection {
+    fn produce_many(&mut self, topic: &str, batches: Vec<(u32, Bytes)>, acks: Acks) -> Result<Vec<(u32, u64)>, String> {
+        match self {
+            Connection::Keel(c) => c.produce_many(topic, batches, acks).map_err(|e| e.to_string()),
+            Connection::Kafka(c) => c.produce_many(topic, batches, acks),
+        }
+    }
+}
+
 struct Producer<'a> {
     plan: &'a ProducerPlan,
     shared: &'a Shared,
-    client: keel_client::Client,
+    client: Connection,
     gen: Generator,
     clock: Clock,
 }
@@ -581,6 +605,7 @@ mod tests {
             batch_bytes: 4096,
             max_request_bytes: 10_000,
             linger: Duration::ZERO,
+            kafka_wire: false,
             record_bytes: 100,
             key_bytes,
             rate: None,

@@ -1,0 +1,198 @@
+//! `--kafka-producer wire`: keel-bench's own Kafka-protocol producer connection, so the native and
+//! the Kafka listener can be compared with requests of the same shape.
+//!
+//! librdkafka puts one partition in each Produce request and spends several microseconds of CPU
+//! per record; on a small machine where the client and the broker share the cores, a librdkafka run
+//! measures librdkafka as much as the broker. This connection sends exactly what the native
+//! producer sends — the same RecordBatch v2 bytes, one batch per partition, every partition of the
+//! request in one Produce, one request in flight — encoded with the `kafka-protocol` crate (the
+//! codecs the broker's listener uses, client half). It talks to one broker: the cluster must have a
+//! single broker (Keel single-node, a one-broker Kafka or Redpanda), checked at connect.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::Duration,
+};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::{
+    messages::{
+        produce_request::{PartitionProduceData, TopicProduceData},
+        ApiKey, ApiVersionsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    },
+    protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+};
+use keel_client::Acks;
+
+use super::args::Target;
+
+/// Produce versions this connection speaks: v3 is the first with RecordBatch v2, v12 the last
+/// that names topics (v13 uses topic ids).
+const PRODUCE_VERSIONS: (i16, i16) = (3, 12);
+/// Largest response accepted (a Produce answer is small; anything bigger is a broken stream).
+const MAX_RESPONSE_BYTES: usize = 16 << 20;
+/// The broker's time limit for a Produce (`timeout_ms`); the socket waits this plus a margin.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct KafkaWire {
+    stream: TcpStream,
+    client_id: StrBytes,
+    correlation: i32,
+    produce_version: i16,
+    target: String,
+    out: Vec<u8>,
+}
+
+impl KafkaWire {
+    /// Connects, picks the Produce version (ApiVersions) and checks that the cluster is one broker
+    /// (Metadata).
+    pub fn connect(target: &Target, client_id: &str) -> Result<KafkaWire, String> {
+        let unreachable = |e: std::io::Error| format!("cannot reach the broker at {target}: {e}");
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&target.addr)
+            .map_err(unreachable)?
+            .next()
+            .ok_or_else(|| format!("{target} resolves to no address"))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
+        stream.set_nodelay(true).map_err(unreachable)?;
+        stream.set_read_timeout(Some(PRODUCE_TIMEOUT + Duration::from_secs(10))).map_err(unreachable)?;
+        let mut wire = KafkaWire {
+            stream,
+            client_id: StrBytes::from_string(client_id.to_owned()),
+            correlation: 0,
+            produce_version: 0,
+            target: target.to_string(),
+            out: Vec::new(),
+        };
+        let versions = wire.call(0, &ApiVersionsRequest::default())?;
+        if versions.error_code != 0 {
+            return Err(format!("{target}: ApiVersions failed with error code {}", versions.error_code));
+        }
+        let produce = versions
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == ApiKey::Produce as i16)
+            .ok_or_else(|| format!("{target} does not serve Produce"))?;
+        let version = produce.max_version.min(PRODUCE_VERSIONS.1);
+        if version < PRODUCE_VERSIONS.0 || version < produce.min_version {
+            return Err(format!(
+                "{target} serves Produce v{}-v{}; the wire producer needs one of v{}-v{}",
+                produce.min_version, produce.max_version, PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1
+            ));
+        }
+        wire.produce_version = version;
+        // Metadata v1: the brokers, without asking for (and so auto-creating) any topic.
+        let metadata = wire.call(1, &MetadataRequest::default().with_topics(Some(Vec::new())))?;
+        if metadata.brokers.len() != 1 {
+            return Err(format!(
+                "{target} is a cluster of {} brokers; --kafka-producer wire sends every partition to the \
+                 broker it connects to, so it needs a single-broker cluster (use librdkafka)",
+                metadata.brokers.len()
+            ));
+        }
+        Ok(wire)
+    }
+
+    /// Appends `batches` (partition, RecordBatch v2 bytes) to `topic` in one Produce request and
+    /// returns `(partition, base offset)` per batch in order; empty with `acks=0` (no answer).
+    pub fn produce_many(
+        &mut self,
+        topic: &str,
+        batches: Vec<(u32, Bytes)>,
+        acks: Acks,
+    ) -> Result<Vec<(u32, u64)>, String> {
+        let wanted: Vec<u32> = batches.iter().map(|b| b.0).collect();
+        let partitions = batches
+            .into_iter()
+            .map(|(p, records)| PartitionProduceData::default().with_index(p as i32).with_records(Some(records)))
+            .collect();
+        let request = ProduceRequest::default()
+            .with_acks(match acks {
+                Acks::None => 0,
+                Acks::Leader => 1,
+                Acks::All => -1,
+            })
+            .with_timeout_ms(PRODUCE_TIMEOUT.as_millis() as i32)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partition_data(partitions)]);
+        let version = self.produce_version;
+        if acks == Acks::None {
+            self.send(version, &request)?;
+            return Ok(Vec::new());
+        }
+        let response = self.call(version, &request)?;
+        let mut answered = Vec::with_capacity(wanted.len());
+        for t in response.responses {
+            if t.name.0.as_str() != topic {
+                return Err(format!("Produce answered topic {:?}, not {topic:?}", t.name.0.as_str()));
+            }
+            for p in t.partition_responses {
+                if p.error_code != 0 {
+                    return Err(format!(
+                        "Produce to {topic}/{} failed: Kafka error code {}{}",
+                        p.index,
+                        p.error_code,
+                        p.error_message.map(|m| format!(" ({})", m.as_str())).unwrap_or_default()
+                    ));
+                }
+                answered.push((p.index as u32, p.base_offset as u64));
+            }
+        }
+        // The answer's order may differ from the request's (Kafka keeps a map): put it back.
+        let mut ordered = Vec::with_capacity(wanted.len());
+        for p in wanted {
+            let i = answered
+                .iter()
+                .position(|a| a.0 == p)
+                .ok_or_else(|| format!("Produce answered no result for partition {p}"))?;
+            ordered.push(answered.swap_remove(i));
+        }
+        if !answered.is_empty() {
+            return Err(format!("Produce answered partitions it was not sent: {answered:?}"));
+        }
+        Ok(ordered)
+    }
+
+    fn send<R: Request>(&mut self, version: i16, body: &R) -> Result<i32, String> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(self.client_id.clone()));
+        self.out.clear();
+        self.out.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut self.out, R::header_version(version))
+            .and_then(|()| body.encode(&mut self.out, version))
+            .map_err(|e| format!("cannot encode a request for {}: {e}", self.target))?;
+        let len = (self.out.len() - 4) as u32;
+        self.out[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&self.out).map_err(|e| format!("sending to {}: {e}", self.target))?;
+        Ok(self.correlation)
+    }
+
+    fn call<R: Request>(&mut self, version: i16, body: &R) -> Result<R::Response, String> {
+        let correlation = self.send(version, body)?;
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).map_err(|e| format!("reading from {}: {e}", self.target))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_RESPONSE_BYTES {
+            return Err(format!("{} sent a {len}-byte response (limit {MAX_RESPONSE_BYTES})", self.target));
+        }
+        let mut frame = BytesMut::zeroed(len);
+        self.stream.read_exact(&mut frame).map_err(|e| format!("reading from {}: {e}", self.target))?;
+        let mut frame = frame.freeze();
+        let target = &self.target;
+        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
+            .map_err(|e| format!("undecodable response header from {target}: {e}"))?;
+        if header.correlation_id != correlation {
+            return Err(format!(
+                "{} answered correlation id {}, expected {correlation}",
+                self.target, header.correlation_id
+            ));
+        }
+        R::Response::decode(&mut frame, version).map_err(|e| format!("undecodable response from {target}: {e}"))
+    }
+}
