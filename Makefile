@@ -5,7 +5,7 @@ BENCH_DIR    ?= ./bench-data
 BENCH_SECS   ?= 10s
 RESULTS      ?= results/storage-$(shell date -u +%Y%m%dT%H%M%SZ)
 
-.PHONY: all build run test torture bench-storage bench-broker fmt lint fuzz clean
+.PHONY: all build run test torture bench bench-storage bench-broker fmt lint fuzz clean
 
 all: build
 
@@ -39,6 +39,13 @@ bench-storage: build
 ## (BROKER_SECS=10s make bench-broker for less); JSON in results/broker-*/ and a summary.
 bench-broker: build
 	BENCH_DIR=$(BENCH_DIR) ci/bench-broker.sh
+
+## The standard workloads (bench/workloads/) against Keel's native protocol and its Kafka
+## listener, side by side, with the loopback and disk baselines of the same run: one
+## `keel-bench run` per workload; results/bench-*/<workload>/{result.json,report.md,*.svg} and
+## results/bench-*/summary.md. 60 s per workload and target (BENCH_DURATION=20s make bench).
+bench: build
+	BENCH_DIR=$(BENCH_DIR) ci/bench.sh
 
 fmt:
 	$(CARGO) fmt --all

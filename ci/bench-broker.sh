@@ -28,6 +28,7 @@
 # keep the broker's data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source ci/broker-lib.sh
 BENCH_DIR=${BENCH_DIR:-./bench-data}
 BROKER_SECS=${BROKER_SECS:-60s}
 BROKER_WARMUP=${BROKER_WARMUP:-2s}
@@ -47,18 +48,6 @@ rm -rf "$DATA"
 BROKER_PID=
 FAILED=()
 
-stop_broker() { # SIGTERM, wait up to 60 s, then SIGKILL; returns the exit status
-  local pid=$1 rc=0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "error: keel serve did not exit within 60 s of SIGTERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" || rc=$?
-  return $rc
-}
-
 cleanup() {
   if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then stop_broker "$BROKER_PID" || true; fi
   [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
@@ -68,41 +57,9 @@ trap cleanup EXIT
 echo "== baseline disk ($BENCH_DIR)"
 "$KEEL_BENCH_BIN" baseline disk --dir "$BENCH_DIR" --json | tee "$RESULTS/baseline-disk.json"
 
-# Two free ports below the ephemeral range (no outgoing connection can hold them).
-read -r PORT KAFKA_PORT < <(python3 - <<'PY'
-import random, socket
-found = []
-for _ in range(1000):
-    p = random.randint(20000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        if p not in found:
-            found.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-    if len(found) == 2:
-        break
-print(*found)
-PY
-)
-ADDR=127.0.0.1:$PORT
-KAFKA_ADDR=127.0.0.1:$KAFKA_PORT
+start_keel "$DATA" "$BROKER_MEMORY" "$RESULTS/broker.log"
 TARGET=keel://$ADDR
 KAFKA_TARGET=kafka://$KAFKA_ADDR
-echo "== keel serve on $ADDR (Kafka listener $KAFKA_ADDR), data in $DATA, --memory $BROKER_MEMORY (log: $RESULTS/broker.log)"
-"$KEEL_BIN" serve --data-dir "$DATA" --listen "$ADDR" --admin-listen 127.0.0.1:0 --kafka-listen "$KAFKA_ADDR" \
-  --memory "$BROKER_MEMORY" >"$RESULTS/broker.log" 2>&1 &
-BROKER_PID=$!
-for i in $(seq 300); do
-  if "$KEEL_BIN" cluster status --bootstrap "$ADDR" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$BROKER_PID" 2>/dev/null || [ "$i" = 300 ]; then
-    echo "error: keel serve did not come up on $ADDR:" >&2; tail -20 "$RESULTS/broker.log" >&2; exit 1
-  fi
-  sleep 0.1
-done
 
 # Stops keel-bench (pid $1) if free space under BENCH_DIR falls below BROKER_MIN_FREE_BYTES.
 watchdog() {

@@ -16,6 +16,12 @@
 //!   latency (open loop with coordinated-omission correction, or closed loop), end-to-end latency,
 //!   and a check that every acknowledged record is read back exactly once, in order. See
 //!   `broker`.
+//! - `baseline net`: loopback TCP stream throughput and round-trip latency, the ceiling of
+//!   every broker figure measured on one host.
+//! - `run WORKLOAD --target URL...`: the benchmark rig. A workload file (`workload`) run against
+//!   several brokers one after another with both baselines, into a results directory with the raw
+//!   JSON, a Markdown report and SVG plots (`run`, `plot`); `compare` prints the ratios of two
+//!   such results.
 //!
 //! Why ratios: absolute figures say as much about the machine as about Keel. The same code gives
 //! 2.4 GB/s on one virtual disk and 400 MB/s on another, and even on one machine they drift from
@@ -33,9 +39,14 @@
 //! result is still printed in the last case).
 
 mod baseline;
+mod baseline_net;
 mod broker;
+mod compare;
+mod plot;
 mod report;
+mod run;
 mod storage;
+mod workload;
 
 use std::{future::Future, process::ExitCode, time::Duration};
 
@@ -69,6 +80,12 @@ enum Command {
     /// Producers and consumers at once: produce-ack and end-to-end latency, and a check that every
     /// acknowledged record is read exactly once, in order.
     E2e(broker::E2eArgs),
+    /// A workload file against one or more brokers, one after another, with the baselines, into
+    /// a results directory (result.json, report.md, SVG plots).
+    Run(run::RunArgs),
+    /// Ratios between two `run` results (result.json files): B / A for every figure of every
+    /// target they share.
+    Compare(compare::CompareArgs),
     /// Internal: the process `storage` kills to measure recovery.
     #[command(hide = true)]
     StorageWriter(storage::WriterArgs),
@@ -78,12 +95,17 @@ enum Command {
 enum BaselineCommand {
     /// Sequential O_DIRECT write throughput and 4 KiB write + fdatasync latency of the disk under --dir.
     Disk(baseline::DiskArgs),
+    /// Loopback TCP: stream throughput and 64-byte round-trip latency.
+    Net(baseline_net::NetArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Baseline(BaselineCommand::Disk(args)) => baseline::run_disk(args),
+        Command::Baseline(BaselineCommand::Net(args)) => baseline_net::run_net(args),
+        Command::Run(args) => run::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Storage(args) => storage::run(args),
         Command::StorageWriter(args) => storage::run_writer(args),
         Command::Produce(args) => broker::run_produce(args),

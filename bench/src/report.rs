@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 /// Highest latency a histogram can hold, in microseconds (one hour); larger values are clamped.
-const MAX_TRACKABLE_US: u64 = 3_600_000_000;
+pub const MAX_TRACKABLE_US: u64 = 3_600_000_000;
 
 /// A histogram for latencies in microseconds, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
@@ -67,6 +67,27 @@ impl LatencySummary {
             self.samples
         )
     }
+}
+
+/// Percentiles at which latency curves are sampled (the last is the maximum).
+const CURVE_PERCENTILES: [f64; 22] = [
+    0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 75.0, 80.0, 85.0, 90.0, 95.0, 97.0, 99.0, 99.5, 99.9, 99.95, 99.99,
+    99.995, 99.999, 100.0,
+];
+
+/// (percentile, latency µs) points of a latency histogram for a percentile plot, up to the
+/// highest percentile its sample count can tell apart from the maximum (a p99.99 needs 10,000
+/// samples), then the maximum itself at 100.
+pub fn percentile_curve(hist: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if hist.is_empty() {
+        return Vec::new();
+    }
+    let resolvable = 100.0 * (1.0 - 1.0 / hist.len() as f64);
+    CURVE_PERCENTILES
+        .iter()
+        .filter(|&&p| p <= resolvable || p == 100.0)
+        .map(|&p| (p, if p == 100.0 { hist.max() } else { hist.value_at_percentile(p) }))
+        .collect()
 }
 
 /// Prints `value` as exactly one JSON object on one line of stdout.
@@ -147,6 +168,34 @@ mod tests {
         assert_eq!((s.p999, s.p9999, s.max), (999, Some(1000), 1000));
         let json = serde_json::to_string(&LatencySummary::from_histogram(&h)).unwrap();
         assert!(!json.contains("p9999"), "the storage benchmark's JSON keeps its keys: {json}");
+    }
+
+    #[test]
+    fn percentile_curves_stop_where_the_samples_do() {
+        let mut h = latency_histogram();
+        for v in 1..=1000u64 {
+            h.record(v).unwrap();
+        }
+        let curve = percentile_curve(&h);
+        // 1000 samples resolve p99.9 but not p99.95 and beyond; the maximum closes the curve.
+        let ps: Vec<f64> = curve.iter().map(|c| c.0).collect();
+        assert!(ps.contains(&99.9) && !ps.contains(&99.95) && !ps.contains(&99.99), "{ps:?}");
+        assert_eq!(curve.last(), Some(&(100.0, 1000)));
+        assert!(curve.contains(&(50.0, 500)) && curve.contains(&(99.0, 990)), "{curve:?}");
+        assert!(curve.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "monotonic: {curve:?}");
+        // Merging histograms (what workers' figures go through) gives the curve of the union.
+        let mut a = latency_histogram();
+        let mut b = latency_histogram();
+        for v in 1..=1000u64 {
+            if v % 2 == 0 {
+                a.record(v).unwrap()
+            } else {
+                b.record(v).unwrap()
+            }
+        }
+        a.add(&b).unwrap();
+        assert_eq!(percentile_curve(&a), curve);
+        assert!(percentile_curve(&latency_histogram()).is_empty());
     }
 
     #[test]

@@ -425,6 +425,148 @@ fn kafka_target_against_a_real_broker() {
     assert!(status.success(), "keel serve exited with {status} after SIGTERM");
 }
 
+/// `keel-bench run` with a workload file against both listeners of one broker, with the
+/// baselines, then `compare` of the result with itself: the result files exist and hold
+/// non-zero, consistent figures.
+#[test]
+fn run_a_workload_against_both_listeners_and_compare() {
+    let broker = Broker::start_with(true);
+    let dir = std::env::temp_dir().join(format!("keel-bench-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("disk")).unwrap();
+    let workload = dir.join("w.toml");
+    std::fs::write(
+        &workload,
+        r#"
+name = "smoke"
+description = "a short keyed e2e run"
+duration = "3s"
+warmup = "500ms"
+[topic]
+partitions = 4
+config = { "fsync.policy" = "never" }
+[records]
+value_bytes = 200
+key_bytes = 8
+keys = "zipf"
+key_count = 100
+[producers]
+count = 2
+rate = 4000
+[consumers]
+count = 2
+paused_for = "1500ms"
+"#,
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let (native, kafka) = (broker.target(), broker.kafka_target());
+    let run = bench(&[
+        "run",
+        workload.to_str().unwrap(),
+        "--target",
+        &native,
+        "--target",
+        &kafka,
+        "--out",
+        out.to_str().unwrap(),
+        "--disk-dir",
+        dir.join("disk").to_str().unwrap(),
+        "--disk-secs",
+        "0.5",
+        "--quiet",
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{run:?}\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains(&native) && stdout.contains(&kafka), "the summary table names both: {stdout}");
+
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["kind"], "run");
+    assert_eq!(result["workload"]["name"], "smoke");
+    // All of this machine's CPUs: the disk baseline's pinned executor must not confine the load
+    // threads started after it.
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(result["machine"]["cpus"].as_u64(), Some(cpus), "{}", result["machine"]);
+    assert!(result["baselines"]["net"]["mb_per_s"].as_f64().unwrap() > 0.0);
+    assert!(result["baselines"]["disk"]["mb_per_s"].as_f64().unwrap() > 0.0);
+    let targets = result["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    for (t, url) in targets.iter().zip([&native, &kafka]) {
+        assert_eq!(&t["target"], url.as_str());
+        assert_eq!(t["ok"], true, "{t}");
+        let r = &t["result"];
+        assert_eq!(r["kind"], "broker_e2e");
+        assert_eq!((r["key_distribution"].as_str(), r["consumers_paused_s"].as_f64()), (Some("zipf"), Some(1.5)));
+        // A drained run: every acknowledged record was consumed, exactly once.
+        let acked = u(r, "records_acked");
+        assert!(acked > 10_000, "{r}");
+        assert_eq!(u(r, "records_consumed"), acked, "{r}");
+        assert_eq!(r["verification"]["ok"], true, "{r}");
+        assert!(r["client_cpu_s"].as_f64().unwrap() > 0.0, "each target's own CPU: {r}");
+        check_latency(r, "latency_us");
+        check_latency(r, "e2e_latency_us");
+        // The catch-up: records sent before the consumers started waited for them.
+        assert!(u(&r["e2e_latency_us"], "max") >= 900_000, "{}", r["e2e_latency_us"]);
+        let curve = r["latency_curve_us"].as_array().unwrap();
+        assert!(curve.len() > 10 && curve.last().unwrap()[0] == 100.0, "{curve:?}");
+        let series = r["series"].as_array().unwrap();
+        assert!(series.len() >= 3, "{series:?}");
+        let measured: Vec<&Value> = series.iter().filter(|s| s["measured"] == true).collect();
+        assert!(measured.len() >= 2, "{series:?}");
+        // ~4000 records/s offered: each measured second produced about that many.
+        for s in &measured {
+            let rps = s["produced_records_per_s"].as_f64().unwrap();
+            assert!((2000.0..6000.0).contains(&rps), "{s}");
+            assert!(s["ack_p99_us"].as_u64().unwrap() > 0, "{s}");
+        }
+        let consumed: f64 = series.iter().map(|s| s["consumed_records_per_s"].as_f64().unwrap()).sum();
+        assert!(consumed > 0.0, "{series:?}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&native) && report.contains(&kafka) && report.contains("of disk"), "{report}");
+    for svg in ["latency.svg", "e2e-latency.svg", "throughput.svg", "p99.svg"] {
+        let text = std::fs::read_to_string(out.join(svg)).unwrap_or_else(|e| panic!("{svg}: {e}"));
+        assert!(text.starts_with("<svg") || text.starts_with("<?xml"), "{svg}");
+        assert!(text.contains(&native) && text.contains(&kafka), "{svg} has a line per target");
+        assert!(report.contains(svg), "report.md links {svg}");
+    }
+
+    // compare: a result against itself is 1.0 everywhere.
+    let path = out.join("result.json");
+    let v = bench_json(&["compare", path.to_str().unwrap(), path.to_str().unwrap(), "--json"]);
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.len() >= 2 * 10, "{v}");
+    assert!(rows.iter().all(|r| r["ratio"].as_f64().is_none_or(|x| (x - 1.0).abs() < 1e-12)), "{v}");
+    assert!(rows.iter().any(|r| r["figure"] == "MB/s as a share of the disk baseline"), "{v}");
+
+    // A target that is not there fails the run (exit 1) but the others are still reported.
+    let dead = format!("keel://127.0.0.1:{}", free_port());
+    let out2 = dir.join("out2");
+    let run = bench(&[
+        "run",
+        workload.to_str().unwrap(),
+        "--target",
+        &dead,
+        "--target",
+        &native,
+        "--out",
+        out2.to_str().unwrap(),
+        "--no-baselines",
+        "--duration",
+        "2s",
+        "--quiet",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    let result: Value = serde_json::from_str(&std::fs::read_to_string(out2.join("result.json")).unwrap()).unwrap();
+    assert_eq!(result["targets"][0]["ok"], false);
+    assert!(result["targets"][0]["error"].as_str().unwrap().contains("cannot reach"), "{result}");
+    assert_eq!(result["targets"][1]["ok"], true, "{result}");
+
+    let status = broker.stop();
+    assert!(status.success(), "keel serve exited with {status} after SIGTERM");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_targets_and_unreachable_brokers() {
     let out = bench(&["produce", "--target", "amqp://127.0.0.1:5672", "--duration", "1s"]);

@@ -5,6 +5,8 @@ use std::{fmt, time::Duration};
 use clap::{Args, ValueEnum};
 use keel_client::{Acks, StartAt};
 
+use super::keys::{KeyDistribution, KeySpec};
+
 /// Flags every broker benchmark takes.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
@@ -32,10 +34,22 @@ pub struct CommonArgs {
     #[arg(long, default_value = "1024", value_parser = crate::parse_size)]
     pub record_bytes: u64,
     /// Bytes of each record's key; 0 = keyless records, spread round-robin over the partitions
-    /// record by record. With keys, 4096 distinct random keys are cycled through and each record
-    /// goes to its key's partition (Kafka's murmur2 partitioner).
+    /// record by record. With keys, each record carries one of --key-count distinct random keys
+    /// (chosen by --key-distribution) and goes to its key's partition (Kafka's murmur2
+    /// partitioner).
     #[arg(long, default_value = "0", value_parser = crate::parse_size)]
     pub key_bytes: u64,
+    /// With --key-bytes: how a record picks its key. round-robin = each key in turn; uniform =
+    /// at random; zipf = a few hot keys and a long tail (P(key i) ∝ 1/(i+1)^--zipf-exponent), so
+    /// partitions are loaded unevenly too.
+    #[arg(long, value_enum, default_value_t = KeyDistribution::RoundRobin)]
+    pub key_distribution: KeyDistribution,
+    /// With --key-bytes: distinct keys.
+    #[arg(long, default_value_t = 4096)]
+    pub key_count: usize,
+    /// With --key-distribution zipf: the exponent s (> 0; 1 = key 0 twice as frequent as key 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf_exponent: f64,
     /// How long to measure, after --warmup: `60s`, `500ms`, `2m`.
     #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     pub duration: Duration,
@@ -146,6 +160,12 @@ pub struct E2eArgs {
     /// Soft limit on the record bytes of one Fetch response (all of a consumer's partitions).
     #[arg(long, default_value = "4MiB", value_parser = crate::parse_size)]
     pub fetch_max_bytes: u64,
+    /// Consumers read nothing until this long after the load starts (warmup included), then
+    /// catch up with the backlog while the producers go on: the catch-up read. Their positions
+    /// are still taken before anything is produced, so every record is checked; end-to-end
+    /// latency then includes the time records waited in the backlog.
+    #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
+    pub consumers_paused_for: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -217,6 +237,17 @@ pub struct Target {
     pub protocol: Protocol,
     /// `HOST:PORT` as given.
     pub addr: String,
+}
+
+impl CommonArgs {
+    pub fn key_spec(&self) -> KeySpec {
+        KeySpec {
+            key_bytes: self.key_bytes as usize,
+            count: self.key_count,
+            distribution: self.key_distribution,
+            zipf_exponent: self.zipf_exponent,
+        }
+    }
 }
 
 impl Target {

@@ -20,7 +20,7 @@ use keel_client::{Consumer, ConsumerConfig, OffsetQuery, StartAt};
 use super::{
     args::Target,
     kafka::KafkaSource,
-    shared::{self, Clock, Shared, Stamp, DRAIN_LIMIT},
+    shared::{self, Clock, SecondRecorder, Shared, Stamp, DRAIN_LIMIT},
 };
 use crate::report;
 
@@ -76,6 +76,15 @@ impl Source {
             Source::Kafka(source) => source.positions(),
         }
     }
+
+    /// Stops (`false`) or restarts fetching. The native consumer only fetches inside `poll`;
+    /// librdkafka prefetches in the background, so it is paused explicitly.
+    fn set_fetching(&mut self, on: bool) -> Result<(), String> {
+        match self {
+            Source::Native(_) => Ok(()),
+            Source::Kafka(source) => source.set_fetching(on),
+        }
+    }
 }
 
 pub struct ConsumerPlan {
@@ -89,6 +98,8 @@ pub struct ConsumerPlan {
     pub start: StartAt,
     pub fetch_max_bytes: u32,
     pub mode: Mode,
+    /// Read nothing until this long after t0 (a backlog builds up, then is caught up with).
+    pub paused_for: Duration,
 }
 
 /// What one (producer, partition) pair's records looked like to the consumer.
@@ -122,6 +133,8 @@ pub struct ConsumerTally {
     pub partitions: Vec<u32>,
     /// End-to-end latency of this run's records intended in the measurement window, µs.
     pub e2e_latency: Histogram<u64>,
+    /// The current second's end-to-end latencies (every record of this run).
+    pub seconds: SecondRecorder,
     /// Every record read, and its value+key bytes.
     pub records: u64,
     pub bytes: u64,
@@ -150,6 +163,7 @@ pub fn run(plan: ConsumerPlan, shared: Arc<Shared>) -> ConsumerTally {
     let mut tally = ConsumerTally {
         partitions: plan.partitions.clone(),
         e2e_latency: report::latency_histogram(),
+        seconds: SecondRecorder::default(),
         records: 0,
         bytes: 0,
         window_records: 0,
@@ -173,6 +187,7 @@ pub fn run(plan: ConsumerPlan, shared: Arc<Shared>) -> ConsumerTally {
             shared.fail(format!("consumer {}: {e}", plan.id));
         }
     }
+    tally.seconds.flush(&shared.e2e_by_second);
     tally
 }
 
@@ -231,6 +246,14 @@ impl<'a> Reader<'a> {
 
     fn read(&mut self, mut consumer: Source, tally: &mut ConsumerTally) -> Result<(), String> {
         let mut records = Vec::new();
+        if !self.plan.paused_for.is_zero() {
+            consumer.set_fetching(false)?;
+            let resume = self.clock.t0 + self.plan.paused_for;
+            while !self.shared.stopped() && Instant::now() < resume {
+                std::thread::sleep(resume.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+            }
+            consumer.set_fetching(true)?;
+        }
         loop {
             if self.shared.stopped() {
                 return Ok(());
@@ -320,9 +343,11 @@ impl<'a> Reader<'a> {
         }
         pair.next_seq = pair.next_seq.max(stamp.seq + 1);
         let intended = self.clock.t0 + Duration::from_nanos(stamp.intended_ns);
+        let latency = seen_at.saturating_duration_since(intended);
         if self.clock.in_window(intended) {
-            report::record_us(&mut tally.e2e_latency, seen_at.saturating_duration_since(intended));
+            report::record_us(&mut tally.e2e_latency, latency);
         }
+        tally.seconds.record(&self.shared.e2e_by_second, self.clock.t0, seen_at, latency, 1);
     }
 
     fn caught_up(&self, positions: &[(u32, u64)]) -> bool {

@@ -33,7 +33,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     error::{KafkaError, RDKafkaErrorCode},
     message::Message,
-    producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer},
+    producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer},
     ClientContext, Offset, TopicPartitionList,
 };
 
@@ -47,6 +47,8 @@ use crate::report;
 
 /// Metadata, admin and watermark requests.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Shortest sleep of the open loop between sends.
+const OPEN_LOOP_TICK: Duration = Duration::from_micros(200);
 /// Most records taken from the consumer's queue per poll.
 const POLL_BATCH: usize = 10_000;
 
@@ -180,6 +182,18 @@ fn watermarks(consumer: &BaseConsumer, topic: &str, partitions: &[u32]) -> Resul
         .collect()
 }
 
+/// Deletes `topic` with Kafka's DeleteTopics.
+pub fn delete_topic(target: &Target, topic: &str) -> Result<(), String> {
+    let admin: AdminClient<DefaultClientContext> = with_extra(client_config(target, "keel-bench-admin"))
+        .create()
+        .map_err(|e| format!("cannot create a Kafka admin client for {target}: {e}"))?;
+    let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
+    for r in block_on(admin.delete_topics(&[topic], &opts)).map_err(|e| e.to_string())? {
+        r.map_err(|(_, code)| code.to_string())?;
+    }
+    Ok(())
+}
+
 /// Records between the log start and the high watermark, over every partition.
 pub fn records_available(c: &CommonArgs) -> Result<u64, String> {
     let consumer = base_consumer(&c.target, "keel-bench-admin", 1 << 20)?;
@@ -251,6 +265,14 @@ impl KafkaSource {
     pub fn positions(&self) -> &[(u32, u64)] {
         &self.positions
     }
+
+    /// Pauses or resumes fetching of every assigned partition (librdkafka fetches ahead in the
+    /// background otherwise).
+    pub fn set_fetching(&mut self, on: bool) -> Result<(), String> {
+        let assignment = self.consumer.assignment().map_err(|e| format!("cannot read the assignment: {e}"))?;
+        let r = if on { self.consumer.resume(&assignment) } else { self.consumer.pause(&assignment) };
+        r.map_err(|e| format!("cannot {} fetching: {e}", if on { "resume" } else { "pause" }))
+    }
 }
 
 /// What a record carries to its delivery report.
@@ -264,6 +286,8 @@ pub struct Sent {
 struct State {
     tally: ProducerTally,
     delivered: u64,
+    /// Per partition: records purged from librdkafka's queue unsent at the drain limit.
+    purged: Vec<u64>,
     /// The producer thread waits until `delivered` reaches this (`u64::MAX`: nobody waits); the
     /// delivery callback wakes it then and not at every record, which would cost a futex wake
     /// and a thread switch per record.
@@ -311,9 +335,11 @@ impl ProducerContext for Context {
                     pt.offset_sum = pt.offset_sum.wrapping_add(offset);
                     t.acked += 1;
                     let from = sent.intended.unwrap_or(sent.sent_at);
+                    let latency = now.saturating_duration_since(from);
                     if clock.in_window(from) {
-                        report::record_us(&mut t.ack_latency, now.saturating_duration_since(from));
+                        report::record_us(&mut t.ack_latency, latency);
                     }
+                    t.seconds.record(&self.shared.ack_by_second, clock.t0, now, latency, 1);
                 }
                 if clock.in_window(now) {
                     t.window_records += 1;
@@ -321,6 +347,16 @@ impl ProducerContext for Context {
                 }
                 self.shared.produced_records.fetch_add(1, Ordering::Relaxed);
                 self.shared.produced_bytes.fetch_add(self.record_bytes, Ordering::Relaxed);
+            }
+            // Purged at the drain limit, never sent: abandoned like the native producer's unsent
+            // records, with the latency it had reached.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue), _)) => {
+                st.purged[sent.partition as usize] += 1;
+                st.tally.not_sent += 1;
+                let from = sent.intended.unwrap_or(sent.sent_at);
+                if self.acked && clock.in_window(from) {
+                    report::record_us(&mut st.tally.ack_latency, now.saturating_duration_since(from));
+                }
             }
             Err((e, _)) => {
                 st.error
@@ -342,6 +378,7 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
         state: Mutex::new(State {
             tally: ProducerTally::new(plan.partitions),
             delivered: 0,
+            purged: vec![0; plan.partitions as usize],
             wake_at: u64::MAX,
             error: None,
         }),
@@ -378,12 +415,17 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
     let mut tally = match producer {
         Some(p) => {
             let mut st = p.context().lock();
+            // Purged records were never sent: consumers must not wait for them.
+            for (n, purged) in sent.iter_mut().zip(&st.purged) {
+                *n -= purged;
+            }
             std::mem::replace(&mut st.tally, ProducerTally::new(plan.partitions))
         }
         None => ProducerTally::new(plan.partitions),
     };
+    tally.seconds.flush(&shared.ack_by_second);
     tally.sent = sent.iter().sum();
-    tally.not_sent = not_sent;
+    tally.not_sent += not_sent;
     for (pt, n) in tally.per_partition.iter_mut().zip(&sent) {
         pt.sent = *n;
     }
@@ -407,7 +449,11 @@ fn create_producer(plan: &ProducerPlan, ctx: Context) -> Result<ThreadedProducer
         .set("batch.size", plan.batch_bytes.to_string())
         .set("message.max.bytes", plan.max_request_bytes.max(1000).to_string())
         .set("compression.type", "none")
-        .set("delivery.timeout.ms", "30000")
+        // Never give up on a record by itself: when a broker does not keep up with an open loop's
+        // rate, the run's own drain limit purges what is still queued (counted as not sent, with
+        // the latency it reached), and librdkafka's timeout would instead fail the run or drop
+        // records that may still be in flight.
+        .set("delivery.timeout.ms", "3600000")
         .set("queue.buffering.max.messages", "1000000");
     let producer: ThreadedProducer<Context> = with_extra(cfg)
         .create_with_context(ctx)
@@ -559,7 +605,10 @@ impl KafkaProducer<'_> {
                 (((since - phase_ns) / interval_ns) as u64).saturating_add(1).min(total)
             };
             if due_end <= k {
-                super::producer::sleep_until(intended(k));
+                // Not before OPEN_LOOP_TICK: at tens of thousands of records/s a wake-up per record
+                // costs more than librdkafka itself. The delay counts in the latency (from the
+                // intended time).
+                super::producer::sleep_until(intended(k).max(now + OPEN_LOOP_TICK));
                 continue;
             }
             if now >= drain_deadline {
@@ -586,10 +635,16 @@ impl KafkaProducer<'_> {
         Ok(())
     }
 
-    /// Waits for the delivery reports of every record sent, up to [`DRAIN_LIMIT`] after the end.
+    /// Waits for the delivery reports of every record sent, up to [`DRAIN_LIMIT`] after the end;
+    /// then records still in librdkafka's queue (the broker did not keep up with an open loop's
+    /// rate) are purged, counted as not sent, and the requests in flight are waited for.
     fn drain(&mut self) -> Result<(), String> {
         let limit = (self.clock.end + DRAIN_LIMIT).saturating_duration_since(Instant::now());
         self.wait_below(1, limit.max(Duration::from_secs(1)))?;
+        if self.outstanding()? > 0 && !self.shared.stopped() {
+            self.producer.purge(PurgeConfig::default().queue());
+            self.wait_below(1, TIMEOUT)?;
+        }
         let left = self.outstanding()?;
         if left > 0 && !self.shared.stopped() {
             return Err(format!("{left} records still unacknowledged {} s after the end", DRAIN_LIMIT.as_secs()));

@@ -27,6 +27,7 @@ pub mod args;
 mod consumer;
 mod kafka;
 mod kafka_wire;
+mod keys;
 mod producer;
 mod shared;
 
@@ -43,6 +44,7 @@ use serde::Serialize;
 use args::{CommonArgs, ProducerArgs};
 pub use args::{ConsumeArgs, E2eArgs, ProduceArgs};
 use consumer::{ConsumerPlan, ConsumerTally, Mode};
+pub use keys::KeyDistribution;
 use producer::{ProducerPlan, ProducerTally};
 use shared::{Clock, Shared, STAMP_LEN};
 
@@ -58,6 +60,12 @@ const COUNTED_CONSUMED: &str =
     "record value+key bytes received by consumers within the measurement window, 10^6 bytes/s";
 
 pub fn run_produce(args: &ProduceArgs) -> Result<(), String> {
+    emit(&measure_produce(args)?, args.common.json)
+}
+
+/// `produce`'s measurement, not printed.
+pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
+    let cpu0 = own_cpu_seconds();
     let c = &args.common;
     validate_common(c, false)?;
     validate_producer(&args.producer, c)?;
@@ -69,10 +77,23 @@ pub fn run_produce(args: &ProduceArgs) -> Result<(), String> {
     let produced = ProducedFigures::new(&load.producers, &load.clock, p);
     let mut result = BrokerResult::new("broker_produce", config(c, Some(p), 0, None), created);
     result.fill_produced(&produced, p, c);
-    emit(&result, c.json)
+    result.series = load.series;
+    result.client_cpu_s = own_cpu_seconds() - cpu0;
+    Ok(result)
 }
 
 pub fn run_e2e(args: &E2eArgs) -> Result<(), String> {
+    let (result, failed) = measure_e2e(args)?;
+    emit(&result, args.common.json)?;
+    match failed {
+        Some(why) => Err(format!("verification failed: {why}")),
+        None => Ok(()),
+    }
+}
+
+/// `e2e`'s measurement, not printed, and why the verification failed (if it did).
+pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), String> {
+    let cpu0 = own_cpu_seconds();
     let c = &args.common;
     validate_common(c, true)?;
     validate_producer(&args.producer, c)?;
@@ -82,10 +103,19 @@ pub fn run_e2e(args: &E2eArgs) -> Result<(), String> {
     let p = &args.producer;
     let plans = producer_plans(c, p, run_id, None);
     let mode = || Mode::Verify { run_id, producers: p.producers as u32 };
-    let consumers = consumer_plans(c, args.consumers, StartAt::Latest, args.fetch_max_bytes, mode);
+    let consumers =
+        consumer_plans(c, args.consumers, StartAt::Latest, args.fetch_max_bytes, args.consumers_paused_for, mode);
+    if args.consumers_paused_for >= c.warmup + c.duration {
+        return Err("--consumers-paused-for must end before the run does (--warmup + --duration)".into());
+    }
     let load = Load::run(c, plans, consumers, c.warmup, c.duration)?;
     let produced = ProducedFigures::new(&load.producers, &load.clock, p);
-    let extra = ConsumeExtra { from: None, prefill: None, fetch_max_bytes: args.fetch_max_bytes };
+    let extra = ConsumeExtra {
+        from: None,
+        prefill: None,
+        fetch_max_bytes: args.fetch_max_bytes,
+        paused_for: args.consumers_paused_for,
+    };
     let mut result = BrokerResult::new("broker_e2e", config(c, Some(p), args.consumers, Some(extra)), created);
     result.fill_produced(&produced, p, c);
     let window = load.clock.end - load.clock.warm_end;
@@ -97,6 +127,7 @@ pub fn run_e2e(args: &E2eArgs) -> Result<(), String> {
         e2e.add(&t.e2e_latency).map_err(|e| format!("merging histograms: {e:?}"))?;
     }
     result.e2e_latency_us = Some(LatencySummary::with_p9999(&e2e));
+    result.e2e_latency_curve_us = report::percentile_curve(&e2e);
     result.records_consumed = Some(load.consumers.iter().map(|t| t.run_records).sum());
     let verification = verify(&load.producers, &load.consumers, p.acks.acks(), c.partitions);
     let failed = verification.failure();
@@ -107,14 +138,13 @@ pub fn run_e2e(args: &E2eArgs) -> Result<(), String> {
         ));
     }
     result.verification = Some(verification);
-    emit(&result, c.json)?;
-    match failed {
-        Some(why) => Err(format!("verification failed: {why}")),
-        None => Ok(()),
-    }
+    result.series = load.series;
+    result.client_cpu_s = own_cpu_seconds() - cpu0;
+    Ok((result, failed))
 }
 
 pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
+    let cpu0 = own_cpu_seconds();
     let c = &args.common;
     validate_common(c, false)?;
     validate_consumers(args.consumers, c)?;
@@ -135,7 +165,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
     }
     let stop_when_caught_up = args.from == args::FromArg::Earliest;
     let mode = || Mode::Throughput { stop_when_caught_up };
-    let consumers = consumer_plans(c, args.consumers, args.from.start(), args.fetch_max_bytes, mode);
+    let consumers = consumer_plans(c, args.consumers, args.from.start(), args.fetch_max_bytes, Duration::ZERO, mode);
     let load = Load::run(c, Vec::new(), consumers, c.warmup, c.duration)?;
     let clock = load.clock;
     let caught_up = load.consumers.iter().all(|t| t.caught_up_at.is_some());
@@ -159,6 +189,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
         from: Some(args.from.name()),
         prefill: Some(args.prefill),
         fetch_max_bytes: args.fetch_max_bytes,
+        paused_for: Duration::ZERO,
     };
     let mut result = BrokerResult::new("broker_consume", config(c, None, args.consumers, Some(extra)), created);
     result.counted = COUNTED_CONSUMED;
@@ -176,7 +207,19 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
         warnings.push("no record was received in the measurement window".into());
     }
     result.warnings.extend(warnings);
+    result.series = load.series;
+    result.client_cpu_s = own_cpu_seconds() - cpu0;
     emit(&result, c.json)
+}
+
+/// Checks a `produce` (no consumers) or `e2e` run's arguments.
+pub fn validate(c: &CommonArgs, p: &ProducerArgs, consumers: usize) -> Result<(), String> {
+    validate_common(c, consumers > 0)?;
+    validate_producer(p, c)?;
+    if consumers > 0 {
+        validate_consumers(consumers, c)?;
+    }
+    Ok(())
 }
 
 fn validate_common(c: &CommonArgs, e2e: bool) -> Result<(), String> {
@@ -195,6 +238,12 @@ fn validate_common(c: &CommonArgs, e2e: bool) -> Result<(), String> {
     }
     if c.key_bytes > (64 << 10) {
         return Err("--key-bytes must be at most 64 KiB".into());
+    }
+    if c.key_count == 0 || c.key_count > 10_000_000 {
+        return Err("--key-count must be between 1 and 10000000".into());
+    }
+    if !(c.zipf_exponent.is_finite() && c.zipf_exponent > 0.0) {
+        return Err("--zipf-exponent must be a positive number".into());
     }
     if c.duration.is_zero() {
         return Err("--duration must be positive".into());
@@ -285,6 +334,15 @@ fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
     }
 }
 
+/// Deletes `topic` (a benchmark's own, after its run).
+pub fn delete_topic(target: &args::Target, topic: &str) -> Result<(), String> {
+    if target.is_kafka() {
+        return kafka::delete_topic(target, topic);
+    }
+    let mut client = shared::connect(target, "keel-bench-admin")?;
+    client.delete_topic(topic).map_err(|e| e.to_string())
+}
+
 /// Records between the log start and the high watermark, over every partition.
 fn records_available(c: &CommonArgs) -> Result<u64, String> {
     if c.target.is_kafka() {
@@ -311,6 +369,7 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             kafka_wire: c.target.is_kafka() && p.kafka_producer == args::KafkaProducerArg::Wire,
             record_bytes: c.record_bytes as usize,
             key_bytes: c.key_bytes as usize,
+            keys: c.key_spec(),
             rate: per_producer,
             // Producer i starts i/n of an interval after producer 0: the n schedules interleave.
             phase: per_producer.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / n as f64 / r)),
@@ -325,6 +384,7 @@ fn consumer_plans(
     m: usize,
     start: StartAt,
     fetch_max_bytes: u64,
+    paused_for: Duration,
     mode: impl Fn() -> Mode,
 ) -> Vec<ConsumerPlan> {
     (0..m)
@@ -337,6 +397,7 @@ fn consumer_plans(
             start,
             fetch_max_bytes: u32::try_from(fetch_max_bytes).unwrap_or(u32::MAX),
             mode: mode(),
+            paused_for,
         })
         .collect()
 }
@@ -374,6 +435,26 @@ struct Load {
     clock: Clock,
     producers: Vec<ProducerTally>,
     consumers: Vec<ConsumerTally>,
+    /// One sample per second of the run (warmup and drain included).
+    series: Vec<SecondSample>,
+}
+
+/// One second of the run: what was acknowledged and consumed in it, and the p99 latencies of
+/// what completed in it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct SecondSample {
+    /// Seconds since the load started (the sample covers [t_s - 1, t_s)).
+    pub t_s: u64,
+    /// Whether the second is inside the measurement window.
+    pub measured: bool,
+    pub produced_mb_per_s: f64,
+    pub produced_records_per_s: f64,
+    pub consumed_mb_per_s: f64,
+    pub consumed_records_per_s: f64,
+    /// p99 of produce-ack latency of the records acknowledged in this second, µs.
+    pub ack_p99_us: Option<u64>,
+    /// p99 of end-to-end latency of the records read in this second, µs.
+    pub e2e_p99_us: Option<u64>,
 }
 
 impl Load {
@@ -407,8 +488,9 @@ impl Load {
                 .push(std::thread::Builder::new().name(name).spawn(move || producer::run(plan, s)).map_err(spawn_err)?);
         }
         let started = shared.start(warmup, duration);
+        let mut series = Vec::new();
         if let Ok(clock) = &started {
-            monitor(&shared, clock, c.report_interval, || {
+            series = monitor(&shared, clock, c.report_interval, || {
                 p_handles.iter().all(|h| h.is_finished()) && c_handles.iter().all(|h| h.is_finished())
             });
         }
@@ -421,16 +503,50 @@ impl Load {
         if let Some(e) = shared.first_error() {
             return Err(e);
         }
-        Ok(Load { clock, producers, consumers })
+        let (acks, e2e) = (shared.ack_by_second.take(), shared.e2e_by_second.take());
+        let p99 = |h: Option<&hdrhistogram::Histogram<u64>>| h.map(|h| h.value_at_quantile(0.99));
+        for sample in &mut series {
+            // Sample t covers second t - 1 of the histograms (seconds counted from 0).
+            let second = sample.t_s.saturating_sub(1);
+            sample.ack_p99_us = p99(acks.get(&second));
+            sample.e2e_p99_us = p99(e2e.get(&second));
+        }
+        Ok(Load { clock, producers, consumers, series })
     }
 }
 
-/// Waits until `finished()`, printing a progress line to stderr every `interval` (if not zero).
-fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn() -> bool) {
+/// Waits until `finished()`, printing a progress line to stderr every `interval` (if not zero),
+/// and samples the progress counters at every whole second since t0 (the time series).
+fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn() -> bool) -> Vec<SecondSample> {
     let tick = Duration::from_millis(50);
     let mut last = (Instant::now(), 0u64, 0u64, 0u64, 0u64);
+    let mut series = Vec::new();
+    let mut previous = (clock.t0, [0u64; 4]);
     while !finished() {
         std::thread::sleep(tick);
+        let next_second = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
+        let now = Instant::now();
+        if now >= next_second {
+            let counters = [
+                shared.produced_records.load(Ordering::Relaxed),
+                shared.produced_bytes.load(Ordering::Relaxed),
+                shared.consumed_records.load(Ordering::Relaxed),
+                shared.consumed_bytes.load(Ordering::Relaxed),
+            ];
+            let secs = (now - previous.0).as_secs_f64();
+            let rate = |i: usize| (counters[i] - previous.1[i]) as f64 / secs;
+            series.push(SecondSample {
+                t_s: series.len() as u64 + 1,
+                measured: next_second > clock.warm_end && next_second <= clock.end,
+                produced_mb_per_s: rate(1) / 1e6,
+                produced_records_per_s: rate(0),
+                consumed_mb_per_s: rate(3) / 1e6,
+                consumed_records_per_s: rate(2),
+                ack_p99_us: None,
+                e2e_p99_us: None,
+            });
+            previous = (now, counters);
+        }
         if interval.is_zero() || last.0.elapsed() < interval {
             continue;
         }
@@ -447,16 +563,24 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
         } else {
             "draining"
         };
+        let elapsed = now.saturating_duration_since(clock.t0);
+        let last_second = elapsed.as_secs().saturating_sub(1);
+        let p99 = |h: &shared::SecondHistograms, what: &str| {
+            h.p99(last_second).map(|us| format!("; {what} p99 {}", report::fmt_us(us))).unwrap_or_default()
+        };
         eprintln!(
-            "[{:>6.1} s {phase}] produced {:.1} MB/s, {:.0} records/s; consumed {:.1} MB/s, {:.0} records/s",
-            now.saturating_duration_since(clock.t0).as_secs_f64(),
+            "[{:>6.1} s {phase}] produced {:.1} MB/s, {:.0} records/s; consumed {:.1} MB/s, {:.0} records/s{}{}",
+            elapsed.as_secs_f64(),
             report::mb_per_s(pb - last.2, secs),
             (pr - last.1) as f64 / secs,
             report::mb_per_s(cb - last.4, secs),
             (cr - last.3) as f64 / secs,
+            p99(&shared.ack_by_second, "ack"),
+            p99(&shared.e2e_by_second, "e2e"),
         );
         last = (now, pr, pb, cr, cb);
     }
+    series
 }
 
 fn consumed_in_window(consumers: &[ConsumerTally]) -> (u64, u64) {
@@ -469,6 +593,7 @@ struct ProducedFigures {
     window_bytes: u64,
     window_records: u64,
     ack_latency: Option<LatencySummary>,
+    ack_curve: Vec<(f64, u64)>,
     send_delay: Option<LatencySummary>,
     sent: u64,
     acked: u64,
@@ -492,6 +617,7 @@ impl ProducedFigures {
             window_bytes: sum(|t| t.window_bytes),
             window_records: sum(|t| t.window_records),
             ack_latency: (p.acks != args::AcksArg::Zero).then(|| LatencySummary::with_p9999(&ack)),
+            ack_curve: report::percentile_curve(&ack),
             send_delay: p.rate.is_some().then(|| LatencySummary::with_p9999(&delay)),
             sent: sum(|t| t.sent),
             acked: sum(|t| t.acked),
@@ -609,6 +735,13 @@ struct RunConfig {
     consumers: usize,
     record_bytes: u64,
     key_bytes: u64,
+    /// With keys: round-robin, uniform or zipf over `key_count` keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_distribution: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_count: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zipf_exponent: Option<f64>,
     /// Records/s offered in total (open loop); null = closed loop.
     rate: Option<f64>,
     /// "0", "1" or "all"; null for `consume`.
@@ -634,12 +767,16 @@ struct RunConfig {
     prefill: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     fetch_max_bytes: Option<u64>,
+    /// e2e: seconds the consumers waited before reading (the catch-up read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumers_paused_s: Option<f64>,
 }
 
 struct ConsumeExtra {
     from: Option<&'static str>,
     prefill: Option<u64>,
     fetch_max_bytes: u64,
+    paused_for: Duration,
 }
 
 fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Option<ConsumeExtra>) -> RunConfig {
@@ -652,6 +789,10 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         consumers,
         record_bytes: c.record_bytes,
         key_bytes: c.key_bytes,
+        key_distribution: (c.key_bytes > 0).then(|| c.key_distribution.name()),
+        key_count: (c.key_bytes > 0).then_some(c.key_count),
+        zipf_exponent: (c.key_bytes > 0 && c.key_distribution == keys::KeyDistribution::Zipf)
+            .then_some(c.zipf_exponent),
         rate: p.and_then(|p| p.rate),
         acks: p.map(|p| p.acks.name()),
         duration: c.duration.as_secs_f64(),
@@ -667,12 +808,13 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         from: extra.as_ref().and_then(|e| e.from),
         prefill: extra.as_ref().and_then(|e| e.prefill),
         fetch_max_bytes: extra.as_ref().map(|e| e.fetch_max_bytes),
+        consumers_paused_s: extra.as_ref().filter(|e| !e.paused_for.is_zero()).map(|e| e.paused_for.as_secs_f64()),
     }
 }
 
 /// The result of `produce`, `consume` or `e2e`, also the `--json` object.
 #[derive(Debug, Clone, Serialize)]
-struct BrokerResult {
+pub struct BrokerResult {
     /// "broker_produce", "broker_consume" or "broker_e2e".
     kind: &'static str,
     #[serde(flatten)]
@@ -698,6 +840,11 @@ struct BrokerResult {
     /// e2e: read time minus intended send time per record, µs.
     #[serde(skip_serializing_if = "Option::is_none")]
     e2e_latency_us: Option<LatencySummary>,
+    /// (percentile, µs) points of the produce-ack latency distribution, for plots.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    latency_curve_us: Vec<(f64, u64)>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    e2e_latency_curve_us: Vec<(f64, u64)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     consume_mb_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -727,8 +874,10 @@ struct BrokerResult {
     offset_gaps: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verification: Option<Verification>,
-    /// CPU time (user + system) keel-bench itself used over the whole run, seconds: on a machine
-    /// the client shares with the broker, what the client took from it.
+    /// Per second of the run (warmup and drain included): throughput and p99 latencies.
+    series: Vec<SecondSample>,
+    /// CPU time (user + system) keel-bench used for this measurement (setup, load and drain),
+    /// seconds: on a machine the client shares with the broker, what the client took from it.
     client_cpu_s: f64,
     warnings: Vec<String>,
 }
@@ -748,6 +897,8 @@ impl BrokerResult {
             latency_us: None,
             send_delay_us: None,
             e2e_latency_us: None,
+            latency_curve_us: Vec::new(),
+            e2e_latency_curve_us: Vec::new(),
             consume_mb_per_s: None,
             consume_records_per_s: None,
             records_sent: None,
@@ -760,6 +911,7 @@ impl BrokerResult {
             caught_up: None,
             offset_gaps: None,
             verification: None,
+            series: Vec::new(),
             client_cpu_s: 0.0,
             warnings: Vec::new(),
         }
@@ -774,6 +926,7 @@ impl BrokerResult {
         self.offered_records_per_s = p.rate;
         self.offered_mb_per_s = p.rate.map(|r| r * (c.record_bytes + c.key_bytes) as f64 / 1e6);
         self.latency_us = f.ack_latency;
+        self.latency_curve_us = f.ack_curve.clone();
         self.send_delay_us = f.send_delay;
         self.records_sent = Some(f.sent);
         self.records_acked = (!acks0).then_some(f.acked);
@@ -817,9 +970,6 @@ impl BrokerResult {
 }
 
 fn emit(r: &BrokerResult, json: bool) -> Result<(), String> {
-    let mut r = r.clone();
-    r.client_cpu_s = own_cpu_seconds();
-    let r = &r;
     if json {
         for w in &r.warnings {
             eprintln!("warning: {w}");
@@ -857,7 +1007,11 @@ fn print_human(r: &BrokerResult) {
         c.partitions,
         if r.topic_created { ", created" } else { "" }
     );
-    let keys = if c.key_bytes == 0 { "keyless (round-robin)".to_string() } else { format!("{} B keys", c.key_bytes) };
+    let keys = match (c.key_bytes, c.key_distribution, c.key_count) {
+        (0, _, _) => "keyless (round-robin)".to_string(),
+        (b, Some(d), Some(n)) => format!("{b} B keys ({d} over {n})"),
+        (b, _, _) => format!("{b} B keys"),
+    };
     if let Some(acks) = c.acks {
         let load = match c.rate {
             Some(rate) => format!("open loop at {rate:.0} records/s ({:.1} MB/s)", r.offered_mb_per_s.unwrap_or(0.0)),

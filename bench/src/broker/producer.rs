@@ -22,18 +22,17 @@ use std::{
 
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
-use keel_client::{partition_for_key, Acks, BatchWriter};
+use keel_client::{Acks, BatchWriter};
 use keel_storage::batch::{BatchView, HEADER_LEN, LOG_OVERHEAD};
 
 use super::{
     args::Target,
     kafka_wire::KafkaWire,
-    shared::{self, Clock, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
+    keys::{KeySpec, Keys},
+    shared::{self, Clock, SecondRecorder, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
 };
 use crate::report;
 
-/// Distinct keys cycled through when records have keys.
-const KEY_POOL: usize = 4096;
 /// Extra random bytes after the payload, so record values start at different offsets of it.
 const PAYLOAD_SLACK: usize = 4096;
 
@@ -50,6 +49,7 @@ pub struct ProducerPlan {
     pub kafka_wire: bool,
     pub record_bytes: usize,
     pub key_bytes: usize,
+    pub keys: KeySpec,
     /// Records per second of this producer (open loop); `None` = closed loop.
     pub rate: Option<f64>,
     /// Offset of this producer's schedule from t0, so producers do not send in lockstep.
@@ -64,6 +64,8 @@ pub struct ProducerTally {
     /// Acknowledgement latency of records intended (open loop) or sent (closed loop) in the
     /// measurement window, µs. Empty with acks=0.
     pub ack_latency: Histogram<u64>,
+    /// The current second's acknowledgement latencies (every record, warmup and drain too).
+    pub seconds: SecondRecorder,
     /// Open loop: actual send minus intended send time, µs (how late the schedule ran).
     pub send_delay: Histogram<u64>,
     /// Records written to the socket.
@@ -100,6 +102,7 @@ impl ProducerTally {
     pub(super) fn new(partitions: u32) -> ProducerTally {
         ProducerTally {
             ack_latency: report::latency_histogram(),
+            seconds: SecondRecorder::default(),
             send_delay: report::latency_histogram(),
             sent: 0,
             acked: 0,
@@ -146,6 +149,7 @@ pub fn run(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
             shared.fail(format!("producer {}: {e}", plan.id));
         }
     }
+    tally.seconds.flush(&shared.ack_by_second);
     let sent: Vec<u64> = tally.per_partition.iter().map(|p| p.sent).collect();
     shared.producer_finished(&sent);
     tally
@@ -185,8 +189,12 @@ impl Producer<'_> {
             let stamp_ns = self.clock.t0.elapsed().as_nanos() as u64;
             let batches = self.gen.encode(k, n, self.plan, |_| stamp_ns);
             let (sent_at, acked_at) = self.send(batches, n, tally)?;
-            if self.plan.acks != Acks::None && self.clock.in_window(sent_at) {
-                tally.ack_latency.saturating_record_n(us(acked_at - sent_at), n);
+            if self.plan.acks != Acks::None {
+                if self.clock.in_window(sent_at) {
+                    tally.ack_latency.saturating_record_n(us(acked_at - sent_at), n);
+                }
+                let seconds = &self.shared.ack_by_second;
+                tally.seconds.record(seconds, self.clock.t0, acked_at, acked_at - sent_at, n);
             }
             k += n;
         }
@@ -242,6 +250,10 @@ impl Producer<'_> {
             let (sent_at, acked_at) = self.send(batches, n, tally)?;
             for j in k..k + n {
                 let t = intended(j);
+                if self.plan.acks != Acks::None {
+                    let latency = acked_at.saturating_duration_since(t);
+                    tally.seconds.record(&self.shared.ack_by_second, clock.t0, acked_at, latency, 1);
+                }
                 if self.clock.in_window(t) {
                     report::record_us(&mut tally.send_delay, sent_at.saturating_duration_since(t));
                     if self.plan.acks != Acks::None {
@@ -309,9 +321,8 @@ impl Producer<'_> {
 pub(super) struct Generator {
     /// Random bytes; record k's value (after its stamp) starts at a k-dependent offset.
     payload: Vec<u8>,
-    /// `KEY_POOL` keys of `key_bytes` each (empty for keyless records).
-    keys: Vec<u8>,
-    key_partitions: Vec<u32>,
+    /// The key pool (`None` for keyless records).
+    keys: Option<Keys>,
     partitions: u32,
     first_partition: u32,
     /// Next sequence number per partition.
@@ -333,19 +344,11 @@ impl Generator {
         let seed = plan.run_id ^ (u64::from(plan.id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut payload = vec![0u8; plan.record_bytes + PAYLOAD_SLACK];
         report::fill_pseudo_random(&mut payload, seed);
-        let mut keys = Vec::new();
-        let mut key_partitions = Vec::new();
-        if plan.key_bytes > 0 {
-            keys = vec![0u8; KEY_POOL * plan.key_bytes];
-            report::fill_pseudo_random(&mut keys, seed ^ 0x5555);
-            key_partitions =
-                keys.chunks(plan.key_bytes).map(|key| partition_for_key(key, plan.partitions)).collect::<Vec<_>>();
-        }
+        let keys = Keys::new(&plan.keys, plan.partitions, seed);
         let p = plan.partitions as usize;
         Generator {
             payload,
             keys,
-            key_partitions,
             partitions: plan.partitions,
             first_partition: (plan.id * 7919) % plan.partitions,
             next_seq: vec![0; p],
@@ -368,15 +371,13 @@ impl Generator {
 
     /// Record k's key (`None` for keyless records).
     pub(super) fn key(&self, k: u64) -> Option<&[u8]> {
-        let key_bytes = self.keys.len() / KEY_POOL;
-        key_of(&self.keys, k, key_bytes)
+        self.keys.as_ref().map(|keys| keys.key(k))
     }
 
     pub(super) fn partition(&self, k: u64) -> u32 {
-        if self.key_partitions.is_empty() {
-            ((u64::from(self.first_partition) + k) % u64::from(self.partitions)) as u32
-        } else {
-            self.key_partitions[(k % KEY_POOL as u64) as usize]
+        match &self.keys {
+            None => ((u64::from(self.first_partition) + k) % u64::from(self.partitions)) as u32,
+            Some(keys) => keys.partition(k),
         }
     }
 
@@ -452,8 +453,8 @@ impl Generator {
             let template = self.templates[p as usize].get_or_insert_with(|| Template::build(plan, &self.payload));
             let batch = template.batch(count, ts_ms, |i, key, value| {
                 let rec = k + u64::from(records[i]);
-                if let Some(src) = key_of(keys, rec, plan.key_bytes) {
-                    key.copy_from_slice(src);
+                if let Some(keys) = keys {
+                    key.copy_from_slice(keys.key(rec));
                 }
                 if stamped {
                     let stamp =
@@ -565,14 +566,6 @@ impl Template {
 }
 
 /// Record k's key from the pool (`None` for keyless records).
-fn key_of(keys: &[u8], k: u64, key_bytes: usize) -> Option<&[u8]> {
-    if key_bytes == 0 {
-        return None;
-    }
-    let at = (k % KEY_POOL as u64) as usize * key_bytes;
-    Some(&keys[at..at + key_bytes])
-}
-
 fn key_len(plan: &ProducerPlan) -> Option<usize> {
     (plan.key_bytes > 0).then_some(plan.key_bytes)
 }
@@ -608,6 +601,12 @@ mod tests {
             kafka_wire: false,
             record_bytes: 100,
             key_bytes,
+            keys: KeySpec {
+                key_bytes,
+                count: 4096,
+                distribution: super::super::keys::KeyDistribution::RoundRobin,
+                zipf_exponent: 1.0,
+            },
             rate: None,
             phase: Duration::ZERO,
             run_id: 42,

@@ -3,6 +3,7 @@
 //! every record value starts with.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Barrier, Mutex, OnceLock,
@@ -10,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use hdrhistogram::Histogram;
 use keel_client::{Client, ClientConfig};
 
 use super::args::Target;
@@ -59,6 +61,73 @@ pub struct Shared {
     pub sent_per_partition: Vec<AtomicU64>,
     /// When the last producer finished.
     pub producers_done_at: Mutex<Option<Instant>>,
+    /// Per second of the run (since t0, by completion time): produce-ack and end-to-end latency
+    /// histograms merged over every thread (the time series' p99).
+    pub ack_by_second: SecondHistograms,
+    pub e2e_by_second: SecondHistograms,
+}
+
+/// Latency histograms per second of the run, merged from every thread's [`SecondRecorder`].
+#[derive(Default)]
+pub struct SecondHistograms(Mutex<BTreeMap<u64, Histogram<u64>>>);
+
+impl SecondHistograms {
+    fn merge(&self, second: u64, h: &Histogram<u64>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.entry(second).or_insert_with(second_histogram);
+        // Same bounds and precision: adding cannot fail.
+        let _ = entry.add(h);
+    }
+
+    /// p99 of what was recorded for `second` so far (threads hand a second over when their next
+    /// one starts, so the previous second is complete but for idle threads).
+    pub fn p99(&self, second: u64) -> Option<u64> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&second).filter(|h| !h.is_empty()).map(|h| h.value_at_quantile(0.99))
+    }
+
+    /// (second, histogram) in order.
+    pub fn take(&self) -> BTreeMap<u64, Histogram<u64>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// 2 significant digits are plenty for a per-second p99 and keep each histogram ~20 KiB.
+fn second_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, crate::report::MAX_TRACKABLE_US, 2).expect("static histogram bounds are valid")
+}
+
+/// One thread's latencies of the current second, handed over to a [`SecondHistograms`] when the
+/// second changes (one lock per thread per second, not per record).
+pub struct SecondRecorder {
+    second: u64,
+    hist: Histogram<u64>,
+}
+
+impl Default for SecondRecorder {
+    fn default() -> SecondRecorder {
+        SecondRecorder { second: 0, hist: second_histogram() }
+    }
+}
+
+impl SecondRecorder {
+    /// Records `n` latencies of `latency` completed at `at` (seconds counted from `t0`).
+    pub fn record(&mut self, to: &SecondHistograms, t0: Instant, at: Instant, latency: Duration, n: u64) {
+        let second = at.saturating_duration_since(t0).as_secs();
+        if second != self.second {
+            self.flush(to);
+            self.second = second;
+        }
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        self.hist.saturating_record_n(us, n);
+    }
+
+    pub fn flush(&mut self, to: &SecondHistograms) {
+        if !self.hist.is_empty() {
+            to.merge(self.second, &self.hist);
+            self.hist.reset();
+        }
+    }
 }
 
 impl Shared {
@@ -78,6 +147,8 @@ impl Shared {
             producers_running: AtomicUsize::new(producers),
             sent_per_partition: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             producers_done_at: Mutex::new(None),
+            ack_by_second: SecondHistograms::default(),
+            e2e_by_second: SecondHistograms::default(),
         }
     }
 

@@ -1,0 +1,417 @@
+//! Workload files: one benchmark described once (TOML) and run unchanged against any target.
+//!
+//! A workload says what load to apply — topic, records, keys, producers, consumers, duration —
+//! and nothing about where: `keel-bench run FILE --target URL ...` applies it to each target in
+//! turn. The format is documented in `bench/workloads/README.md`, with the standard workloads
+//! beside it. Unknown keys are errors (a typo must not silently run a different benchmark), and
+//! so are features the load generator does not have yet, by name.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::broker::{
+    args::{AcksArg, CommonArgs, KafkaProducerArg, ProducerArgs, Target},
+    KeyDistribution,
+};
+use crate::{parse_duration, parse_size};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Short name: results and topics are named after it.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// How long to measure (after the warmup): "60s", "2m".
+    #[serde(default = "default_duration")]
+    pub duration: String,
+    #[serde(default = "default_warmup")]
+    pub warmup: String,
+    #[serde(default)]
+    pub topic: TopicSpec,
+    #[serde(default)]
+    pub records: RecordSpec,
+    #[serde(default)]
+    pub producers: ProducerSpec,
+    #[serde(default)]
+    pub consumers: ConsumerSpec,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Topic configs (Kafka's names, plus Keel's `fsync.policy`), set when the topic is created.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSpec {
+    /// Bytes of each value: a number or "1KiB".
+    #[serde(default = "default_value_bytes")]
+    pub value_bytes: Size,
+    #[serde(default = "zero_size")]
+    pub key_bytes: Size,
+    /// "none" (keyless, round-robin over partitions), "round-robin", "uniform" or "zipf".
+    #[serde(default = "default_keys")]
+    pub keys: String,
+    #[serde(default = "default_key_count")]
+    pub key_count: usize,
+    #[serde(default = "default_zipf")]
+    pub zipf_exponent: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSpec {
+    #[serde(default = "one")]
+    pub count: usize,
+    /// Records per second in total: open loop with coordinated-omission correction. Absent:
+    /// closed loop (as fast as acknowledgements come back).
+    pub rate: Option<f64>,
+    /// "0", "1" or "all".
+    #[serde(default = "default_acks")]
+    pub acks: String,
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: Size,
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: Size,
+    #[serde(default = "default_linger")]
+    pub linger: String,
+    /// Only "none" so far.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSpec {
+    /// Consumer threads tailing the topic (0: produce only). Each reads its share of the
+    /// partitions; every record acknowledged is checked to be read exactly once, in order.
+    #[serde(default)]
+    pub count: usize,
+    #[serde(default = "default_fetch_max_bytes")]
+    pub fetch_max_bytes: Size,
+    /// The catch-up read: consumers read nothing until this long after the load starts ("20s",
+    /// warmup included), then catch up with the backlog while the producers go on.
+    #[serde(default)]
+    pub paused_for: Option<String>,
+}
+
+/// A byte count written as a number or with a unit ("64KiB").
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self, what: &str) -> Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(s) => parse_size(s).map_err(|e| format!("{what}: {e}")),
+        }
+    }
+}
+
+fn default_duration() -> String {
+    "60s".into()
+}
+fn default_warmup() -> String {
+    "5s".into()
+}
+fn default_partitions() -> u32 {
+    8
+}
+fn default_value_bytes() -> Size {
+    Size::Bytes(1024)
+}
+fn zero_size() -> Size {
+    Size::Bytes(0)
+}
+fn default_keys() -> String {
+    "none".into()
+}
+fn default_key_count() -> usize {
+    4096
+}
+fn default_zipf() -> f64 {
+    1.0
+}
+fn one() -> usize {
+    1
+}
+fn default_acks() -> String {
+    "1".into()
+}
+fn default_batch_bytes() -> Size {
+    Size::Text("64KiB".into())
+}
+fn default_max_request_bytes() -> Size {
+    Size::Text("1MiB".into())
+}
+fn default_linger() -> String {
+    "0ms".into()
+}
+fn default_compression() -> String {
+    "none".into()
+}
+fn default_fetch_max_bytes() -> Size {
+    Size::Text("4MiB".into())
+}
+
+impl Default for ConsumerSpec {
+    fn default() -> ConsumerSpec {
+        ConsumerSpec { count: 0, fetch_max_bytes: default_fetch_max_bytes(), paused_for: None }
+    }
+}
+
+impl Default for TopicSpec {
+    fn default() -> TopicSpec {
+        TopicSpec { partitions: default_partitions(), config: BTreeMap::new() }
+    }
+}
+
+impl Default for RecordSpec {
+    fn default() -> RecordSpec {
+        RecordSpec {
+            value_bytes: default_value_bytes(),
+            key_bytes: zero_size(),
+            keys: default_keys(),
+            key_count: default_key_count(),
+            zipf_exponent: default_zipf(),
+        }
+    }
+}
+
+impl Default for ProducerSpec {
+    fn default() -> ProducerSpec {
+        ProducerSpec {
+            count: 1,
+            rate: None,
+            acks: default_acks(),
+            batch_bytes: default_batch_bytes(),
+            max_request_bytes: default_max_request_bytes(),
+            linger: default_linger(),
+            compression: default_compression(),
+        }
+    }
+}
+
+/// What one workload asks of one target, as the `produce` / `e2e` subcommands' arguments.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub common: CommonArgs,
+    pub producer: ProducerArgs,
+    /// 0: `produce`; otherwise `e2e` with this many consumers.
+    pub consumers: usize,
+    pub fetch_max_bytes: u64,
+    pub consumers_paused_for: Duration,
+}
+
+impl Workload {
+    pub fn load(path: &Path) -> Result<Workload, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Workload::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Workload, String> {
+        let w: Workload = toml::from_str(text).map_err(|e| e.to_string())?;
+        // Checks every field once, against a placeholder target.
+        let target = Target { protocol: crate::broker::args::Protocol::Keel, addr: "127.0.0.1:9400".into() };
+        w.plan(&target, "check", None)?;
+        Ok(w)
+    }
+
+    /// The run against `target`, on `topic`; `duration` overrides the file's.
+    pub fn plan(&self, target: &Target, topic: &str, duration: Option<Duration>) -> Result<Plan, String> {
+        if self.name.trim().is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(format!("name {:?} must be non-empty letters, digits, '-', '_' or '.'", self.name));
+        }
+        let r = &self.records;
+        let key_bytes = r.key_bytes.bytes("records.key_bytes")?;
+        let key_distribution = match (r.keys.as_str(), key_bytes) {
+            ("none", 0) => KeyDistribution::RoundRobin,
+            ("none", _) => return Err("records.keys = \"none\" but records.key_bytes is not 0".into()),
+            (_, 0) => return Err(format!("records.keys = {:?} needs records.key_bytes > 0", r.keys)),
+            ("round-robin", _) => KeyDistribution::RoundRobin,
+            ("uniform", _) => KeyDistribution::Uniform,
+            ("zipf", _) => KeyDistribution::Zipf,
+            (other, _) => {
+                return Err(format!("records.keys = {other:?}: use \"none\", \"round-robin\", \"uniform\" or \"zipf\""))
+            }
+        };
+        let p = &self.producers;
+        if p.compression != "none" {
+            return Err(format!(
+                "producers.compression = {:?}: keel-bench's producers send uncompressed batches only (so far)",
+                p.compression
+            ));
+        }
+        let acks = match p.acks.as_str() {
+            "0" => AcksArg::Zero,
+            "1" => AcksArg::One,
+            "all" | "-1" => AcksArg::All,
+            other => return Err(format!("producers.acks = {other:?}: use \"0\", \"1\" or \"all\"")),
+        };
+        let field = |name: &str, s: &str| parse_duration(s).map_err(|e| format!("{name}: {e}"));
+        let common = CommonArgs {
+            target: target.clone(),
+            topic: topic.to_owned(),
+            partitions: self.topic.partitions,
+            topic_config: self.topic.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            record_bytes: r.value_bytes.bytes("records.value_bytes")?,
+            key_bytes,
+            key_distribution,
+            key_count: r.key_count,
+            zipf_exponent: r.zipf_exponent,
+            duration: match duration {
+                Some(d) => d,
+                None => field("duration", &self.duration)?,
+            },
+            warmup: field("warmup", &self.warmup)?,
+            report_interval: Duration::ZERO,
+            json: true,
+        };
+        let producer = ProducerArgs {
+            producers: p.count,
+            rate: p.rate,
+            acks,
+            batch_bytes: p.batch_bytes.bytes("producers.batch_bytes")?,
+            max_request_bytes: p.max_request_bytes.bytes("producers.max_request_bytes")?,
+            linger: field("producers.linger", &p.linger)?,
+            kafka_producer: KafkaProducerArg::Librdkafka,
+        };
+        let consumers_paused_for = match &self.consumers.paused_for {
+            Some(d) => field("consumers.paused_for", d)?,
+            None => Duration::ZERO,
+        };
+        if !consumers_paused_for.is_zero() && self.consumers.count == 0 {
+            return Err("consumers.paused_for needs consumers (consumers.count > 0)".into());
+        }
+        if consumers_paused_for >= common.warmup + common.duration {
+            return Err(format!(
+                "consumers.paused_for ({consumers_paused_for:?}) must end before the run does (warmup + duration)"
+            ));
+        }
+        let plan = Plan {
+            common,
+            producer,
+            consumers: self.consumers.count,
+            fetch_max_bytes: self.consumers.fetch_max_bytes.bytes("consumers.fetch_max_bytes")?,
+            consumers_paused_for,
+        };
+        crate::broker::validate(&plan.common, &plan.producer, plan.consumers)?;
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name = "keyed-zipf"
+description = "hot keys"
+duration = "30s"
+warmup = "1s"
+
+[topic]
+partitions = 12
+config = { "fsync.policy" = "never", "retention.bytes" = "1073741824" }
+
+[records]
+value_bytes = "1KiB"
+key_bytes = 16
+keys = "zipf"
+key_count = 1000
+zipf_exponent = 1.2
+
+[producers]
+count = 3
+rate = 50000
+acks = "all"
+batch_bytes = 32768
+linger = "2ms"
+
+[consumers]
+count = 2
+paused_for = "10s"
+"#;
+
+    fn target() -> Target {
+        Target { protocol: crate::broker::args::Protocol::Kafka, addr: "127.0.0.1:9092".into() }
+    }
+
+    #[test]
+    fn a_full_file_maps_onto_the_arguments() {
+        let w = Workload::parse(FULL).unwrap();
+        let plan = w.plan(&target(), "t1", None).unwrap();
+        let c = &plan.common;
+        assert_eq!((c.topic.as_str(), c.partitions, c.record_bytes, c.key_bytes), ("t1", 12, 1024, 16));
+        assert_eq!((c.key_distribution, c.key_count, c.zipf_exponent), (KeyDistribution::Zipf, 1000, 1.2));
+        assert_eq!((c.duration, c.warmup), (Duration::from_secs(30), Duration::from_secs(1)));
+        assert!(c.topic_config.contains(&("fsync.policy".into(), "never".into())));
+        assert_eq!(c.topic_config.len(), 2);
+        assert!(c.target.is_kafka());
+        let p = &plan.producer;
+        assert_eq!((p.producers, p.rate, p.acks), (3, Some(50000.0), AcksArg::All));
+        assert_eq!((p.batch_bytes, p.max_request_bytes, p.linger), (32768, 1 << 20, Duration::from_millis(2)));
+        assert_eq!((plan.consumers, plan.fetch_max_bytes), (2, 4 << 20));
+        assert_eq!(plan.consumers_paused_for, Duration::from_secs(10));
+        // --duration overrides the file.
+        let short = w.plan(&target(), "t1", Some(Duration::from_secs(12))).unwrap();
+        assert_eq!(short.common.duration, Duration::from_secs(12));
+        // ... and the consumers' pause must still end within it.
+        assert!(w.plan(&target(), "t1", Some(Duration::from_secs(3))).unwrap_err().contains("paused_for"));
+    }
+
+    #[test]
+    fn defaults_make_a_closed_loop_keyless_produce() {
+        let w = Workload::parse("name = \"min\"").unwrap();
+        let plan = w.plan(&target(), "t", None).unwrap();
+        assert_eq!((plan.common.partitions, plan.common.record_bytes, plan.common.key_bytes), (8, 1024, 0));
+        assert_eq!((plan.producer.producers, plan.producer.rate, plan.producer.acks), (1, None, AcksArg::One));
+        assert_eq!((plan.common.duration, plan.common.warmup), (Duration::from_secs(60), Duration::from_secs(5)));
+        assert_eq!(plan.consumers, 0);
+    }
+
+    #[test]
+    fn mistakes_are_refused_by_name() {
+        let err = |text: &str| Workload::parse(text).unwrap_err();
+        assert!(err("name = \"x\"\nduratoin = \"1s\"").contains("duratoin"), "typo'd key");
+        assert!(err("name = \"x\"\n[records]\nkeys = \"zipf\"").contains("key_bytes > 0"));
+        assert!(err("name = \"x\"\n[records]\nkey_bytes = 8\nkeys = \"gauss\"").contains("gauss"));
+        assert!(err("name = \"x\"\n[producers]\nacks = \"2\"").contains("producers.acks"));
+        assert!(err("name = \"x\"\n[producers]\ncompression = \"zstd\"").contains("uncompressed"));
+        assert!(err("name = \"x\"\n[producers]\nbatch_bytes = \"64 parsecs\"").contains("producers.batch_bytes"));
+        assert!(err("name = \"x\"\nduration = \"soon\"").contains("duration"));
+        assert!(err("name = \"a b\"").contains("name"));
+        assert!(err("name = \"x\"\n[producers]\ncount = 0").contains("--producers"));
+        assert!(err("name = \"x\"\n[topic]\npartitions = 2\n[consumers]\ncount = 3").contains("--consumers"));
+        assert!(err("name = \"x\"\n[[phases]]\nduration = \"1s\"").contains("phases"));
+        assert!(err("name = \"x\"\n[consumers]\npaused_for = \"1s\"").contains("needs consumers"));
+        let late = "name = \"x\"\nduration = \"10s\"\nwarmup = \"1s\"\n[consumers]\ncount = 1\npaused_for = \"11s\"";
+        assert!(err(late).contains("must end before"));
+    }
+
+    #[test]
+    fn the_shipped_workloads_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let w = Workload::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(path.file_stem().unwrap().to_str().unwrap(), w.name, "file named after the workload");
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "the standard workloads are there ({n})");
+    }
+}
