@@ -41,7 +41,7 @@ use super::{
     args::{CommonArgs, Target},
     consumer::Rec,
     producer::{Generator, ProducerPlan, ProducerTally},
-    shared::{Clock, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
+    shared::{Clock, Schedule, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
 };
 use crate::report;
 
@@ -582,13 +582,10 @@ impl KafkaProducer<'_> {
     }
 
     fn open_loop(&mut self, rate: f64, value: &mut [u8], sent: &mut [u64], not_sent: &mut u64) -> Result<(), String> {
-        let interval_ns = 1e9 / rate;
-        let phase_ns = self.plan.phase.as_nanos() as f64;
-        let span_ns = (self.clock.end - self.clock.t0).as_nanos() as f64;
-        let total = if span_ns > phase_ns { ((span_ns - phase_ns) / interval_ns).ceil() as u64 } else { 0 };
-        let clock = self.clock;
-        let intended_ns = |k: u64| (phase_ns + k as f64 * interval_ns) as u64;
-        let intended = |k: u64| clock.t0 + Duration::from_nanos(intended_ns(k));
+        let schedule = Schedule::new(&self.clock, rate, self.plan.phase);
+        let total = schedule.total;
+        let intended_ns = |k: u64| schedule.intended_ns(k);
+        let intended = |k: u64| schedule.intended(k);
         let drain_deadline = self.clock.end + DRAIN_LIMIT;
         let acked = self.ctx().acked;
         let mut k = 0u64;
@@ -598,12 +595,7 @@ impl KafkaProducer<'_> {
             }
             self.outstanding()?;
             let now = Instant::now();
-            let since = now.saturating_duration_since(self.clock.t0).as_nanos() as f64;
-            let due_end = if since < phase_ns {
-                0
-            } else {
-                (((since - phase_ns) / interval_ns) as u64).saturating_add(1).min(total)
-            };
+            let due_end = schedule.due_end(now);
             if due_end <= k {
                 // Not before OPEN_LOOP_TICK: at tens of thousands of records/s a wake-up per record
                 // costs more than librdkafka itself. The delay counts in the latency (from the

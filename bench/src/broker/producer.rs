@@ -29,7 +29,7 @@ use super::{
     args::Target,
     kafka_wire::KafkaWire,
     keys::{KeySpec, Keys},
-    shared::{self, Clock, SecondRecorder, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
+    shared::{self, Clock, Schedule, SecondRecorder, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
 };
 use crate::report;
 
@@ -201,13 +201,11 @@ impl Producer<'_> {
     }
 
     fn open_loop(&mut self, rate: f64, tally: &mut ProducerTally) -> Result<(), String> {
-        let interval_ns = 1e9 / rate;
-        let phase_ns = self.plan.phase.as_nanos() as f64;
-        let span_ns = (self.clock.end - self.clock.t0).as_nanos() as f64;
-        let total = if span_ns > phase_ns { ((span_ns - phase_ns) / interval_ns).ceil() as u64 } else { 0 };
+        let schedule = Schedule::new(&self.clock, rate, self.plan.phase);
+        let total = schedule.total;
         let clock = self.clock;
-        let intended_ns = |k: u64| (phase_ns + k as f64 * interval_ns) as u64;
-        let intended = |k: u64| clock.t0 + Duration::from_nanos(intended_ns(k));
+        let intended_ns = |k: u64| schedule.intended_ns(k);
+        let intended = |k: u64| schedule.intended(k);
         let fill = self.gen.records_per_full_request(self.plan);
         let drain_deadline = self.clock.end + DRAIN_LIMIT;
         let mut k = 0u64;
@@ -216,12 +214,7 @@ impl Producer<'_> {
                 return Ok(());
             }
             let now = Instant::now();
-            let since = now.saturating_duration_since(self.clock.t0).as_nanos() as f64;
-            let due_end = if since < phase_ns {
-                0
-            } else {
-                (((since - phase_ns) / interval_ns) as u64).saturating_add(1).min(total)
-            };
+            let due_end = schedule.due_end(now);
             if due_end <= k {
                 sleep_until(intended(k));
                 continue;

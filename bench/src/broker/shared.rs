@@ -67,6 +67,49 @@ pub struct Shared {
     pub e2e_by_second: SecondHistograms,
 }
 
+/// The open loop's rate limiter: record k is due at `t0 + phase + k / rate`, for every k whose
+/// time falls before the schedule's end. Senders ask what is due now and send it all; a sender
+/// that falls behind finds many records due at once, each still measured from its own time
+/// (coordinated-omission correction).
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    t0: Instant,
+    interval_ns: f64,
+    phase_ns: f64,
+    /// Records in the schedule.
+    pub total: u64,
+}
+
+impl Schedule {
+    /// `rate` records/s (> 0), starting `phase` after the clock's t0, ending at its end.
+    pub fn new(clock: &Clock, rate: f64, phase: Duration) -> Schedule {
+        let interval_ns = 1e9 / rate;
+        let phase_ns = phase.as_nanos() as f64;
+        let span_ns = (clock.end - clock.t0).as_nanos() as f64;
+        let total = if span_ns > phase_ns { ((span_ns - phase_ns) / interval_ns).ceil() as u64 } else { 0 };
+        Schedule { t0: clock.t0, interval_ns, phase_ns, total }
+    }
+
+    /// Record k's intended send time, ns after t0 (what its stamp carries).
+    pub fn intended_ns(&self, k: u64) -> u64 {
+        (self.phase_ns + k as f64 * self.interval_ns) as u64
+    }
+
+    pub fn intended(&self, k: u64) -> Instant {
+        self.t0 + Duration::from_nanos(self.intended_ns(k))
+    }
+
+    /// One past the last record due at `now` (records `0..due_end(now)` are due).
+    pub fn due_end(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.t0).as_nanos() as f64;
+        if since < self.phase_ns {
+            0
+        } else {
+            (((since - self.phase_ns) / self.interval_ns) as u64).saturating_add(1).min(self.total)
+        }
+    }
+}
+
 /// Latency histograms per second of the run, merged from every thread's [`SecondRecorder`].
 #[derive(Default)]
 pub struct SecondHistograms(Mutex<BTreeMap<u64, Histogram<u64>>>);
@@ -296,5 +339,67 @@ mod tests {
         value.extend_from_slice(b"payload");
         assert_eq!(Stamp::decode(&value), Some(s));
         assert_eq!(Stamp::decode(&value[..STAMP_LEN - 1]), None);
+    }
+
+    fn clock(secs: u64) -> Clock {
+        let t0 = Instant::now();
+        Clock { t0, warm_end: t0, end: t0 + Duration::from_secs(secs) }
+    }
+
+    #[test]
+    fn the_schedule_spaces_records_at_the_rate() {
+        let c = clock(2);
+        let s = Schedule::new(&c, 1000.0, Duration::ZERO);
+        assert_eq!(s.total, 2000, "2 s at 1000/s");
+        assert_eq!((s.intended_ns(0), s.intended_ns(1), s.intended_ns(1500)), (0, 1_000_000, 1_500_000_000));
+        let at = |ms: u64| c.t0 + Duration::from_millis(ms);
+        assert_eq!(s.due_end(c.t0), 1, "record 0 is due at t0");
+        assert_eq!(s.due_end(at(10) - Duration::from_nanos(1)), 10);
+        assert_eq!(s.due_end(at(10)), 11);
+        // A sender that stalled finds everything since due at once, each record still measured
+        // from its own intended time...
+        assert_eq!(s.due_end(at(500)), 501);
+        assert_eq!(s.intended(250), at(250));
+        // ...and nothing past the end of the schedule.
+        assert_eq!(s.due_end(at(60_000)), 2000);
+    }
+
+    #[test]
+    fn phases_interleave_producers() {
+        let c = clock(1);
+        // Two producers at 500/s each, the second half an interval later: 1000/s together.
+        let a = Schedule::new(&c, 500.0, Duration::ZERO);
+        let b = Schedule::new(&c, 500.0, Duration::from_millis(1));
+        assert_eq!((a.total, b.total), (500, 500));
+        assert_eq!(b.due_end(c.t0), 0, "not before its phase");
+        assert_eq!(b.due_end(c.t0 + Duration::from_millis(1)), 1);
+        let mut times: Vec<u64> = (0..500).flat_map(|k| [a.intended_ns(k), b.intended_ns(k)]).collect();
+        times.sort_unstable();
+        assert!(times.windows(2).all(|w| w[1] - w[0] == 1_000_000), "evenly spaced at 1 ms");
+        // A phase past the end: nothing to send.
+        assert_eq!(Schedule::new(&c, 10.0, Duration::from_secs(2)).total, 0);
+    }
+
+    #[test]
+    fn second_recorders_merge_per_second_across_threads() {
+        let to = SecondHistograms::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (mut a, mut b) = (SecondRecorder::default(), SecondRecorder::default());
+        for i in 0..100 {
+            a.record(&to, t0, at(100 + i), Duration::from_micros(1000), 1);
+            b.record(&to, t0, at(200 + i), Duration::from_micros(3000), 1);
+        }
+        // Second 1: a's records only; second 0 is handed over when a moves on.
+        a.record(&to, t0, at(1500), Duration::from_micros(50_000), 10);
+        assert_eq!(to.p99(0).map(|us| us / 100), Some(10), "only a's second 0 so far (1 ms)");
+        a.flush(&to);
+        b.flush(&to);
+        let map = to.take();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map[&0].len(), 200, "both threads' second 0 merged");
+        assert_eq!(map[&0].value_at_quantile(0.99) / 100, 30, "p99 of the merged second is b's 3 ms");
+        assert_eq!(map[&1].len(), 10);
+        assert!(to.take().is_empty(), "taken");
     }
 }
