@@ -12,7 +12,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use keel_storage::batch::{BatchBuilder, BatchView};
+use keel_storage::{
+    batch::{BatchBuilder, BatchView},
+    be_reader::BeReader,
+};
 
 /// Name of the internal topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -50,37 +53,18 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-struct Reader<'a>(&'a [u8]);
+fn string(r: &mut BeReader) -> Option<String> {
+    let len = r.u16()? as usize;
+    String::from_utf8(r.take(len)?.to_vec()).ok()
+}
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
+/// A u16 length, negative (0xFFFF) for null, then that many UTF-8 bytes.
+fn nullable_string(r: &mut BeReader) -> Option<Option<String>> {
+    let len = r.u16()? as i16;
+    if len < 0 {
+        return Some(None);
     }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn string(&mut self) -> Option<String> {
-        let len = self.u16()? as usize;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-    fn nullable_string(&mut self) -> Option<Option<String>> {
-        let len = self.u16()? as i16;
-        if len < 0 {
-            return Some(None);
-        }
-        String::from_utf8(self.take(len as usize)?.to_vec()).ok().map(Some)
-    }
+    String::from_utf8(r.take(len as usize)?.to_vec()).ok().map(Some)
 }
 
 pub fn encode_key(key: &CommitKey) -> Vec<u8> {
@@ -105,18 +89,18 @@ pub fn encode_value(value: &Committed, now_ms: i64) -> Vec<u8> {
 }
 
 pub fn decode_key(bytes: &[u8]) -> Option<CommitKey> {
-    let mut r = Reader(bytes);
+    let mut r = BeReader(bytes);
     (r.u16()? == VERSION).then_some(())?;
-    let key = CommitKey { group: r.string()?, topic: r.string()?, partition: r.u32()? };
-    r.0.is_empty().then_some(key)
+    let key = CommitKey { group: string(&mut r)?, topic: string(&mut r)?, partition: r.u32()? };
+    r.rest().is_empty().then_some(key)
 }
 
 pub fn decode_value(bytes: &[u8]) -> Option<Committed> {
-    let mut r = Reader(bytes);
+    let mut r = BeReader(bytes);
     (r.u16()? == VERSION).then_some(())?;
-    let value = Committed { offset: r.u64()?, metadata: r.nullable_string()? };
+    let value = Committed { offset: r.u64()?, metadata: nullable_string(&mut r)? };
     r.u64()?; // commit time
-    r.0.is_empty().then_some(value)
+    r.rest().is_empty().then_some(value)
 }
 
 /// One batch holding every commit of one CommitOffsets request (appended atomically).

@@ -47,6 +47,7 @@
 //! ```
 
 pub mod batch;
+pub mod be_reader;
 pub mod cleaner;
 pub mod compression;
 pub mod config;

@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::{batch::BatchView, error::StorageError};
+use crate::{batch::BatchView, be_reader::BeReader, error::StorageError};
 
 /// Batches remembered per producer (Kafka's `NUM_BATCHES_TO_RETAIN`; a producer has at most five
 /// requests in flight).
@@ -251,7 +251,7 @@ impl ProducerStates {
         if crc32c::crc32c(body) != u32::from_be_bytes(crc.try_into().ok()?) {
             return None;
         }
-        let mut r = Reader(body);
+        let mut r = BeReader(body);
         if r.u32()? != SNAPSHOT_MAGIC {
             return None;
         }
@@ -276,29 +276,7 @@ impl ProducerStates {
                 state.record(pid, epoch, meta);
             }
         }
-        r.0.is_empty().then_some((covers, state))
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+        r.rest().is_empty().then_some((covers, state))
     }
 }
 

@@ -386,7 +386,7 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
         clock: OnceLock::new(),
         shared: shared.clone(),
         acked: plan.acks != keel_client::Acks::None,
-        record_bytes: (plan.record_bytes + plan.key_bytes) as u64,
+        record_bytes: (plan.record_bytes + plan.keys.key_bytes) as u64,
     };
     let producer = match create_producer(&plan, ctx) {
         Ok(p) => Some(p),
@@ -417,6 +417,7 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
             let mut st = p.context().lock();
             // Purged records were never sent: consumers must not wait for them.
             for (n, purged) in sent.iter_mut().zip(&st.purged) {
+                assert!(purged <= n, "purged {purged} of {n} records sent to a partition");
                 *n -= purged;
             }
             std::mem::replace(&mut st.tally, ProducerTally::new(plan.partitions))
@@ -563,7 +564,7 @@ impl KafkaProducer<'_> {
     }
 
     fn closed_loop(&mut self, value: &mut [u8], sent: &mut [u64]) -> Result<(), String> {
-        let record = (self.plan.record_bytes + self.plan.key_bytes).max(1);
+        let record = (self.plan.record_bytes + self.plan.keys.key_bytes).max(1);
         let window = (self.plan.max_request_bytes / record).max(1) as u64;
         let mut k = 0u64;
         loop {

@@ -368,7 +368,6 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             linger: p.linger,
             kafka_wire: c.target.is_kafka() && p.kafka_producer == args::KafkaProducerArg::Wire,
             record_bytes: c.record_bytes as usize,
-            key_bytes: c.key_bytes as usize,
             keys: c.key_spec(),
             rate: per_producer,
             // Producer i starts i/n of an interval after producer 0: the n schedules interleave.
@@ -519,22 +518,17 @@ impl Load {
 /// and samples the progress counters at every whole second since t0 (the time series).
 fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn() -> bool) -> Vec<SecondSample> {
     let tick = Duration::from_millis(50);
-    let mut last = (Instant::now(), 0u64, 0u64, 0u64, 0u64);
+    // The progress counters (records, bytes produced; records, bytes consumed) at the last
+    // progress line and at the last whole second.
+    let mut last_line = Snapshot { at: Instant::now(), counters: [0; 4] };
+    let mut last_second = Snapshot { at: clock.t0, counters: [0; 4] };
     let mut series = Vec::new();
-    let mut previous = (clock.t0, [0u64; 4]);
     while !finished() {
         std::thread::sleep(tick);
+        let now = Snapshot::take(shared);
         let next_second = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
-        let now = Instant::now();
-        if now >= next_second {
-            let counters = [
-                shared.produced_records.load(Ordering::Relaxed),
-                shared.produced_bytes.load(Ordering::Relaxed),
-                shared.consumed_records.load(Ordering::Relaxed),
-                shared.consumed_bytes.load(Ordering::Relaxed),
-            ];
-            let secs = (now - previous.0).as_secs_f64();
-            let rate = |i: usize| (counters[i] - previous.1[i]) as f64 / secs;
+        if now.at >= next_second {
+            let rate = |i: usize| now.rate(&last_second, i);
             series.push(SecondSample {
                 t_s: series.len() as u64 + 1,
                 measured: next_second > clock.warm_end && next_second <= clock.end,
@@ -545,42 +539,65 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
                 ack_p99_us: None,
                 e2e_p99_us: None,
             });
-            previous = (now, counters);
+            last_second = now;
         }
-        if interval.is_zero() || last.0.elapsed() < interval {
+        if interval.is_zero() || now.at - last_line.at < interval {
             continue;
         }
-        let now = Instant::now();
-        let pr = shared.produced_records.load(Ordering::Relaxed);
-        let pb = shared.produced_bytes.load(Ordering::Relaxed);
-        let cr = shared.consumed_records.load(Ordering::Relaxed);
-        let cb = shared.consumed_bytes.load(Ordering::Relaxed);
-        let secs = (now - last.0).as_secs_f64();
-        let phase = if now < clock.warm_end {
+        let phase = if now.at < clock.warm_end {
             "warmup"
-        } else if now < clock.end {
+        } else if now.at < clock.end {
             "measuring"
         } else {
             "draining"
         };
-        let elapsed = now.saturating_duration_since(clock.t0);
-        let last_second = elapsed.as_secs().saturating_sub(1);
+        let elapsed = now.at.saturating_duration_since(clock.t0);
+        let second = elapsed.as_secs().saturating_sub(1);
         let p99 = |h: &shared::SecondHistograms, what: &str| {
-            h.p99(last_second).map(|us| format!("; {what} p99 {}", report::fmt_us(us))).unwrap_or_default()
+            h.p99(second).map(|us| format!("; {what} p99 {}", report::fmt_us(us))).unwrap_or_default()
         };
+        let rate = |i: usize| now.rate(&last_line, i);
         eprintln!(
             "[{:>6.1} s {phase}] produced {:.1} MB/s, {:.0} records/s; consumed {:.1} MB/s, {:.0} records/s{}{}",
             elapsed.as_secs_f64(),
-            report::mb_per_s(pb - last.2, secs),
-            (pr - last.1) as f64 / secs,
-            report::mb_per_s(cb - last.4, secs),
-            (cr - last.3) as f64 / secs,
+            rate(1) / 1e6,
+            rate(0),
+            rate(3) / 1e6,
+            rate(2),
             p99(&shared.ack_by_second, "ack"),
             p99(&shared.e2e_by_second, "e2e"),
         );
-        last = (now, pr, pb, cr, cb);
+        last_line = now;
     }
     series
+}
+
+/// The shared progress counters at one moment.
+#[derive(Clone, Copy)]
+struct Snapshot {
+    at: Instant,
+    /// Records and bytes produced, records and bytes consumed.
+    counters: [u64; 4],
+}
+
+impl Snapshot {
+    fn take(shared: &Shared) -> Snapshot {
+        Snapshot {
+            at: Instant::now(),
+            counters: [
+                shared.produced_records.load(Ordering::Relaxed),
+                shared.produced_bytes.load(Ordering::Relaxed),
+                shared.consumed_records.load(Ordering::Relaxed),
+                shared.consumed_bytes.load(Ordering::Relaxed),
+            ],
+        }
+    }
+
+    /// Counter `i` per second since `earlier`.
+    fn rate(&self, earlier: &Snapshot, i: usize) -> f64 {
+        let secs = (self.at - earlier.at).as_secs_f64().max(1e-9);
+        (self.counters[i] - earlier.counters[i]) as f64 / secs
+    }
 }
 
 fn consumed_in_window(consumers: &[ConsumerTally]) -> (u64, u64) {

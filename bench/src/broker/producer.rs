@@ -48,7 +48,7 @@ pub struct ProducerPlan {
     /// A kafka:// target driven by [`KafkaWire`] instead of librdkafka.
     pub kafka_wire: bool,
     pub record_bytes: usize,
-    pub key_bytes: usize,
+    /// The keys (`keys.key_bytes` 0: keyless records).
     pub keys: KeySpec,
     /// Records per second of this producer (open loop); `None` = closed loop.
     pub rate: Option<f64>,
@@ -298,7 +298,7 @@ impl Producer<'_> {
             }
             tally.acked += n;
         }
-        let bytes = n * (self.plan.record_bytes + self.plan.key_bytes) as u64;
+        let bytes = n * (self.plan.record_bytes + self.plan.keys.key_bytes) as u64;
         if self.clock.in_window(acked_at) {
             tally.window_records += n;
             tally.window_bytes += bytes;
@@ -483,8 +483,8 @@ struct Template {
 
 impl Template {
     fn build(plan: &ProducerPlan, payload: &[u8]) -> Template {
-        let key = vec![0u8; plan.key_bytes];
-        let key = (plan.key_bytes > 0).then_some(&key[..]);
+        let key = vec![0u8; plan.keys.key_bytes];
+        let key = (plan.keys.key_bytes > 0).then_some(&key[..]);
         let mut writer = BatchWriter::new();
         writer.begin(0);
         loop {
@@ -516,7 +516,7 @@ impl Template {
             key_at,
             value_at,
             end_at,
-            key_bytes: plan.key_bytes,
+            key_bytes: plan.keys.key_bytes,
             record_bytes: plan.record_bytes,
         }
     }
@@ -560,7 +560,7 @@ impl Template {
 
 /// Record k's key from the pool (`None` for keyless records).
 fn key_len(plan: &ProducerPlan) -> Option<usize> {
-    (plan.key_bytes > 0).then_some(plan.key_bytes)
+    (plan.keys.key_bytes > 0).then_some(plan.keys.key_bytes)
 }
 
 fn us(d: Duration) -> u64 {
@@ -593,7 +593,6 @@ mod tests {
             linger: Duration::ZERO,
             kafka_wire: false,
             record_bytes: 100,
-            key_bytes,
             keys: KeySpec {
                 key_bytes,
                 count: 4096,
