@@ -400,7 +400,6 @@ fn describe_configs(metadata: &Metadata, names: Vec<String>) -> DescribeConfigsR
     DescribeConfigsResponse { topics }
 }
 
-/// Sends every partition's batches to its shard, all partitions at once, and gathers the results.
 /// Appends each partition's batches on its owning shard, every partition of every topic at once.
 /// A partition not done within the request's `timeout_ms` (0: no limit) is answered `REQUEST_TIMED_OUT`; its
 /// append goes on and may still succeed (as in Kafka, a retry may then append it twice).
@@ -414,62 +413,64 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
     };
     let timeout = std::time::Duration::from_millis(u64::from(req.timeout_ms));
     let mut shape = Vec::with_capacity(req.topics.len());
-    let mut calls = Vec::new();
+    let mut partitions = Vec::new();
+    let mut appends = Vec::new();
     for topic in req.topics {
         shape.push((topic.name.clone(), topic.partitions.len()));
         for p in topic.partitions {
             let route = state.route(&topic.name, p.partition.0);
-            let partition = p.partition;
-            let append = async move {
+            partitions.push(p.partition);
+            appends.push(async move {
                 let Some((key, shard)) = route else {
                     return Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition"));
                 };
-                match call(
-                    state,
-                    shard,
-                    ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM, wait },
-                )
-                .await
-                {
+                let request = ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM, wait };
+                match call(state, shard, request).await {
                     Ok(ShardResponse::Produced(result)) => result,
                     Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
                     Err(f) => Err(f),
                 }
-            };
-            let timed_out = async move {
-                if timeout.is_zero() {
-                    std::future::pending::<()>().await; // 0: no limit
-                }
-                glommio::timer::sleep(timeout).await;
-                Err(Failure::new(
-                    ErrorCode::RequestTimedOut,
-                    format!(
-                        "not appended within the request's timeout_ms ({} ms); it may still be",
-                        timeout.as_millis()
-                    ),
-                ))
-            };
-            calls.push(async move {
-                match futures_lite::future::or(append, timed_out).await {
-                    Ok((base, offsets)) => ProducePartitionResponse {
-                        partition,
-                        error_code: ErrorCode::None,
-                        error_message: None,
-                        base_offset: Some(Offset(base)),
-                        log_start_offset: Some(Offset(offsets.log_start)),
-                    },
-                    Err(f) => ProducePartitionResponse {
-                        partition,
-                        error_code: f.code,
-                        error_message: Some(f.message),
-                        base_offset: None,
-                        log_start_offset: None,
-                    },
-                }
             });
         }
     }
-    let mut answers = join_all(calls).await.into_iter();
+    // One timer for the whole request, not one per partition (each is a timer registration
+    // and a future polled with its append, and a request may carry hundreds of partitions).
+    // Each partition's answer lands in its slot as it completes; a slot still empty when the
+    // timer fires is a partition that timed out.
+    let slots: Vec<std::cell::Cell<Option<Result<_, Failure>>>> = appends.iter().map(|_| Default::default()).collect();
+    let filling = appends.into_iter().zip(&slots).map(|(append, slot)| async move { slot.set(Some(append.await)) });
+    let all = async {
+        join_all(filling.collect()).await;
+    };
+    if timeout.is_zero() {
+        all.await; // 0: no limit
+    } else {
+        futures_lite::future::or(all, glommio::timer::sleep(timeout)).await;
+    }
+    let mut answers = partitions.into_iter().zip(slots).map(|(partition, slot)| {
+        let result = slot.into_inner().unwrap_or_else(|| {
+            Err(Failure::new(
+                ErrorCode::RequestTimedOut,
+                format!("not appended within the request's timeout_ms ({} ms); it may still be", timeout.as_millis()),
+            ))
+        });
+        match result {
+            Ok((base, offsets)) => ProducePartitionResponse {
+                partition,
+                error_code: ErrorCode::None,
+                error_message: None,
+                base_offset: Some(Offset(base)),
+                log_start_offset: Some(Offset(offsets.log_start)),
+            },
+            Err(f) => ProducePartitionResponse {
+                partition,
+                error_code: f.code,
+                error_message: Some(f.message),
+                base_offset: None,
+                log_start_offset: None,
+            },
+        }
+    });
     let topics = shape
         .into_iter()
         .map(|(name, n)| ProduceTopicResponse { name, partitions: answers.by_ref().take(n).collect() })

@@ -100,29 +100,18 @@ pub async fn close_shared<F: File>(file: std::rc::Rc<F>) -> io::Result<()> {
 
 /// Polls every future until all are done; results in order. Runtime-agnostic (no spawning), so
 /// core logic and the broker's request fan-out can share it.
+///
+/// Each future is polled only when its own waker fired (`FuturesUnordered`), not every time any
+/// of them makes progress: a produce or fetch may fan out to a thousand partitions, and polling
+/// all of them on each completion would cost a million polls per request.
 pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<_> = futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (slot, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
+    let mut pending: FuturesUnordered<_> =
+        futures.into_iter().enumerate().map(|(i, f)| async move { (i, f.await) }).collect();
+    while let Some((i, output)) = pending.next().await {
+        outputs[i] = Some(output);
+    }
     outputs.into_iter().map(|o| o.expect("every future completed")).collect()
 }
 
@@ -139,5 +128,72 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        cell::{Cell, RefCell},
+        future::Future,
+        pin::Pin,
+        rc::Rc,
+        task::{Context, Poll, Waker},
+    };
+
+    use super::join_all;
+
+    /// A future that completes once `open` is set, counting how often it was polled and keeping
+    /// the waker so the test decides when it is woken.
+    struct Gate {
+        open: Rc<Cell<bool>>,
+        polls: Rc<Cell<u32>>,
+        waker: Rc<RefCell<Option<Waker>>>,
+        value: usize,
+    }
+
+    impl Future for Gate {
+        type Output = usize;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+            self.polls.set(self.polls.get() + 1);
+            if self.open.get() {
+                Poll::Ready(self.value)
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    #[test]
+    fn join_all_keeps_order_and_polls_only_the_woken_future() {
+        const N: usize = 100;
+        let gates: Vec<_> = (0..N)
+            .map(|i| Gate {
+                open: Rc::new(Cell::new(false)),
+                polls: Rc::new(Cell::new(0)),
+                waker: Rc::new(RefCell::new(None)),
+                value: i * 10,
+            })
+            .collect();
+        let handles: Vec<_> = gates.iter().map(|g| (g.open.clone(), g.polls.clone(), g.waker.clone())).collect();
+        let mut joined = Box::pin(join_all(gates));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(joined.as_mut().poll(&mut cx).is_pending());
+        assert!(handles.iter().all(|(_, polls, _)| polls.get() == 1));
+        // Complete them last to first: the output keeps the input's order anyway.
+        for (i, (open, polls, waker)) in handles.iter().enumerate().rev() {
+            open.set(true);
+            waker.borrow_mut().take().expect("pending gate left its waker").wake();
+            let ready = joined.as_mut().poll(&mut cx);
+            assert_eq!(polls.get(), 2, "gate {i}: polled once more, after its own wake");
+            if i > 0 {
+                assert!(ready.is_pending());
+            } else {
+                assert_eq!(ready, Poll::Ready((0..N).map(|i| i * 10).collect()));
+            }
+        }
+        // Each gate was polled twice in all: the gates not woken were never polled again.
+        assert!(handles.iter().all(|(_, polls, _)| polls.get() == 2));
     }
 }
