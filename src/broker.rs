@@ -65,6 +65,9 @@ pub struct ShardState {
     /// Serialises metadata changes on the controller: each reads the metadata, awaits the
     /// shards, then publishes, so two at once would lose one's change.
     controller: glommio::sync::Semaphore,
+    /// Slots for fetch reads that go to the disk (`--history-reads-per-shard`): appends' writes
+    /// queue behind at most this many history reads on the device.
+    history_reads: glommio::sync::Semaphore,
     /// Partitions holding `acks=1` appends under `fsync=always` that are written but not yet
     /// fdatasync'ed (see [`ShardState::sync_soon`]); at most one entry per partition.
     unsynced: RefCell<std::collections::HashSet<PartitionKey>>,
@@ -270,6 +273,7 @@ async fn shard_main(
         request_memory: Rc::new(glommio::sync::Semaphore::new(config.memory_per_shard(shard.all().count()) / 2)),
         metrics,
         controller: glommio::sync::Semaphore::new(1),
+        history_reads: glommio::sync::Semaphore::new(config.history_reads_per_shard as u64),
         unsynced: RefCell::default(),
         unsynced_bell: glommio::channels::local_channel::new_bounded(1),
     });
@@ -631,6 +635,23 @@ async fn fetch(
         let timeout = async { glommio::timer::sleep(Duration::from_millis(max_wait_ms as u64)).await };
         future::or(wait, timeout).await;
     }
+    // A read of history takes a slot first (see `history_reads`); the tail in memory is free.
+    let _slot = if log.read_would_hit_disk(offset) {
+        let metrics = state.stats();
+        metrics.history_reads.fetch_add(1, Relaxed);
+        if state.history_reads.available() == 0 {
+            metrics.history_read_waits.fetch_add(1, Relaxed);
+        }
+        Some(
+            state
+                .history_reads
+                .acquire_permit(1)
+                .await
+                .map_err(|e| Failure::new(ErrorCode::UnknownServerError, e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let read = log.read(offset, max_bytes.max(1) as usize).await?;
     Ok((read.bytes, PartitionOffsets { log_start: read.log_start, high_watermark: read.readable_end }))
 }

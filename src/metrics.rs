@@ -90,6 +90,10 @@ pub struct ShardMetrics {
     pub partitions: AtomicU64,
     /// Bytes the partitions' caches of recent appends hold (published once a second).
     pub cache_bytes: AtomicU64,
+    /// Fetch reads that went to the disk, and those of them that waited for a slot
+    /// (`--history-reads-per-shard`).
+    pub history_reads: AtomicU64,
+    pub history_read_waits: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -257,6 +261,18 @@ impl Collector for BrokerCollector {
             "network_sent_bytes",
             "Bytes written to client connections",
             shards().map(|(s, sm)| (shard_label(s), sm.bytes_out.load(Relaxed))),
+        )?;
+        counter(
+            &mut encoder,
+            "history_reads",
+            "Fetch reads of history (from disk, not the caches of recent appends)",
+            shards().map(|(s, sm)| (shard_label(s), sm.history_reads.load(Relaxed))),
+        )?;
+        counter(
+            &mut encoder,
+            "history_read_waits",
+            "History reads that waited for a slot (--history-reads-per-shard all taken)",
+            shards().map(|(s, sm)| (shard_label(s), sm.history_read_waits.load(Relaxed))),
         )?;
         gauge(
             &mut encoder,

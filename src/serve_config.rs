@@ -45,6 +45,10 @@ pub struct ServeConfig {
     pub shutdown_timeout_ms: u64,
     /// How often each shard applies retention and compaction to its partitions, in milliseconds.
     pub maintenance_interval_ms: u64,
+    /// Fetch reads of history (from disk, below the partitions' caches of recent appends) run at
+    /// once per shard; more wait their turn, so consumers catching up cannot queue so much disk
+    /// I/O in front of appends that producers stall.
+    pub history_reads_per_shard: usize,
     /// Kafka's `auto.create.topics.enable`, on the Kafka listener only: a Metadata request naming
     /// a topic that does not exist (and allowing auto-creation) creates it.
     pub auto_create_topics: bool,
@@ -70,6 +74,7 @@ impl Default for ServeConfig {
             max_connections_per_shard: 1024,
             shutdown_timeout_ms: 10_000,
             maintenance_interval_ms: 30_000,
+            history_reads_per_shard: 1,
             auto_create_topics: true,
             default_partitions: 1,
             group_initial_rebalance_delay_ms: 3_000,
@@ -122,6 +127,12 @@ pub struct ServeArgs {
     /// [default: 30000]
     #[arg(long, env = "KEEL_MAINTENANCE_INTERVAL_MS", value_name = "MS")]
     pub maintenance_interval_ms: Option<u64>,
+    /// Fetch reads of history (partition data older than the caches of recent appends, read from
+    /// disk) that run at once on each shard; further ones wait their turn, so consumers catching
+    /// up on a backlog share the disk with appends instead of queueing so much I/O in front of
+    /// them that producers stall. Reads served from memory are never held [default: 1]
+    #[arg(long, env = "KEEL_HISTORY_READS_PER_SHARD", value_name = "N")]
+    pub history_reads_per_shard: Option<usize>,
     /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with
     /// --default-partitions partitions and default configs, as Kafka's auto.create.topics.enable
     /// [default: true]
@@ -177,6 +188,7 @@ struct FileConfig {
     max_connections_per_shard: Option<usize>,
     shutdown_timeout_ms: Option<u64>,
     maintenance_interval_ms: Option<u64>,
+    history_reads_per_shard: Option<usize>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -229,6 +241,10 @@ impl ServeArgs {
                 .maintenance_interval_ms
                 .or(file.maintenance_interval_ms)
                 .unwrap_or(d.maintenance_interval_ms),
+            history_reads_per_shard: self
+                .history_reads_per_shard
+                .or(file.history_reads_per_shard)
+                .unwrap_or(d.history_reads_per_shard),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(d.auto_create_topics),
             default_partitions: self.default_partitions.or(file.default_partitions).unwrap_or(d.default_partitions),
             group_initial_rebalance_delay_ms: self
@@ -281,6 +297,9 @@ impl ServeConfig {
         }
         if self.maintenance_interval_ms == 0 {
             return Err(ConfigError("maintenance_interval_ms must be at least 1".into()));
+        }
+        if self.history_reads_per_shard == 0 {
+            return Err(ConfigError("history_reads_per_shard must be at least 1".into()));
         }
         // Every shard binds the listeners' address (SO_REUSEPORT): port 0 would give each shard
         // its own port.
@@ -404,6 +423,8 @@ mod tests {
         assert!(err.0.contains("per shard"), "{err}");
         let err = ServeArgs { max_frame_bytes: Some(5 << 30), ..ServeArgs::default() }.resolve(2).unwrap_err();
         assert!(err.0.contains("max_frame_bytes"), "{err}");
+        let err = ServeArgs { history_reads_per_shard: Some(0), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("history_reads_per_shard"), "{err}");
         let missing = ServeArgs { config: Some("/nonexistent/keel.toml".into()), ..ServeArgs::default() };
         assert!(missing.resolve(2).unwrap_err().0.contains("cannot read"));
     }

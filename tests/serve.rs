@@ -783,6 +783,86 @@ fn metrics_on_the_admin_listener() {
     assert!(broker.stop().success());
 }
 
+/// Fetch reads of history (here: everything, after a restart emptied the caches of recent
+/// appends) take one of `--history-reads-per-shard` slots: with one slot, a fetch of four
+/// partitions on one shard runs its four disk reads one after another (the later ones counted as
+/// waits); with eight, none waits. Either way every batch comes back as produced.
+#[test]
+fn history_reads_take_turns_for_a_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let slots = |n: &str| ["--cores", "1", "--history-reads-per-shard", n].map(String::from);
+    let port = free_port();
+    let start = |n: &str| Broker::start_with(dir.path(), port, &slots(n).each_ref().map(String::as_str));
+    let broker = start("1");
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "history", 4), ErrorCode::None);
+    let mut sent: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 4];
+    // ~20 KiB per partition: after the restart only the partial last page is cached.
+    for i in 0..20 {
+        for (p, batches) in sent.iter_mut().enumerate() {
+            let b = batch(p as u32, i);
+            assert_eq!(produce(&mut client, "history", p as u32, b.clone()).0, ErrorCode::None);
+            batches.push(b);
+        }
+    }
+    drop(client);
+    assert!(broker.stop().success());
+
+    let fetch_everything = |addr| {
+        let mut client = Client::connect(addr);
+        let req = FetchRequest {
+            max_wait_ms: 0,
+            min_bytes: 0,
+            max_bytes: 8 << 20,
+            topics: vec![FetchTopic {
+                name: "history".into(),
+                partitions: (0..4)
+                    .map(|p| FetchPartition {
+                        partition: PartitionId(p),
+                        fetch_offset: Offset(0),
+                        partition_max_bytes: 1 << 20,
+                    })
+                    .collect(),
+            }],
+        };
+        let Ok(Response::Fetch(r)) = client.call(Request::Fetch(req)) else { panic!("fetch failed") };
+        r.topics[0].partitions.iter().map(|p| (p.error_code, p.records.len())).collect::<Vec<_>>()
+    };
+    let counters = |broker: &Broker| {
+        let (status, text) = http_get(broker.admin, "/metrics");
+        assert_eq!(status, 200);
+        let reads = sample(&text, "keel_history_reads_total{shard=\"0\"}").expect("history reads counted");
+        let waits = sample(&text, "keel_history_read_waits_total{shard=\"0\"}").expect("waits counted");
+        (reads, waits)
+    };
+    let stored_len = |p: usize| sent[p].iter().map(Vec::len).sum::<usize>();
+    for (n, waited) in [("1", true), ("8", false)] {
+        let broker = start(n);
+        let answers = fetch_everything(broker.addr);
+        for (p, (code, len)) in answers.iter().enumerate() {
+            assert_eq!(*code, ErrorCode::None, "slots {n}, partition {p}");
+            assert_eq!(*len, stored_len(p), "slots {n}, partition {p}: all twenty batches");
+        }
+        let (reads, waits) = counters(&broker);
+        assert_eq!(reads, 4.0, "slots {n}: one disk read per partition");
+        if waited {
+            assert!(waits >= 1.0, "one slot, four reads at once: some waited ({waits})");
+        } else {
+            assert_eq!(waits, 0.0, "eight slots, four reads: none waited");
+        }
+        let mut client = Client::connect(broker.addr);
+        for p in 0..4u32 {
+            // Stored batches differ from the sent ones only in base offset and leader epoch
+            // (the first 16 bytes); from the magic byte on (CRC included) they are the same.
+            let tails = |batches: &[Vec<u8>]| batches.iter().map(|b| b[16..].to_vec()).collect::<Vec<_>>();
+            let fetched = fetch_all(&mut client, "history", p);
+            assert_eq!(tails(&fetched), tails(&sent[p as usize]), "slots {n}, partition {p}");
+        }
+        drop(client);
+        assert!(broker.stop().success());
+    }
+}
+
 /// Fetch `min_bytes`: the answer waits until the partitions together hold that much (or
 /// `max_wait_ms` passes, then it returns what there is).
 #[test]

@@ -800,6 +800,17 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
     }
 
+    /// Whether a [`Log::read`] at `from` would now go to the disk: history below the tail of
+    /// recent appends kept in memory. The broker bounds how many such reads run at once, so
+    /// consumers catching up cannot fill the device queue in front of appends. A hint only: a
+    /// roll or an eviction may change the answer before the read.
+    pub fn read_would_hit_disk(&self, from: u64) -> bool {
+        match self.plan_read(from) {
+            Ok(Some(plan)) => plan.cache_start.is_none_or(|cached_from| plan.start < cached_from),
+            _ => false,
+        }
+    }
+
     fn plan_read(&self, from: u64) -> Result<Option<ReadPlan<D::File>>> {
         let st = self.state.borrow();
         st.check_open()?;

@@ -152,3 +152,29 @@ fn segments_roll_by_age_and_retention_deletes_by_time_and_size() {
     let (log, _) = block_on(keel_storage::Log::open(disk.dir("p0"), clock, small_config())).unwrap();
     assert_eq!(log.offsets().log_start, start);
 }
+
+/// `read_would_hit_disk` tells reads of history (sealed segments, or the active one below the
+/// tail kept in memory) from reads the tail serves; the broker gates only the former.
+#[test]
+fn reads_of_history_are_told_from_reads_of_the_tail() {
+    let disk = SimDisk::new(3);
+    let clock = SimClock::new(1_000);
+    let config = LogConfig { tail_cache_bytes: 64 << 10, ..small_config() };
+    let log = open(&disk, &clock, config.clone());
+    for i in 0..40u64 {
+        block_on(log.append(&batch(i, 1, 1, 1_000, 1_000 + i as i64), 1)).unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() > 1, "16 KiB segments must have rolled: {bases:?}");
+    let active = *bases.last().unwrap();
+    assert!(log.read_would_hit_disk(0), "a sealed segment is read from disk");
+    assert!(!log.read_would_hit_disk(active), "the active segment's start is in the tail");
+    assert!(!log.read_would_hit_disk(39), "the last record is in the tail");
+    assert!(!log.read_would_hit_disk(40), "nothing to read at the end: no disk read");
+    // After a reopen the tail holds only the partial last page: the active segment's start is
+    // history now.
+    block_on(log.close()).unwrap();
+    let (log, _) = block_on(keel_storage::Log::open(disk.dir("p0"), clock.clone(), config)).unwrap();
+    assert!(log.read_would_hit_disk(active));
+    assert!(log.read_would_hit_disk(0));
+}
