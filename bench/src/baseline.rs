@@ -1,12 +1,14 @@
 //! `keel-bench baseline disk`: the physical limits of the disk under a directory, measured with the
 //! same I/O path the storage engine uses (glommio `DmaFile`, O_DIRECT, io_uring, one pinned core).
 //!
-//! Two figures:
+//! Three figures:
 //! - sustained sequential write throughput: aligned writes of `--block-bytes`, `--in-flight` of
 //!   them outstanding at once, for `--duration-secs`, plus one closing `fdatasync` inside the
 //!   timed interval;
 //! - the latency of one durable small append: a 4 KiB aligned write at the next position followed
-//!   by `fdatasync`, `--fsync-samples` times.
+//!   by `fdatasync`, `--fsync-samples` times;
+//! - the latency of one 64 KiB write at the next position without `fdatasync`, as many times:
+//!   the floor of an append acknowledged once written (`acks=1`, `fsync.policy=never`).
 //!
 //! The scratch files are O_TMPFILE files where the filesystem supports it (unnamed, so they vanish
 //! even if the process is killed); elsewhere a named `.keel-bench-*` file that is truncated and
@@ -26,6 +28,9 @@ use glommio::io::{DmaFile, OpenOptions};
 use serde::Serialize;
 
 use crate::report::{self, LatencySummary};
+
+/// Size of the write-only latency samples: a typical append of a few dozen 1 KiB records.
+const WRITE_LATENCY_BYTES: u64 = 64 << 10;
 
 /// Alignment of every write: the page size, a multiple of any logical block size.
 const ALIGN: u64 = 4096;
@@ -85,6 +90,11 @@ pub struct DiskBaseline {
     /// The file size at which writes wrapped to offset 0 (0: they never wrapped).
     pub wrapped_at_bytes: u64,
     pub fsync_latency_us: LatencySummary,
+    /// One `write_latency_bytes` O_DIRECT write at the next position, no fdatasync: the floor of
+    /// an append that waits only for its write (`acks=1` under `fsync.policy=never`), and so of
+    /// the end-to-end latency of records a consumer may read only once they are written.
+    pub write_latency_us: LatencySummary,
+    pub write_latency_bytes: u64,
     /// Write of `group_bytes` + fdatasync, each at the next position of a growing file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_fsync_latency_us: Option<LatencySummary>,
@@ -126,10 +136,11 @@ pub async fn measure_disk_here(args: &DiskArgs) -> Result<DiskBaseline, String> 
 
     let seq =
         sequential_write(dir, io_bytes, args.in_flight, Duration::from_secs_f64(args.duration_secs), wrap_at).await?;
-    let fsync = fsync_latency(dir, ALIGN, args.fsync_samples).await?;
+    let fsync = append_latency(dir, ALIGN, args.fsync_samples, true).await?;
+    let write = append_latency(dir, WRITE_LATENCY_BYTES.min(max_io), args.fsync_samples, false).await?;
     let group = if args.group_bytes > 0 {
         let samples = (args.fsync_samples / 4).max(1);
-        Some(fsync_latency(dir, args.group_bytes.min(max_io), samples).await?)
+        Some(append_latency(dir, args.group_bytes.min(max_io), samples, true).await?)
     } else {
         None
     };
@@ -143,6 +154,8 @@ pub async fn measure_disk_here(args: &DiskArgs) -> Result<DiskBaseline, String> 
         bytes_written: seq.bytes,
         wrapped_at_bytes: if seq.wrapped { wrap_at } else { 0 },
         fsync_latency_us: fsync,
+        write_latency_us: write,
+        write_latency_bytes: WRITE_LATENCY_BYTES.min(max_io),
         group_fsync_latency_us: group,
         group_bytes: args.group_bytes.min(max_io),
     })
@@ -192,6 +205,11 @@ pub fn print_human(r: &DiskBaseline) {
         );
     }
     println!("  4 KiB write + fdatasync latency: {}", r.fsync_latency_us.human());
+    println!(
+        "  {} write latency (no fdatasync): {}",
+        report::fmt_bytes(r.write_latency_bytes),
+        r.write_latency_us.human()
+    );
     if let Some(group) = &r.group_fsync_latency_us {
         println!("  {} write + fdatasync latency: {}", report::fmt_bytes(r.group_bytes), group.human());
     }
@@ -380,14 +398,21 @@ async fn sequential_write_into(
 }
 
 /// `samples` times: write one `bytes` block at the next position, then fdatasync; each pair timed.
-async fn fsync_latency(dir: &Path, bytes: u64, samples: u64) -> Result<LatencySummary, String> {
+/// Latency of a `bytes` write at the next position of a growing file, each followed by an
+/// fdatasync when `sync` (a durable append) or not (what an `acks=1` append waits for).
+async fn append_latency(dir: &Path, bytes: u64, samples: u64, sync: bool) -> Result<LatencySummary, String> {
     let scratch = ScratchFile::create(dir).await?;
-    let result = fsync_latency_into(&scratch.file, bytes, samples).await;
+    let result = append_latency_into(&scratch.file, bytes, samples, sync).await;
     scratch.discard().await;
     result
 }
 
-async fn fsync_latency_into(file: &Rc<DmaFile>, bytes: u64, samples: u64) -> Result<LatencySummary, String> {
+async fn append_latency_into(
+    file: &Rc<DmaFile>,
+    bytes: u64,
+    samples: u64,
+    sync: bool,
+) -> Result<LatencySummary, String> {
     let mut buf = file.alloc_dma_buffer(bytes as usize);
     report::fill_pseudo_random(buf.as_bytes_mut(), 0x2545_F491_4F6C_DD1D);
     let buf = Rc::new(buf);
@@ -402,9 +427,11 @@ async fn fsync_latency_into(file: &Rc<DmaFile>, bytes: u64, samples: u64) -> Res
         if n as u64 != bytes {
             return Err(format!("short {bytes}-byte write at {pos}: {n} bytes"));
         }
-        file.fdatasync().await.map_err(|e| {
-            format!("fdatasync after the {bytes}-byte write at {pos} failed: {}", std::io::Error::from(e))
-        })?;
+        if sync {
+            file.fdatasync().await.map_err(|e| {
+                format!("fdatasync after the {bytes}-byte write at {pos} failed: {}", std::io::Error::from(e))
+            })?;
+        }
         report::record_us(&mut hist, t0.elapsed());
     }
     Ok(LatencySummary::from_histogram(&hist))

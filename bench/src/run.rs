@@ -434,11 +434,14 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
         Some(d) => {
             let _ = writeln!(
                 md,
-                "- disk ({}): {:.0} MB/s sequential O_DIRECT; 4 KiB write + fdatasync p50 {}, p99 {}",
+                "- disk ({}): {:.0} MB/s sequential O_DIRECT; 4 KiB write + fdatasync p50 {}, p99 {}; \
+                 64 KiB write alone p50 {}, p99 {}",
                 d["dir"].as_str().unwrap_or("?"),
                 f(d, "mb_per_s").unwrap_or(0.0),
                 lat(d, "fsync_latency_us", "p50"),
-                lat(d, "fsync_latency_us", "p99")
+                lat(d, "fsync_latency_us", "p99"),
+                lat(d, "write_latency_us", "p50"),
+                lat(d, "write_latency_us", "p99")
             );
         }
         None => md.push_str("- disk: not measured (no `--disk-dir`)\n"),

@@ -488,7 +488,14 @@ paused_for = "1500ms"
     let cpus = std::thread::available_parallelism().unwrap().get() as u64;
     assert_eq!(result["machine"]["cpus"].as_u64(), Some(cpus), "{}", result["machine"]);
     assert!(result["baselines"]["net"]["mb_per_s"].as_f64().unwrap() > 0.0);
-    assert!(result["baselines"]["disk"]["mb_per_s"].as_f64().unwrap() > 0.0);
+    let disk = &result["baselines"]["disk"];
+    assert!(disk["mb_per_s"].as_f64().unwrap() > 0.0);
+    // Both latency floors, each from its own 2000 samples: durable appends and plain writes.
+    for floor in ["fsync_latency_us", "write_latency_us"] {
+        assert_eq!(disk[floor]["samples"].as_u64(), Some(2000), "{floor}: {disk}");
+        assert!(disk[floor]["p50"].as_u64().unwrap() > 0, "{floor}: {disk}");
+    }
+    assert_eq!(disk["write_latency_bytes"].as_u64(), Some(65536), "{disk}");
     let targets = result["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 2);
     for (t, url) in targets.iter().zip([&native, &kafka]) {
