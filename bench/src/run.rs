@@ -192,6 +192,7 @@ fn run_target(workload: &Workload, target: &Target, topic: &str, args: &RunArgs)
             consumers: plan.consumers,
             fetch_max_bytes: plan.fetch_max_bytes,
             consumers_paused_for: plan.consumers_paused_for,
+            group: plan.group,
         })
     };
     match measured {

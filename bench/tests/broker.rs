@@ -172,6 +172,24 @@ fn check_config(v: &Value, kind: &str, topic: &str, partitions: u64) {
     assert!(v["mb_per_s"].as_f64().is_some() && v["records_per_s"].as_f64().is_some(), "{v}");
 }
 
+/// An e2e run with drawn value sizes and compression: the codec and distribution echoed, every
+/// acknowledged record read back exactly once, and MB/s / records/s (the bytes per record
+/// counted) near `mean_bytes`, the value + key bytes a record averages.
+fn check_sized_compressed(v: &Value, codec: &str, distribution: &str, mean_bytes: f64) {
+    assert_eq!((v["compression"].as_str(), v["record_bytes"].is_null()), (Some(codec), true), "{v}");
+    assert!(v["value_sizes"].as_str().unwrap().starts_with(distribution), "{v}");
+    let acked = u(v, "records_acked");
+    assert!(acked > 0 && u(v, "records_consumed") == acked, "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+    let per_record = v["mb_per_s"].as_f64().unwrap() * 1e6 / v["records_per_s"].as_f64().unwrap();
+    assert!(
+        (per_record / mean_bytes - 1.0).abs() < 0.1,
+        "{per_record:.0} bytes counted per record, not ~{mean_bytes:.0}: {v}"
+    );
+    let consumed = v["consume_mb_per_s"].as_f64().unwrap() * 1e6 / v["consume_records_per_s"].as_f64().unwrap();
+    assert!((consumed / mean_bytes - 1.0).abs() < 0.1, "{consumed:.0} bytes per record consumed: {v}");
+}
+
 const SHORT: [&str; 4] = ["--duration", "2s", "--warmup", "500ms"];
 
 #[test]
@@ -285,6 +303,45 @@ fn subcommands_against_a_real_broker() {
     assert!(u(&v, "records_acked") > 0);
     assert_eq!(u(&v, "records_consumed"), u(&v, "records_acked"), "{v}");
     assert_eq!(v["verification"]["ok"], true, "{v}");
+
+    // e2e with drawn value sizes in zstd-compressed batches: the broker takes them, consumers
+    // decompress and check every record, and MB/s counts the sizes actually sent.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "e2e-zstd", "--partitions", "3", "--consumers", "2"][..],
+            &["--rate", "3000", "--record-bytes-dist", "lognormal:median=500,sigma=0.8,min=28,max=8KiB"],
+            &["--compression", "zstd", "--key-bytes", "8", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    check_sized_compressed(&v, "zstd", "lognormal:", 8.0 + 500.0 * 0.32f64.exp());
+    // Closed loop, fixed sizes (the templates) compressed.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "e2e-lz4", "--partitions", "2", "--consumers", "1"][..],
+            &["--record-bytes", "300", "--compression", "lz4", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["compression"], "lz4", "{v}");
+    assert!(u(&v, "records_acked") > 0 && u(&v, "records_consumed") == u(&v, "records_acked"), "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+
+    // keel://: a group divides the partitions statically and commits the consumers' positions.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "e2e-group", "--partitions", "3", "--consumers", "2"][..],
+            &["--rate", "3000", "--record-bytes", "100", "--group", "native-readers", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["group"], "native-readers", "{v}");
+    assert_eq!(u(&v, "records_consumed"), u(&v, "records_acked"), "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+    assert!(v["verification"].get("redelivered").is_none(), "no rebalances natively: {v}");
 
     // A topic that exists with another partition count is refused, not silently used.
     let out = bench(&["produce", "--target", t, "--topic", "e2e", "--partitions", "5", "--duration", "1s"]);
@@ -404,6 +461,69 @@ fn kafka_target_against_a_real_broker() {
     assert_eq!(v["verification"]["ok"], true, "{v}");
     assert!(u(&v, "requests") > 0, "the wire producer counts its requests: {v}");
     assert!(v["client_cpu_s"].as_f64().unwrap() > 0.0, "{v}");
+
+    // Drawn sizes compressed by librdkafka (compression.type), then by the wire producer.
+    for (topic, producer, codec) in [("k-lz4", "librdkafka", "lz4"), ("k-wire-snappy", "wire", "snappy")] {
+        let v = bench_json(
+            &[
+                &["e2e", "--target", t, "--topic", topic, "--partitions", "3", "--consumers", "2"][..],
+                &["--rate", "3000", "--record-bytes-dist", "uniform:min=28,max=2000", "--compression", codec],
+                &["--kafka-producer", producer, "--json"],
+                &SHORT,
+            ]
+            .concat(),
+        );
+        check_sized_compressed(&v, codec, "uniform:", 1014.0);
+    }
+    // A consumer group: librdkafka members subscribe and are rebalanced as they join; whatever
+    // is read again from a committed offset counts as redelivered, and nothing may be missing.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "k-group", "--partitions", "4", "--consumers", "2"][..],
+            &["--rate", "3000", "--record-bytes", "200", "--group", "bench-readers", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["group"], "bench-readers", "{v}");
+    let acked = u(&v, "records_acked");
+    assert!(acked > 0 && u(&v["verification"], "expected") == acked, "{v}");
+    assert_eq!(v["verification"]["ok"], true, "{v}");
+    let redelivered = u(&v["verification"], "redelivered");
+    assert_eq!(u(&v, "records_consumed"), acked + redelivered, "{v}");
+
+    // The wire producer sends zstd, which Keel's Kafka listener takes as it is.
+    let v = bench_json(
+        &[
+            &["produce", "--target", t, "--topic", "k-wire-zstd", "--partitions", "3", "--kafka-producer", "wire"][..],
+            &["--record-bytes-dist", "normal:mean=600,stddev=100,min=100,max=1100", "--compression", "zstd", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["compression"], "zstd", "{v}");
+    assert!(u(&v, "records_acked") > 0 && u(&v, "records_acked") == u(&v, "records_sent"), "{v}");
+    let per_record = v["mb_per_s"].as_f64().unwrap() * 1e6 / v["records_per_s"].as_f64().unwrap();
+    assert!((per_record - 600.0).abs() < 30.0, "{per_record:.0} bytes counted per record: {v}");
+    // librdkafka is built without zlib and zstd: refused by name, before anything runs.
+    let out = bench(&["produce", "--target", t, "--topic", "k-lz4", "--partitions", "3", "--compression", "gzip"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("built without gzip"), "{out:?}");
+    let out = bench(&[
+        "e2e",
+        "--target",
+        t,
+        "--topic",
+        "k-lz4",
+        "--partitions",
+        "3",
+        "--compression",
+        "zstd",
+        "--kafka-producer",
+        "wire",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the kafka:// consumers"), "{out:?}");
     // Closed loop: every request carries several partitions (librdkafka's carry one).
     let v = bench_json(
         &[

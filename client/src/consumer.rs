@@ -268,7 +268,8 @@ pub(crate) fn decode_records(
     Ok(next)
 }
 
-/// The records of one data batch at or above `from`.
+/// The records of one data batch at or above `from`. A compressed batch (as Kafka clients
+/// send them) is decompressed into a buffer of its own that its records then share.
 fn decode_batch(
     partition: u32,
     data: &Bytes,
@@ -276,8 +277,18 @@ fn decode_batch(
     from: u64,
     out: &mut Vec<ConsumedRecord>,
 ) -> Result<(), DecodeError> {
-    let share = |b: &[u8]| data.slice_ref(b);
-    for record in view.records()? {
+    let section = view.decompressed_records()?;
+    let (owner, base) = if section.is_decompressed() {
+        (Bytes::copy_from_slice(section.as_bytes()), section.as_bytes().as_ptr() as usize)
+    } else {
+        (data.clone(), data.as_ptr() as usize)
+    };
+    // `b` borrows from `section`; the same bytes of `owner`.
+    let share = |b: &[u8]| {
+        let at = b.as_ptr() as usize - base;
+        owner.slice(at..at + b.len())
+    };
+    for record in section.records() {
         let record = record?;
         let Ok(offset) = u64::try_from(record.offset(view.base_offset())) else { continue };
         if offset < from {
@@ -299,7 +310,7 @@ fn decode_batch(
 
 #[cfg(test)]
 mod tests {
-    use keel_storage::batch::{set_base_offset, BatchBuilder};
+    use keel_storage::batch::{set_base_offset, BatchBuilder, Compression};
 
     use super::*;
 
@@ -325,6 +336,25 @@ mod tests {
         assert_eq!(values(&out), [(11, "b".into()), (12, "c".into()), (13, "d".into())]);
         assert!(out.iter().all(|r| r.partition == 2 && r.timestamp_ms == 1_000 && r.key.as_deref() == Some(b"k")));
         assert_eq!(out[0].headers, [(Bytes::from_static(b"h"), None)]);
+    }
+
+    #[test]
+    fn compressed_batches_are_decompressed() {
+        let plain = batch(20, &["x"]);
+        for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let mut b = BatchBuilder::new().compression(codec);
+            for v in ["e", "f", "g"] {
+                b.push(1_000, Some(b"k"), Some(v.as_bytes()), &[(b"h", None)]);
+            }
+            let mut packed = b.build();
+            set_base_offset(&mut packed, 21);
+            let data: Bytes = [plain.as_slice(), &packed].concat().into();
+            let mut out = Vec::new();
+            assert_eq!(decode_records(1, &data, 20, &mut out).unwrap(), 24, "{codec}");
+            let want: Vec<(u64, String)> = vec![(20, "x".into()), (21, "e".into()), (22, "f".into()), (23, "g".into())];
+            assert_eq!(values(&out), want, "{codec}");
+            assert!(out.iter().all(|r| r.key.as_deref() == Some(b"k") && r.headers.len() == 1), "{codec}");
+        }
     }
 
     #[test]

@@ -4,8 +4,12 @@ use std::{fmt, time::Duration};
 
 use clap::{Args, ValueEnum};
 use keel_client::{Acks, StartAt};
+use keel_storage::batch::Compression;
 
-use super::keys::{KeyDistribution, KeySpec};
+use super::{
+    keys::{KeyDistribution, KeySpec},
+    sizes::SizeDistribution,
+};
 
 /// Flags every broker benchmark takes.
 #[derive(Debug, Clone, Args)]
@@ -31,8 +35,23 @@ pub struct CommonArgs {
     /// Bytes of each record's value (KiB/MiB and KB/MB suffixes accepted). MB/s counts value +
     /// key bytes, not record or batch framing. Values start with a 28-byte stamp (intended send
     /// time, run id, producer, sequence number) when they are at least that long; e2e needs it.
+    /// --record-bytes-dist draws sizes instead.
     #[arg(long, default_value = "1024", value_parser = crate::parse_size)]
     pub record_bytes: u64,
+    /// Instead of --record-bytes: draw each record's value size from a distribution, the same
+    /// sizes in every run (seeded per producer). NAME:KEY=VALUE,... with sizes in bytes or with
+    /// units: uniform:min=100,max=2000 (every size equally likely);
+    /// normal:mean=1024,stddev=256,min=64,max=4096 (rounded and clamped to min..max);
+    /// lognormal:median=1KiB,sigma=0.5,min=28,max=64KiB (a long tail of large values);
+    /// fixed:bytes=N. MB/s then counts the bytes actually sent; e2e needs min ≥ 28 (the stamp).
+    #[arg(long, value_name = "NAME:KEY=VALUE,...", value_parser = SizeDistribution::parse, conflicts_with = "record_bytes")]
+    pub record_bytes_dist: Option<SizeDistribution>,
+    /// How compressible record values are, 0 to 1: after the stamp, a value is pseudo-random
+    /// bytes in which about this fraction repeats bytes a little earlier in the payload (copies
+    /// of 16 to 64 bytes), so LZ-style codecs shrink it to roughly 1 − this (text or JSON is
+    /// about 0.5 to 0.8). 0 = incompressible. Only matters with --compression.
+    #[arg(long, default_value_t = 0.5)]
+    pub value_compressibility: f64,
     /// Bytes of each record's key; 0 = keyless records, spread round-robin over the partitions
     /// record by record. With keys, each record carries one of --key-count distinct random keys
     /// (chosen by --key-distribution) and goes to its key's partition (Kafka's murmur2
@@ -106,6 +125,37 @@ pub struct ProducerArgs {
     /// clusters only.
     #[arg(long, value_enum, default_value_t = KafkaProducerArg::Librdkafka)]
     pub kafka_producer: KafkaProducerArg,
+    /// Codec of the producers' batches (Kafka's codecs, byte-compatible with its clients): each
+    /// partition's batch is compressed as a whole. keel:// (and --kafka-producer wire):
+    /// keel-bench compresses the records section of every batch itself, so the compression
+    /// CPU is the client's; --batch-bytes and --max-request-bytes still bound the uncompressed
+    /// bytes. kafka:// with librdkafka: its compression.type. keel-bench's librdkafka is built
+    /// without zlib and zstd: against kafka://, gzip and zstd only with --kafka-producer wire and
+    /// no consumers (produce). Throughput still counts uncompressed value + key bytes.
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+}
+
+/// The codec of `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    pub fn codec(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 /// The client of `--kafka-producer`.
@@ -166,6 +216,16 @@ pub struct E2eArgs {
     /// latency then includes the time records waited in the backlog.
     #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
     pub consumers_paused_for: Duration,
+    /// Consume as consumer group NAME, its offsets committed as the consumers go (the group
+    /// starts at the topic's end). kafka://: the consumers subscribe with group.id NAME
+    /// (librdkafka's group membership, rebalances and auto-commit every second) instead of
+    /// being assigned partitions; a record read again after a rebalance counts as redelivered,
+    /// not as a duplicate, and offset gaps are not checked (partitions move between consumers);
+    /// loss and reordering still fail the run. keel://: the native protocol has no group
+    /// membership, so partitions are divided as without a group and each consumer commits its
+    /// positions to NAME every second.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -240,6 +300,11 @@ pub struct Target {
 }
 
 impl CommonArgs {
+    /// Value sizes: --record-bytes-dist, or every value --record-bytes long.
+    pub fn value_sizes(&self) -> SizeDistribution {
+        self.record_bytes_dist.unwrap_or(SizeDistribution::Fixed(self.record_bytes))
+    }
+
     pub fn key_spec(&self) -> KeySpec {
         KeySpec {
             key_bytes: self.key_bytes as usize,

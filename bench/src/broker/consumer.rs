@@ -8,6 +8,14 @@
 //! dense, and the sum of the offsets of each (producer, partition)'s records is compared with the
 //! offsets the broker acknowledged. End-to-end latency: the moment the Fetch response carrying a
 //! record was decoded minus the record's intended send time (its stamp).
+//!
+//! With a consumer group on kafka:// (`--group`), librdkafka assigns the partitions and moves
+//! them on a rebalance; the new owner resumes at the last committed offset, so records may be
+//! read twice. Every consumer then tracks every partition: a record its own bitmap already has is
+//! redelivered (not a duplicate), records read by several consumers are merged at the end (see
+//! `verify`), and offset gaps are not counted. A record never read, or read after a later one
+//! of its (producer, partition) by the same consumer without having been read before, still
+//! fails the run.
 
 use std::{
     sync::{atomic::Ordering, Arc},
@@ -28,6 +36,12 @@ use crate::report;
 const POLL_WAIT: Duration = Duration::from_millis(100);
 /// Sequence numbers above this are not from a producer of this run (a corrupt stamp).
 const MAX_SEQ: u64 = 1 << 36;
+/// How often a keel:// group consumer commits its positions.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// A kafka:// group consumer stops once the producers are done, the consumers together have read
+/// as many records as were sent, and it has read nothing for this long: which partitions are
+/// whose is the group's business, so it cannot tell what it still owes by itself.
+const GROUP_IDLE: Duration = Duration::from_secs(2);
 
 pub enum Mode {
     /// `consume`: count until the end of the schedule or, if asked, until caught up with the high
@@ -77,6 +91,20 @@ impl Source {
         }
     }
 
+    /// Commits the positions to `group` (keel://; librdkafka commits a group's offsets itself).
+    fn commit(&mut self, topic: &str, group: &str) -> Result<(), String> {
+        match self {
+            Source::Native(consumer) => {
+                let positions = consumer.positions().to_vec();
+                consumer
+                    .client()
+                    .commit_offsets(group, topic, &positions)
+                    .map_err(|e| format!("cannot commit to group {group}: {e}"))
+            }
+            Source::Kafka(_) => Ok(()),
+        }
+    }
+
     /// Stops (`false`) or restarts fetching. The native consumer only fetches inside `poll`;
     /// librdkafka prefetches in the background, so it is paused explicitly.
     fn set_fetching(&mut self, on: bool) -> Result<(), String> {
@@ -100,6 +128,8 @@ pub struct ConsumerPlan {
     pub mode: Mode,
     /// Read nothing until this long after t0 (a backlog builds up, then is caught up with).
     pub paused_for: Duration,
+    /// Consume as this consumer group (kafka://: subscribed, `partitions` = all of them).
+    pub group: Option<String>,
 }
 
 /// What one (producer, partition) pair's records looked like to the consumer.
@@ -115,6 +145,37 @@ pub struct SeenPair {
 }
 
 impl SeenPair {
+    /// Marks sequence number `seq` read at `offset`; false if it had been read already.
+    pub fn mark(&mut self, seq: u64, offset: u64) -> bool {
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if self.bits.len() <= word {
+            self.bits.resize((word + 1).next_power_of_two(), 0);
+        }
+        if self.bits[word] & bit != 0 {
+            return false;
+        }
+        self.bits[word] |= bit;
+        self.distinct += 1;
+        self.offset_sum = self.offset_sum.wrapping_add(offset);
+        true
+    }
+
+    /// What several consumers read of one pair, each record once. The offset sum is only
+    /// meaningful if at most one of them read anything.
+    pub fn merge(pairs: &[&SeenPair]) -> SeenPair {
+        let words = pairs.iter().map(|s| s.bits.len()).max().unwrap_or(0);
+        let mut bits = vec![0u64; words];
+        for s in pairs {
+            for (w, b) in bits.iter_mut().zip(&s.bits) {
+                *w |= b;
+            }
+        }
+        let distinct = bits.iter().map(|w| u64::from(w.count_ones())).sum();
+        let readers: Vec<_> = pairs.iter().filter(|s| s.distinct > 0).collect();
+        let offset_sum = if readers.len() == 1 { readers[0].offset_sum } else { 0 };
+        SeenPair { bits, distinct, offset_sum, next_seq: 0 }
+    }
+
     /// Distinct records read with a sequence number below `n`.
     pub fn count_below(&self, n: u64) -> u64 {
         let full = (n / 64) as usize;
@@ -146,6 +207,8 @@ pub struct ConsumerTally {
     /// Records without this run's stamp (e2e).
     pub foreign: u64,
     pub duplicates: u64,
+    /// Group consumers: records read again after a rebalance (not counted as duplicates).
+    pub redelivered: u64,
     pub out_of_order: u64,
     /// Records whose offset is not one past the previous record read from its partition.
     pub offset_gaps: u64,
@@ -155,27 +218,35 @@ pub struct ConsumerTally {
     pub seen: Vec<SeenPair>,
 }
 
+impl ConsumerTally {
+    /// Nothing read yet of `partitions`, written by `producers` producers of this run.
+    pub fn new(partitions: Vec<u32>, producers: usize) -> ConsumerTally {
+        ConsumerTally {
+            seen: vec![SeenPair::default(); producers * partitions.len()],
+            partitions,
+            e2e_latency: report::latency_histogram(),
+            seconds: SecondRecorder::default(),
+            records: 0,
+            bytes: 0,
+            window_records: 0,
+            window_bytes: 0,
+            run_records: 0,
+            foreign: 0,
+            duplicates: 0,
+            redelivered: 0,
+            out_of_order: 0,
+            offset_gaps: 0,
+            caught_up_at: None,
+        }
+    }
+}
+
 pub fn run(plan: ConsumerPlan, shared: Arc<Shared>) -> ConsumerTally {
     let producers = match plan.mode {
         Mode::Verify { producers, .. } => producers as usize,
         Mode::Throughput { .. } => 0,
     };
-    let mut tally = ConsumerTally {
-        partitions: plan.partitions.clone(),
-        e2e_latency: report::latency_histogram(),
-        seconds: SecondRecorder::default(),
-        records: 0,
-        bytes: 0,
-        window_records: 0,
-        window_bytes: 0,
-        run_records: 0,
-        foreign: 0,
-        duplicates: 0,
-        out_of_order: 0,
-        offset_gaps: 0,
-        caught_up_at: None,
-        seen: vec![SeenPair::default(); producers * plan.partitions.len()],
-    };
+    let mut tally = ConsumerTally::new(plan.partitions.clone(), producers);
     let setup = setup(&plan);
     if let Err(e) = &setup {
         shared.fail(format!("consumer {}: {e}", plan.id));
@@ -195,6 +266,17 @@ pub fn run(plan: ConsumerPlan, shared: Arc<Shared>) -> ConsumerTally {
 /// positioned at the end before the first record is produced). Also returns the high
 /// watermarks at that moment.
 fn setup(plan: &ConsumerPlan) -> Result<(Source, Vec<u64>), String> {
+    if let (true, Some(group)) = (plan.target.is_kafka(), &plan.group) {
+        let source = KafkaSource::subscribe(
+            &plan.target,
+            &format!("keel-bench-consumer-{}", plan.id),
+            &plan.topic,
+            group,
+            plan.topic_partitions,
+            plan.fetch_max_bytes,
+        )?;
+        return Ok((Source::Kafka(source), Vec::new()));
+    }
     if plan.target.is_kafka() {
         let (source, high_watermarks) = KafkaSource::open(
             &plan.target,
@@ -246,6 +328,9 @@ impl<'a> Reader<'a> {
 
     fn read(&mut self, mut consumer: Source, tally: &mut ConsumerTally) -> Result<(), String> {
         let mut records = Vec::new();
+        let kafka_group = self.plan.target.is_kafka() && self.plan.group.is_some();
+        let mut last_commit = Instant::now();
+        let mut last_read = Instant::now();
         if !self.plan.paused_for.is_zero() {
             consumer.set_fetching(false)?;
             let resume = self.clock.t0 + self.plan.paused_for;
@@ -271,21 +356,36 @@ impl<'a> Reader<'a> {
                 }
                 Mode::Verify { .. } => {
                     if let Some(done_at) = self.shared.producers_done() {
-                        if self.all_read() || now >= done_at + DRAIN_LIMIT {
+                        let read_all = if kafka_group {
+                            self.shared.consumed_records.load(Ordering::Relaxed) >= self.sent_total()
+                                && now.saturating_duration_since(last_read) >= GROUP_IDLE
+                        } else {
+                            self.all_read()
+                        };
+                        if read_all || now >= done_at + DRAIN_LIMIT {
                             return Ok(());
                         }
                     }
                 }
             }
+            if let Some(group) = &self.plan.group {
+                if now - last_commit >= COMMIT_INTERVAL {
+                    consumer.commit(&self.plan.topic, group)?;
+                    last_commit = now;
+                }
+            }
             records.clear();
             consumer.poll(POLL_WAIT, &mut records)?;
             let seen_at = Instant::now();
+            if !records.is_empty() {
+                last_read = seen_at;
+            }
             let in_window = self.clock.in_window(seen_at);
             let mut bytes = 0u64;
             for r in &records {
                 bytes += r.bytes;
                 let i = self.local[r.partition as usize] as usize;
-                if let Some(last) = self.last_offset[i] {
+                if let Some(last) = self.last_offset[i].filter(|_| !kafka_group) {
                     if r.offset != last + 1 {
                         tally.offset_gaps += 1;
                     }
@@ -326,20 +426,15 @@ impl<'a> Reader<'a> {
         };
         tally.run_records += 1;
         let pair = &mut tally.seen[stamp.producer as usize * self.plan.partitions.len() + i];
-        let (word, bit) = ((stamp.seq / 64) as usize, 1u64 << (stamp.seq % 64));
-        if pair.bits.len() <= word {
-            pair.bits.resize((word + 1).next_power_of_two(), 0);
-        }
-        if pair.bits[word] & bit != 0 {
-            tally.duplicates += 1;
-        } else {
-            pair.bits[word] |= bit;
-            pair.distinct += 1;
-            pair.offset_sum = pair.offset_sum.wrapping_add(offset);
+        if pair.mark(stamp.seq, offset) {
             self.distinct[i] += 1;
             if stamp.seq < pair.next_seq {
                 tally.out_of_order += 1;
             }
+        } else if self.plan.group.is_some() && self.plan.target.is_kafka() {
+            tally.redelivered += 1;
+        } else {
+            tally.duplicates += 1;
         }
         pair.next_seq = pair.next_seq.max(stamp.seq + 1);
         let intended = self.clock.t0 + Duration::from_nanos(stamp.intended_ns);
@@ -352,6 +447,11 @@ impl<'a> Reader<'a> {
 
     fn caught_up(&self, positions: &[(u32, u64)]) -> bool {
         positions.iter().zip(&self.high_watermarks).all(|(&(_, at), &hw)| at >= hw)
+    }
+
+    /// Records the (finished) producers sent, to every partition.
+    fn sent_total(&self) -> u64 {
+        self.shared.sent_per_partition.iter().map(|n| n.load(Ordering::SeqCst)).sum()
     }
 
     /// Every record the (finished) producers sent to our partitions has been read.

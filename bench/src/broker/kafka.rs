@@ -7,7 +7,8 @@
 //!   `--partitions` partitions and the `--topic-config` values (DescribeConfigs).
 //! - Producer: one `ThreadedProducer` per producer thread, records sent one by one to an explicit
 //!   partition (the same round-robin or murmur2 choice as the native producer), with the same value
-//!   layout (the 28-byte stamp, then pseudo-random bytes). librdkafka batches them itself:
+//!   layout (the 28-byte stamp, then the payload) and value sizes. librdkafka batches (and
+//!   with `--compression`, compresses: `compression.type`) them itself:
 //!   `--batch-bytes` → `batch.size`, `--max-request-bytes` → `message.max.bytes`, `--linger` →
 //!   `linger.ms`, `--acks` → `acks`; idempotence is off; one request in flight per connection
 //!   (`max.in.flight.requests.per.connection=1`), as natively. `KEEL_BENCH_KAFKA_CONFIG` adds or
@@ -18,7 +19,10 @@
 //! - Consumer: one `BaseConsumer` per consumer thread, `assign`ed its partitions (a group.id is
 //!   set, as librdkafka requires, but no group is joined and nothing committed) at
 //!   offsets resolved before the clock starts (low or high watermark), reading with
-//!   `fetch.wait.max.ms` = 100 and `fetch.max.bytes` = `--fetch-max-bytes`.
+//!   `fetch.wait.max.ms` = 100 and `fetch.max.bytes` = `--fetch-max-bytes`. With `--group NAME`
+//!   they `subscribe` as members of group NAME instead (librdkafka's assignment and rebalances,
+//!   offsets auto-committed every second), after the topic's high watermarks were committed to
+//!   the group, so that it starts at the end.
 
 use std::{
     sync::{atomic::Ordering, Arc, Condvar, Mutex, MutexGuard, OnceLock},
@@ -30,7 +34,7 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication},
     client::DefaultClientContext,
     config::ClientConfig,
-    consumer::{BaseConsumer, Consumer},
+    consumer::{BaseConsumer, CommitMode, Consumer},
     error::{KafkaError, RDKafkaErrorCode},
     message::Message,
     producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer},
@@ -49,6 +53,8 @@ use crate::report;
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Shortest sleep of the open loop between sends.
 const OPEN_LOOP_TICK: Duration = Duration::from_micros(200);
+/// Longest a group consumer may take to be assigned its first partitions.
+const GROUP_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most records taken from the consumer's queue per poll.
 const POLL_BATCH: usize = 10_000;
 
@@ -153,13 +159,23 @@ pub fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
     }
 }
 
-fn base_consumer(target: &Target, client_id: &str, fetch_max_bytes: u32) -> Result<BaseConsumer, String> {
+/// A consumer; `group`: a member of that group (it joins on `subscribe`), committing what it
+/// read every second.
+fn base_consumer(
+    target: &Target,
+    client_id: &str,
+    fetch_max_bytes: u32,
+    group: Option<&str>,
+) -> Result<BaseConsumer, String> {
     let mut cfg = client_config(target, client_id);
     let fetch_max = fetch_max_bytes.max(1024);
-    // librdkafka's assign() wants a group.id; the group is never joined nor committed to.
-    cfg.set("group.id", "keel-bench")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
+    let member = group.is_some().to_string();
+    // librdkafka's assign() wants a group.id; without --group, the group is never joined nor
+    // committed to.
+    cfg.set("group.id", group.unwrap_or("keel-bench"))
+        .set("enable.auto.commit", &member)
+        .set("enable.auto.offset.store", &member)
+        .set("auto.commit.interval.ms", "1000")
         .set("enable.partition.eof", "false")
         .set("check.crcs", "false")
         .set("fetch.wait.max.ms", "100")
@@ -196,9 +212,22 @@ pub fn delete_topic(target: &Target, topic: &str) -> Result<(), String> {
 
 /// Records between the log start and the high watermark, over every partition.
 pub fn records_available(c: &CommonArgs) -> Result<u64, String> {
-    let consumer = base_consumer(&c.target, "keel-bench-admin", 1 << 20)?;
+    let consumer = base_consumer(&c.target, "keel-bench-admin", 1 << 20, None)?;
     let all: Vec<u32> = (0..c.partitions).collect();
     Ok(watermarks(&consumer, &c.topic, &all)?.iter().map(|(lo, hi)| hi.saturating_sub(*lo)).sum())
+}
+
+/// Commits every partition's high watermark to `group`, as a consumer outside the group (Kafka
+/// and Keel accept that while the group has no members).
+pub fn commit_high_watermarks(c: &CommonArgs, group: &str) -> Result<(), String> {
+    let consumer = base_consumer(&c.target, "keel-bench-admin", 1 << 20, Some(group))?;
+    let all: Vec<u32> = (0..c.partitions).collect();
+    let mut list = TopicPartitionList::new();
+    for (&p, &(_, hi)) in all.iter().zip(&watermarks(&consumer, &c.topic, &all)?) {
+        list.add_partition_offset(&c.topic, p as i32, Offset::Offset(hi as i64))
+            .map_err(|e| format!("cannot commit {}/{p}: {e}", c.topic))?;
+    }
+    consumer.commit(&list, CommitMode::Sync).map_err(|e| format!("cannot commit to group {group}: {e}"))
 }
 
 /// A consumer over its partitions, positioned before the clock starts.
@@ -222,7 +251,7 @@ impl KafkaSource {
         earliest: bool,
         fetch_max_bytes: u32,
     ) -> Result<(KafkaSource, Vec<u64>), String> {
-        let consumer = base_consumer(target, client_id, fetch_max_bytes)?;
+        let consumer = base_consumer(target, client_id, fetch_max_bytes, None)?;
         let marks = watermarks(&consumer, topic, partitions)?;
         let mut list = TopicPartitionList::new();
         let mut positions = Vec::with_capacity(partitions.len());
@@ -236,6 +265,33 @@ impl KafkaSource {
         }
         consumer.assign(&list).map_err(|e| format!("cannot assign the partitions of {topic}: {e}"))?;
         Ok((KafkaSource { consumer, positions, local }, marks.iter().map(|m| m.1).collect()))
+    }
+
+    /// A member of `group` subscribed to `topic`: the group decides which partitions it reads.
+    pub fn subscribe(
+        target: &Target,
+        client_id: &str,
+        topic: &str,
+        group: &str,
+        topic_partitions: u32,
+        fetch_max_bytes: u32,
+    ) -> Result<KafkaSource, String> {
+        let consumer = base_consumer(target, client_id, fetch_max_bytes, Some(group))?;
+        consumer.subscribe(&[topic]).map_err(|e| format!("cannot subscribe to {topic} in group {group}: {e}"))?;
+        // Join before the clock starts (a join takes seconds: the coordinator waits for more
+        // members), so that it is not in the latency figures; later joins rebalance during the
+        // run. Nothing of this run is produced yet, so what a poll returns here is not ours.
+        let deadline = Instant::now() + GROUP_JOIN_TIMEOUT;
+        while consumer.assignment().map_or(0, |a| a.count()) == 0 {
+            if Instant::now() > deadline {
+                return Err(format!("no partition of {topic} assigned in group {group} within {GROUP_JOIN_TIMEOUT:?}"));
+            }
+            if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+                return Err(format!("joining group {group}: {e}"));
+            }
+        }
+        let positions = (0..topic_partitions).map(|p| (p, 0)).collect();
+        Ok(KafkaSource { consumer, positions, local: (0..topic_partitions).collect() })
     }
 
     /// Waits up to `wait` for records, then takes what else is queued (up to a bound).
@@ -281,6 +337,8 @@ pub struct Sent {
     sent_at: Instant,
     /// Open loop: the record's intended send time.
     intended: Option<Instant>,
+    /// Value + key bytes.
+    bytes: u64,
 }
 
 struct State {
@@ -302,7 +360,6 @@ struct Context {
     clock: OnceLock<Clock>,
     shared: Arc<Shared>,
     acked: bool,
-    record_bytes: u64,
 }
 
 impl Context {
@@ -341,12 +398,13 @@ impl ProducerContext for Context {
                     }
                     t.seconds.record(&self.shared.ack_by_second, clock.t0, now, latency, 1);
                 }
+                t.bytes += sent.bytes;
                 if clock.in_window(now) {
                     t.window_records += 1;
-                    t.window_bytes += self.record_bytes;
+                    t.window_bytes += sent.bytes;
                 }
                 self.shared.produced_records.fetch_add(1, Ordering::Relaxed);
-                self.shared.produced_bytes.fetch_add(self.record_bytes, Ordering::Relaxed);
+                self.shared.produced_bytes.fetch_add(sent.bytes, Ordering::Relaxed);
             }
             // Purged at the drain limit, never sent: abandoned like the native producer's unsent
             // records, with the latency it had reached.
@@ -386,7 +444,6 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
         clock: OnceLock::new(),
         shared: shared.clone(),
         acked: plan.acks != keel_client::Acks::None,
-        record_bytes: (plan.record_bytes + plan.keys.key_bytes) as u64,
     };
     let producer = match create_producer(&plan, ctx) {
         Ok(p) => Some(p),
@@ -402,7 +459,8 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
         let _ = producer.context().clock.set(clock);
         let mut p =
             KafkaProducer { plan: &plan, shared: &shared, producer, gen: Generator::new(&plan), clock, sent: 0 };
-        let mut value = vec![0u8; plan.record_bytes];
+        // Room for the largest value; each record uses its own size's prefix.
+        let mut value = vec![0u8; plan.value_sizes.max() as usize];
         let result = match plan.rate {
             Some(rate) => p.open_loop(rate, &mut value, &mut sent, &mut not_sent),
             None => p.closed_loop(&mut value, &mut sent),
@@ -449,7 +507,7 @@ fn create_producer(plan: &ProducerPlan, ctx: Context) -> Result<ThreadedProducer
         .set("linger.ms", format!("{}", plan.linger.as_secs_f64() * 1e3))
         .set("batch.size", plan.batch_bytes.to_string())
         .set("message.max.bytes", plan.max_request_bytes.max(1000).to_string())
-        .set("compression.type", "none")
+        .set("compression.type", plan.compression.name())
         // Never give up on a record by itself: when a broker does not keep up with an open loop's
         // rate, the run's own drain limit purges what is still queued (counted as not sent, with
         // the latency it reached), and librdkafka's timeout would instead fail the run or drop
@@ -530,7 +588,8 @@ impl KafkaProducer<'_> {
         let p = self.gen.partition(k);
         let seq = self.gen.next_seq[p as usize];
         self.gen.next_seq[p as usize] += 1;
-        self.gen.fill_value(k, value);
+        let value = &mut value[..self.gen.size(k)];
+        self.gen.fill_value(value);
         let sent_at = Instant::now();
         if value.len() >= STAMP_LEN {
             let intended_ns = intended.map_or_else(|| sent_at.duration_since(self.clock.t0).as_nanos() as u64, |i| i.1);
@@ -538,7 +597,8 @@ impl KafkaProducer<'_> {
             value[..STAMP_LEN].copy_from_slice(&stamp.encode());
         }
         let key = self.gen.key(k);
-        let mut opaque = Box::new(Sent { partition: p, sent_at, intended: intended.map(|i| i.0) });
+        let bytes = (value.len() + key.map_or(0, <[u8]>::len)) as u64;
+        let mut opaque = Box::new(Sent { partition: p, sent_at, intended: intended.map(|i| i.0), bytes });
         loop {
             let mut record = BaseRecord::<[u8], [u8], Box<Sent>>::with_opaque_to(&self.plan.topic, opaque)
                 .partition(p as i32)
@@ -564,7 +624,7 @@ impl KafkaProducer<'_> {
     }
 
     fn closed_loop(&mut self, value: &mut [u8], sent: &mut [u64]) -> Result<(), String> {
-        let record = (self.plan.record_bytes + self.plan.keys.key_bytes).max(1);
+        let record = (self.gen.mean_size() as usize + self.plan.keys.key_bytes).max(1);
         let window = (self.plan.max_request_bytes / record).max(1) as u64;
         let mut k = 0u64;
         loop {

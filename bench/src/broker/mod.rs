@@ -13,7 +13,9 @@
 //!   every acknowledged record was read exactly once, in order (see [`consumer`]).
 //!
 //! What is counted: MB/s is 10^6 bytes per second of record **values + keys** (not record or
-//! batch framing, not protocol overhead), records/s is records per second; both over the
+//! batch framing, not protocol overhead), uncompressed even when batches are compressed
+//! (`--compression`), each record counted with its own size when sizes are drawn from a
+//! distribution (`--record-bytes-dist`); records/s is records per second; both over the
 //! measurement window only (`--duration` after `--warmup`). `produce` counts records whose
 //! acknowledgement arrived in the window (with acks=0: written to the socket in the window);
 //! `consume` counts records received in the window. Latencies (µs, HDR histograms) are those of
@@ -28,8 +30,10 @@ mod consumer;
 mod kafka;
 mod kafka_wire;
 mod keys;
+mod payload;
 mod producer;
 mod shared;
+mod sizes;
 
 use std::{
     collections::BTreeMap,
@@ -39,14 +43,16 @@ use std::{
 };
 
 use keel_client::{Acks, ClientError, StartAt};
+use keel_storage::batch::Compression;
 use serde::Serialize;
 
 use args::{CommonArgs, ProducerArgs};
 pub use args::{ConsumeArgs, E2eArgs, ProduceArgs};
-use consumer::{ConsumerPlan, ConsumerTally, Mode};
+use consumer::{ConsumerPlan, ConsumerTally, Mode, SeenPair};
 pub use keys::KeyDistribution;
 use producer::{ProducerPlan, ProducerTally};
 use shared::{Clock, Shared, STAMP_LEN};
+pub use sizes::SizeDistribution;
 
 use crate::report::{self, LatencySummary};
 
@@ -69,6 +75,7 @@ pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
     let c = &args.common;
     validate_common(c, false)?;
     validate_producer(&args.producer, c)?;
+    validate_codec(&args.producer, c, 0)?;
     let created = ensure_topic(c)?;
     let run_id = shared::new_run_id();
     let plans = producer_plans(c, &args.producer, run_id, None);
@@ -98,13 +105,25 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     validate_common(c, true)?;
     validate_producer(&args.producer, c)?;
     validate_consumers(args.consumers, c)?;
+    validate_codec(&args.producer, c, args.consumers)?;
+    validate_group(args.group.as_deref(), args.consumers_paused_for)?;
     let created = ensure_topic(c)?;
+    if let Some(group) = &args.group {
+        start_group_at_end(c, group)?;
+    }
     let run_id = shared::new_run_id();
     let p = &args.producer;
     let plans = producer_plans(c, p, run_id, None);
     let mode = || Mode::Verify { run_id, producers: p.producers as u32 };
-    let consumers =
+    let mut consumers =
         consumer_plans(c, args.consumers, StartAt::Latest, args.fetch_max_bytes, args.consumers_paused_for, mode);
+    for plan in &mut consumers {
+        plan.group = args.group.clone();
+        if c.target.is_kafka() && args.group.is_some() {
+            // The group assigns them: any consumer may read any partition.
+            plan.partitions = (0..c.partitions).collect();
+        }
+    }
     if args.consumers_paused_for >= c.warmup + c.duration {
         return Err("--consumers-paused-for must end before the run does (--warmup + --duration)".into());
     }
@@ -115,6 +134,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
         prefill: None,
         fetch_max_bytes: args.fetch_max_bytes,
         paused_for: args.consumers_paused_for,
+        group: args.group.clone(),
     };
     let mut result = BrokerResult::new("broker_e2e", config(c, Some(p), args.consumers, Some(extra)), created);
     result.fill_produced(&produced, p, c);
@@ -190,6 +210,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
         prefill: Some(args.prefill),
         fetch_max_bytes: args.fetch_max_bytes,
         paused_for: Duration::ZERO,
+        group: None,
     };
     let mut result = BrokerResult::new("broker_consume", config(c, None, args.consumers, Some(extra)), created);
     result.counted = COUNTED_CONSUMED;
@@ -216,6 +237,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
 pub fn validate(c: &CommonArgs, p: &ProducerArgs, consumers: usize) -> Result<(), String> {
     validate_common(c, consumers > 0)?;
     validate_producer(p, c)?;
+    validate_codec(p, c, consumers)?;
     if consumers > 0 {
         validate_consumers(consumers, c)?;
     }
@@ -230,11 +252,16 @@ fn validate_common(c: &CommonArgs, e2e: bool) -> Result<(), String> {
         return Err("--partitions must be between 1 and 100000".into());
     }
     let min = if e2e { STAMP_LEN as u64 } else { 1 };
-    if c.record_bytes < min || c.record_bytes > (16 << 20) {
+    let sizes = c.value_sizes();
+    if sizes.min() < min || sizes.max() > (16 << 20) {
+        let flag = if c.record_bytes_dist.is_some() { "--record-bytes-dist's sizes" } else { "--record-bytes" };
         return Err(format!(
-            "--record-bytes must be between {min} and 16 MiB{}",
+            "{flag} must be between {min} and 16 MiB{}",
             if e2e { " (e2e values carry a 28-byte stamp)" } else { "" }
         ));
+    }
+    if !(0.0..=1.0).contains(&c.value_compressibility) {
+        return Err("--value-compressibility must be between 0 and 1".into());
     }
     if c.key_bytes > (64 << 10) {
         return Err("--key-bytes must be at most 64 KiB".into());
@@ -260,12 +287,12 @@ fn validate_producer(p: &ProducerArgs, c: &CommonArgs) -> Result<(), String> {
             return Err("--rate must be a positive number of records per second".into());
         }
     }
-    let record =
-        keel_client::BatchWriter::record_bytes(0, 0, Some(c.key_bytes as usize), Some(c.record_bytes as usize))
-            + keel_storage::batch::HEADER_LEN;
+    let largest = c.value_sizes().max() as usize;
+    let record = keel_client::BatchWriter::record_bytes(0, 0, Some(c.key_bytes as usize), Some(largest))
+        + keel_storage::batch::HEADER_LEN;
     if (p.max_request_bytes as usize) < record {
         return Err(format!(
-            "--max-request-bytes {} cannot hold one record ({record} bytes in a batch)",
+            "--max-request-bytes {} cannot hold the largest record ({record} bytes in a batch)",
             p.max_request_bytes
         ));
     }
@@ -276,6 +303,54 @@ fn validate_producer(p: &ProducerArgs, c: &CommonArgs) -> Result<(), String> {
         eprintln!("note: --linger only applies to the open loop (--rate); closed-loop requests are always full");
     }
     Ok(())
+}
+
+/// keel-bench's librdkafka is built without its zlib and zstd features (no system libraries
+/// needed), so it can neither send nor read gzip or zstd batches.
+fn validate_codec(p: &ProducerArgs, c: &CommonArgs, consumers: usize) -> Result<(), String> {
+    let codec = p.compression.codec();
+    if !c.target.is_kafka() || !matches!(codec, Compression::Gzip | Compression::Zstd) {
+        return Ok(());
+    }
+    if consumers > 0 {
+        return Err(format!(
+            "--compression {codec}: keel-bench's librdkafka (the kafka:// consumers) is built without {codec}; use \
+             snappy or lz4"
+        ));
+    }
+    if p.kafka_producer == args::KafkaProducerArg::Librdkafka {
+        return Err(format!(
+            "--compression {codec}: keel-bench's librdkafka is built without {codec}; use snappy or lz4, or \
+             --kafka-producer wire (keel-bench compresses the batches itself)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `--group` (and a workload's `consumers.group`).
+pub fn validate_group(group: Option<&str>, paused_for: Duration) -> Result<(), String> {
+    let Some(group) = group else { return Ok(()) };
+    if group.trim().is_empty() || group.len() > 255 {
+        return Err("--group must be a name of 1 to 255 characters".into());
+    }
+    if !paused_for.is_zero() {
+        // Pausing acts on the partitions assigned at the time; a group assigns them later.
+        return Err("--group and --consumers-paused-for do not go together (yet)".into());
+    }
+    Ok(())
+}
+
+/// Commits the topic's high watermarks to `group` before anyone consumes, so the group's
+/// consumers start at the end like group-less ones (and a member that takes over a partition no
+/// one has read yet starts there, not at the topic's start or wherever it happens to be then).
+fn start_group_at_end(c: &CommonArgs, group: &str) -> Result<(), String> {
+    if c.target.is_kafka() {
+        return kafka::commit_high_watermarks(c, group);
+    }
+    let mut client = shared::connect(&c.target, "keel-bench-admin")?;
+    let info = client.topic(&c.topic).map_err(|e| format!("cannot look up topic {}: {e}", c.topic))?;
+    let ends: Vec<(u32, u64)> = info.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
+    client.commit_offsets(group, &c.topic, &ends).map_err(|e| format!("cannot commit to group {group}: {e}"))
 }
 
 fn validate_consumers(m: usize, c: &CommonArgs) -> Result<(), String> {
@@ -367,7 +442,9 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             max_request_bytes: p.max_request_bytes as usize,
             linger: p.linger,
             kafka_wire: c.target.is_kafka() && p.kafka_producer == args::KafkaProducerArg::Wire,
-            record_bytes: c.record_bytes as usize,
+            value_sizes: c.value_sizes(),
+            value_compressibility: c.value_compressibility,
+            compression: p.compression.codec(),
             keys: c.key_spec(),
             rate: per_producer,
             // Producer i starts i/n of an interval after producer 0: the n schedules interleave.
@@ -397,6 +474,7 @@ fn consumer_plans(
             fetch_max_bytes: u32::try_from(fetch_max_bytes).unwrap_or(u32::MAX),
             mode: mode(),
             paused_for,
+            group: None,
         })
         .collect()
 }
@@ -412,6 +490,7 @@ fn prefill(c: &CommonArgs, bytes: u64) -> Result<(), String> {
         max_request_bytes: 1 << 20,
         linger: Duration::ZERO,
         kafka_producer: args::KafkaProducerArg::Librdkafka,
+        compression: args::CompressionArg::None,
     };
     let plans = producer_plans(c, &p, shared::new_run_id(), Some(bytes));
     let quiet = CommonArgs { report_interval: Duration::ZERO, ..c.clone() };
@@ -419,7 +498,7 @@ fn prefill(c: &CommonArgs, bytes: u64) -> Result<(), String> {
     let load = Load::run(&quiet, plans, Vec::new(), Duration::ZERO, Duration::from_secs(86_400))?;
     let acked: u64 = load.producers.iter().map(|t| t.acked).sum();
     let secs = t0.elapsed().as_secs_f64();
-    let written = acked * (c.record_bytes + c.key_bytes);
+    let written: u64 = load.producers.iter().map(|t| t.bytes).sum();
     eprintln!(
         "prefill: {acked} records ({}) written to {} in {secs:.1} s ({:.1} MB/s); not part of the figures",
         report::fmt_bytes(written),
@@ -665,6 +744,10 @@ struct Verification {
     offset_regressions: u64,
     /// Records read that were sent but never acknowledged (a failed request).
     read_unacknowledged: u64,
+    /// `--group` on kafka://: records read again, by another consumer or the same one, after a
+    /// rebalance moved their partition (from the last committed offset). Not an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redelivered: Option<u64>,
     /// Records in the topic not written by this run.
     foreign_records: u64,
     ok: bool,
@@ -692,13 +775,15 @@ impl Verification {
 
 fn verify(producers: &[ProducerTally], consumers: &[ConsumerTally], acks: Acks, partitions: u32) -> Verification {
     let acked = acks != Acks::None;
-    // Partition → (consumer, index among its partitions).
-    let mut owner = vec![None; partitions as usize];
+    // Partition → (consumer, index among its partitions) of every consumer that may read it: one,
+    // unless a consumer group moves partitions between them.
+    let mut owners = vec![Vec::new(); partitions as usize];
     for (ci, t) in consumers.iter().enumerate() {
         for (li, &p) in t.partitions.iter().enumerate() {
-            owner[p as usize] = Some((ci, li));
+            owners[p as usize].push((ci, li));
         }
     }
+    let grouped = owners.iter().any(|o| o.len() > 1);
     let mut v = Verification {
         checked_against: if acked { "acked" } else { "sent" },
         expected: 0,
@@ -710,24 +795,42 @@ fn verify(producers: &[ProducerTally], consumers: &[ConsumerTally], acks: Acks, 
         offset_mismatches: 0,
         offset_regressions: producers.iter().map(|t| t.offset_regressions).sum(),
         read_unacknowledged: 0,
+        redelivered: grouped.then(|| consumers.iter().map(|t| t.redelivered).sum()),
         foreign_records: consumers.iter().map(|t| t.foreign).sum(),
         ok: false,
     };
     for (pi, t) in producers.iter().enumerate() {
         for (p, pt) in t.per_partition.iter().enumerate() {
             let expected = if acked { pt.acked } else { pt.sent };
-            let Some((ci, li)) = owner[p] else {
-                v.expected += expected;
-                v.missing += expected;
-                continue;
+            let pairs: Vec<&SeenPair> = owners[p]
+                .iter()
+                .map(|&(ci, li)| &consumers[ci].seen[pi * consumers[ci].partitions.len() + li])
+                .collect();
+            let merged;
+            let pair = match pairs[..] {
+                [] => {
+                    v.expected += expected;
+                    v.missing += expected;
+                    continue;
+                }
+                [one] => one,
+                _ => {
+                    // Read by several consumers: each record counts once, at its first reading.
+                    merged = SeenPair::merge(&pairs);
+                    let readings: u64 = pairs.iter().map(|s| s.distinct).sum();
+                    *v.redelivered.get_or_insert(0) += readings - merged.distinct;
+                    &merged
+                }
             };
-            let pair = &consumers[ci].seen[pi * consumers[ci].partitions.len() + li];
             let read = pair.count_below(expected);
             v.expected += expected;
             v.read += read;
             v.missing += expected - read;
             v.read_unacknowledged += pair.distinct - read;
-            if acked && read == expected && pair.distinct == expected && pair.offset_sum != pt.offset_sum {
+            // (A merged pair's offset sum is not meaningful when a record was read twice.)
+            let comparable = pairs.len() == 1 || pairs.iter().filter(|s| s.distinct > 0).count() <= 1;
+            if acked && comparable && read == expected && pair.distinct == expected && pair.offset_sum != pt.offset_sum
+            {
                 v.offset_mismatches += 1;
             }
         }
@@ -750,7 +853,13 @@ struct RunConfig {
     topic_config: BTreeMap<String, String>,
     producers: usize,
     consumers: usize,
-    record_bytes: u64,
+    /// Every value's size; null when sizes follow `value_sizes`.
+    record_bytes: Option<u64>,
+    /// Value size distribution (`--record-bytes-dist` syntax), if not one fixed size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_sizes: Option<String>,
+    /// Fraction of a value's bytes (after the stamp) repeating earlier ones (`--value-compressibility`).
+    value_compressibility: f64,
     key_bytes: u64,
     /// With keys: round-robin, uniform or zipf over `key_count` keys.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -775,6 +884,9 @@ struct RunConfig {
     max_request_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     linger_ms: Option<f64>,
+    /// Producers' batch codec: "none", "gzip", "snappy", "lz4" or "zstd".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<&'static str>,
     /// kafka:// producers: "librdkafka" or "wire" (`--kafka-producer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     kafka_producer: Option<&'static str>,
@@ -787,6 +899,9 @@ struct RunConfig {
     /// e2e: seconds the consumers waited before reading (the catch-up read).
     #[serde(skip_serializing_if = "Option::is_none")]
     consumers_paused_s: Option<f64>,
+    /// e2e `--group`: the consumer group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
 }
 
 struct ConsumeExtra {
@@ -794,6 +909,7 @@ struct ConsumeExtra {
     prefill: Option<u64>,
     fetch_max_bytes: u64,
     paused_for: Duration,
+    group: Option<String>,
 }
 
 fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Option<ConsumeExtra>) -> RunConfig {
@@ -804,7 +920,9 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         topic_config: c.topic_config.iter().cloned().collect(),
         producers: p.map_or(0, |p| p.producers),
         consumers,
-        record_bytes: c.record_bytes,
+        record_bytes: c.value_sizes().fixed(),
+        value_sizes: c.record_bytes_dist.filter(|d| d.fixed().is_none()).map(|d| d.to_string()),
+        value_compressibility: c.value_compressibility,
         key_bytes: c.key_bytes,
         key_distribution: (c.key_bytes > 0).then(|| c.key_distribution.name()),
         key_count: (c.key_bytes > 0).then_some(c.key_count),
@@ -818,6 +936,7 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         batch_bytes: p.map(|p| p.batch_bytes),
         max_request_bytes: p.map(|p| p.max_request_bytes),
         linger_ms: p.map(|p| p.linger.as_secs_f64() * 1e3),
+        compression: p.map(|p| p.compression.codec().name()),
         kafka_producer: p.filter(|_| c.target.is_kafka()).map(|p| match p.kafka_producer {
             args::KafkaProducerArg::Librdkafka => "librdkafka",
             args::KafkaProducerArg::Wire => "wire",
@@ -826,6 +945,7 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         prefill: extra.as_ref().and_then(|e| e.prefill),
         fetch_max_bytes: extra.as_ref().map(|e| e.fetch_max_bytes),
         consumers_paused_s: extra.as_ref().filter(|e| !e.paused_for.is_zero()).map(|e| e.paused_for.as_secs_f64()),
+        group: extra.and_then(|e| e.group),
     }
 }
 
@@ -941,7 +1061,10 @@ impl BrokerResult {
         self.mb_per_s = report::mb_per_s(f.window_bytes, f.window_s);
         self.records_per_s = f.window_records as f64 / f.window_s;
         self.offered_records_per_s = p.rate;
-        self.offered_mb_per_s = p.rate.map(|r| r * (c.record_bytes + c.key_bytes) as f64 / 1e6);
+        // A distribution's mean size (of the pool producer 0 draws from): an estimate, as the
+        // records of one run draw their sizes.
+        let mean_value = sizes::Sizes::new(&c.value_sizes(), 0).mean();
+        self.offered_mb_per_s = p.rate.map(|r| r * (mean_value + c.key_bytes as f64) / 1e6);
         self.latency_us = f.ack_latency;
         self.latency_curve_us = f.ack_curve.clone();
         self.send_delay_us = f.send_delay;
@@ -1035,20 +1158,26 @@ fn print_human(r: &BrokerResult) {
             None => "closed loop".to_string(),
         };
         println!(
-            "  {} producer(s), {load}, acks={acks}, {} B values, {keys}; batches ≤ {}, requests ≤ {}, linger {} ms",
+            "  {} producer(s), {load}, acks={acks}, {} values, {keys}; batches ≤ {}, requests ≤ {}, linger {} ms, \
+             compression {}",
             c.producers,
-            c.record_bytes,
+            match (&c.value_sizes, c.record_bytes) {
+                (Some(d), _) => d.clone(),
+                (None, b) => format!("{} B", b.unwrap_or(0)),
+            },
             report::fmt_bytes(c.batch_bytes.unwrap_or(0)),
             report::fmt_bytes(c.max_request_bytes.unwrap_or(0)),
-            c.linger_ms.unwrap_or(0.0)
+            c.linger_ms.unwrap_or(0.0),
+            c.compression.unwrap_or("none")
         );
     }
     if c.consumers > 0 {
         println!(
-            "  {} consumer(s) from {}, fetches ≤ {}",
+            "  {} consumer(s) from {}, fetches ≤ {}{}",
             c.consumers,
             c.from.unwrap_or("latest"),
-            report::fmt_bytes(c.fetch_max_bytes.unwrap_or(0))
+            report::fmt_bytes(c.fetch_max_bytes.unwrap_or(0)),
+            c.group.as_ref().map(|g| format!(", group {g}")).unwrap_or_default()
         );
     }
     println!("  measured {:.2} s after a {:.1} s warmup", r.elapsed_s, c.warmup);
@@ -1124,8 +1253,65 @@ fn print_human(r: &BrokerResult) {
             ),
             Some(why) => println!("  verification FAILED: {why}"),
         }
+        if let Some(n) = v.redelivered {
+            println!("  redelivered after rebalances (not errors): {n} records");
+        }
     }
     for w in &r.warnings {
         println!("  warning: {w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One producer's tally: `acked` records acknowledged per partition, offsets from 0.
+    fn produced(acked: &[u64]) -> ProducerTally {
+        let mut t = ProducerTally::new(acked.len() as u32);
+        for (pt, &n) in t.per_partition.iter_mut().zip(acked) {
+            *pt =
+                producer::PartitionTally { sent: n, acked: n, offset_sum: n * n.saturating_sub(1) / 2, next_offset: n };
+        }
+        t
+    }
+
+    /// A consumer's tally over `partitions` that read sequence numbers `read[i]` of partition
+    /// `partitions[i]` (one producer; offset = sequence number).
+    fn consumed(partitions: &[u32], read: &[&[u64]]) -> ConsumerTally {
+        let mut seen = vec![SeenPair::default(); partitions.len()];
+        for (pair, seqs) in seen.iter_mut().zip(read) {
+            for &s in *seqs {
+                pair.mark(s, s);
+            }
+        }
+        ConsumerTally { seen, ..ConsumerTally::new(partitions.to_vec(), 1) }
+    }
+
+    #[test]
+    fn one_reader_per_partition_must_read_each_record_once() {
+        let producers = [produced(&[3, 2])];
+        let ok = [consumed(&[0], &[&[0, 1, 2]]), consumed(&[1], &[&[0, 1]])];
+        let v = verify(&producers, &ok, Acks::Leader, 2);
+        assert!(v.ok && v.redelivered.is_none(), "{v:?}");
+        let lost = [consumed(&[0], &[&[0, 2]]), consumed(&[1], &[&[0, 1]])];
+        let v = verify(&producers, &lost, Acks::Leader, 2);
+        assert_eq!((v.ok, v.missing), (false, 1), "{v:?}");
+    }
+
+    #[test]
+    fn a_group_may_read_a_record_twice_but_not_lose_one() {
+        // Partition 0 moved from consumer 0 to consumer 1 after a rebalance, which read records
+        // 1 and 2 again from the last committed offset.
+        let producers = [produced(&[4, 2])];
+        let both = [0, 1];
+        let moved = [consumed(&both, &[&[0, 1, 2], &[]]), consumed(&both, &[&[1, 2, 3], &[0, 1]])];
+        let v = verify(&producers, &moved, Acks::Leader, 2);
+        assert!(v.ok, "{v:?}");
+        assert_eq!((v.redelivered, v.duplicates, v.missing, v.read), (Some(2), 0, 0, 6), "{v:?}");
+        // Record 3 of partition 0 read by nobody: lost, whatever the redeliveries.
+        let lossy = [consumed(&both, &[&[0, 1, 2], &[]]), consumed(&both, &[&[1, 2], &[0, 1]])];
+        let v = verify(&producers, &lossy, Acks::Leader, 2);
+        assert_eq!((v.ok, v.missing, v.redelivered), (false, 1, Some(2)), "{v:?}");
     }
 }

@@ -6,6 +6,10 @@
 //! most `batch_bytes` per partition and `max_request_bytes` in all, and carries one RecordBatch v2
 //! per partition. Each partition's batch is cut from a template encoded once (see [`Template`]):
 //! per request only the header, keys, stamps and CRC are written, no record value is copied.
+//! With a value size distribution ([`super::sizes`]) the layout changes from request to request,
+//! so batches are written record by record with a [`BatchWriter`] instead (one copy of each
+//! value). With `--compression`, each finished batch's records section is then compressed
+//! ([`compress_batch`]); the request limits apply to the uncompressed bytes.
 //!
 //! Open loop: record k's intended send time is `t0 + phase + k / rate`. Its latency is the time
 //! its request was acknowledged minus that intended time, whatever delayed the send (the previous
@@ -23,18 +27,24 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use keel_client::{Acks, BatchWriter};
-use keel_storage::batch::{BatchView, HEADER_LEN, LOG_OVERHEAD};
+use keel_storage::{
+    batch::{BatchView, Compression, HEADER_LEN, LOG_OVERHEAD},
+    compression,
+};
 
 use super::{
     args::Target,
     kafka_wire::KafkaWire,
     keys::{KeySpec, Keys},
+    payload,
     shared::{self, Clock, Schedule, SecondRecorder, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
+    sizes::{SizeDistribution, Sizes},
 };
 use crate::report;
 
-/// Extra random bytes after the payload, so record values start at different offsets of it.
-const PAYLOAD_SLACK: usize = 4096;
+/// Bounds on the payload region values are cut from (see [`Generator::payload`]).
+const PAYLOAD_REGION_MIN: usize = 64 << 10;
+const PAYLOAD_REGION_MAX: usize = 16 << 20;
 
 pub struct ProducerPlan {
     pub id: u32,
@@ -47,7 +57,11 @@ pub struct ProducerPlan {
     pub linger: Duration,
     /// A kafka:// target driven by [`KafkaWire`] instead of librdkafka.
     pub kafka_wire: bool,
-    pub record_bytes: usize,
+    pub value_sizes: SizeDistribution,
+    /// Share of the payload that repeats itself (see [`payload`]).
+    pub value_compressibility: f64,
+    /// Codec of every batch.
+    pub compression: Compression,
     /// The keys (`keys.key_bytes` 0: keyless records).
     pub keys: KeySpec,
     /// Records per second of this producer (open loop); `None` = closed loop.
@@ -76,6 +90,8 @@ pub struct ProducerTally {
     /// value+key bytes.
     pub window_records: u64,
     pub window_bytes: u64,
+    /// Value+key bytes acknowledged (sent, with acks=0), whole run.
+    pub bytes: u64,
     /// Open loop: records scheduled but still unsent at the drain limit.
     pub not_sent: u64,
     pub requests: u64,
@@ -108,6 +124,7 @@ impl ProducerTally {
             acked: 0,
             window_records: 0,
             window_bytes: 0,
+            bytes: 0,
             not_sent: 0,
             requests: 0,
             batches: 0,
@@ -298,7 +315,8 @@ impl Producer<'_> {
             }
             tally.acked += n;
         }
-        let bytes = n * (self.plan.record_bytes + self.plan.keys.key_bytes) as u64;
+        let bytes = self.gen.planned_bytes;
+        tally.bytes += bytes;
         if self.clock.in_window(acked_at) {
             tally.window_records += n;
             tally.window_bytes += bytes;
@@ -312,8 +330,19 @@ impl Producer<'_> {
 /// Prebuilt payload and keys, the partition of each record, and the buffers requests are built
 /// in, all reused from request to request.
 pub(super) struct Generator {
-    /// Random bytes; record k's value (after its stamp) starts at a k-dependent offset.
+    /// Random bytes (see [`payload`]): `region` bytes, plus the largest value. Values are cut
+    /// from it one after the other, wrapping around at `region`, which is at least a request's
+    /// bytes: the values of one batch never overlap, or a codec would find every value in the
+    /// one before it and compress far more than the payload's own compressibility.
     payload: Vec<u8>,
+    region: usize,
+    /// Where the next value starts (variable sizes and the kafka:// producer; a template's
+    /// values are laid out once, back to back).
+    cursor: usize,
+    /// Record k's value size.
+    sizes: Sizes,
+    /// Writes the batches of variable-size records (fixed sizes use the templates).
+    writer: BatchWriter,
     /// The key pool (`None` for keyless records).
     keys: Option<Keys>,
     partitions: u32,
@@ -330,17 +359,24 @@ pub(super) struct Generator {
     touched: Vec<u32>,
     order: Vec<u32>,
     slot: Vec<u32>,
+    /// Value+key bytes of the planned request.
+    planned_bytes: u64,
 }
 
 impl Generator {
     pub(super) fn new(plan: &ProducerPlan) -> Generator {
         let seed = plan.run_id ^ (u64::from(plan.id) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut payload = vec![0u8; plan.record_bytes + PAYLOAD_SLACK];
-        report::fill_pseudo_random(&mut payload, seed);
+        let region = plan.max_request_bytes.max(plan.batch_bytes).clamp(PAYLOAD_REGION_MIN, PAYLOAD_REGION_MAX);
+        let mut payload = vec![0u8; region + plan.value_sizes.max() as usize];
+        payload::fill(&mut payload, seed, plan.value_compressibility);
         let keys = Keys::new(&plan.keys, plan.partitions, seed);
         let p = plan.partitions as usize;
         Generator {
             payload,
+            region,
+            cursor: 0,
+            sizes: Sizes::new(&plan.value_sizes, seed),
+            writer: BatchWriter::new(),
             keys,
             partitions: plan.partitions,
             first_partition: (plan.id * 7919) % plan.partitions,
@@ -352,14 +388,32 @@ impl Generator {
             touched: Vec::new(),
             order: Vec::new(),
             slot: vec![0; p],
+            planned_bytes: 0,
         }
     }
 
-    /// Record k's value before its stamp (the kafka:// producer; the native one cuts values from
-    /// a template).
-    pub(super) fn fill_value(&self, k: u64, value: &mut [u8]) {
-        let start = (k as usize * 64) % PAYLOAD_SLACK;
+    /// Record k's value size.
+    pub(super) fn size(&self, k: u64) -> usize {
+        self.sizes.size(k)
+    }
+
+    /// The mean value size.
+    pub(super) fn mean_size(&self) -> f64 {
+        self.sizes.mean()
+    }
+
+    /// The next record's value before its stamp (the kafka:// producer; the native one cuts
+    /// values from a template or writes them itself).
+    pub(super) fn fill_value(&mut self, value: &mut [u8]) {
+        let start = self.next_value_start(value.len());
         value.copy_from_slice(&self.payload[start..start + value.len()]);
+    }
+
+    /// Where the next value of `len` bytes starts in the payload.
+    fn next_value_start(&mut self, len: usize) -> usize {
+        let start = self.cursor;
+        self.cursor = (start + len) % self.region;
+        start
     }
 
     /// Record k's key (`None` for keyless records).
@@ -376,7 +430,7 @@ impl Generator {
 
     /// About how many records make a full request.
     fn records_per_full_request(&self, plan: &ProducerPlan) -> u64 {
-        let record = BatchWriter::record_bytes(0, 0, key_len(plan), Some(plan.record_bytes));
+        let record = BatchWriter::record_bytes(0, 0, key_len(plan), Some(self.sizes.mean() as usize));
         let cap = plan.max_request_bytes.min(plan.batch_bytes.saturating_mul(plan.partitions as usize));
         (cap / record).max(1) as u64
     }
@@ -393,12 +447,14 @@ impl Generator {
         self.parts.clear();
         let key_len = key_len(plan);
         let mut request_bytes = 0;
+        let mut payload_bytes = 0;
         let mut n = 0u64;
         while n < limit {
             let p = self.partition(k + n);
             let pi = p as usize;
             let count = self.counts[pi] as usize;
-            let record = BatchWriter::record_bytes(0, count, key_len, Some(plan.record_bytes));
+            let value = self.sizes.size(k + n);
+            let record = BatchWriter::record_bytes(0, count, key_len, Some(value));
             let grow = record + if count == 0 { HEADER_LEN } else { 0 };
             if n > 0
                 && ((count > 0 && self.bytes[pi] + record > plan.batch_bytes)
@@ -412,10 +468,12 @@ impl Generator {
             self.counts[pi] += 1;
             self.bytes[pi] += grow;
             request_bytes += grow;
+            payload_bytes += value + plan.keys.key_bytes;
             self.parts.push(p);
             n += 1;
         }
         self.touched.sort_unstable();
+        self.planned_bytes = payload_bytes as u64;
         n
     }
 
@@ -436,26 +494,52 @@ impl Generator {
         }
         let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let mut batches = Vec::with_capacity(self.touched.len());
-        let stamped = plan.record_bytes >= STAMP_LEN;
         let mut from = 0usize;
         for &p in &self.touched {
             let count = self.counts[p as usize] as usize;
             let records = &self.order[from..from + count];
             let next_seq = &mut self.next_seq[p as usize];
             let keys = &self.keys;
-            let template = self.templates[p as usize].get_or_insert_with(|| Template::build(plan, &self.payload));
-            let batch = template.batch(count, ts_ms, |i, key, value| {
+            // The i-th record of the batch: its number and stamp (sequence numbers dense per
+            // partition, in batch order).
+            let mut next = |i: usize| {
                 let rec = k + u64::from(records[i]);
-                if let Some(keys) = keys {
-                    key.copy_from_slice(keys.key(rec));
-                }
-                if stamped {
-                    let stamp =
-                        Stamp { intended_ns: intended_ns(rec), run_id: plan.run_id, producer: plan.id, seq: *next_seq };
-                    value[..STAMP_LEN].copy_from_slice(&stamp.encode());
-                }
+                let stamp =
+                    Stamp { intended_ns: intended_ns(rec), run_id: plan.run_id, producer: plan.id, seq: *next_seq };
                 *next_seq += 1;
-            });
+                (rec, stamp.encode())
+            };
+            let batch = if let Some(fixed) = plan.value_sizes.fixed() {
+                let template = self.templates[p as usize]
+                    .get_or_insert_with(|| Template::build(plan, &self.payload, self.region, fixed as usize));
+                template.batch(count, ts_ms, |i, key, value| {
+                    let (rec, stamp) = next(i);
+                    if let Some(keys) = keys {
+                        key.copy_from_slice(keys.key(rec));
+                    }
+                    if value.len() >= STAMP_LEN {
+                        value[..STAMP_LEN].copy_from_slice(&stamp);
+                    }
+                })
+            } else {
+                self.writer.begin(ts_ms);
+                for i in 0..count {
+                    let (rec, stamp) = next(i);
+                    let size = self.sizes.size(rec);
+                    // Values too short for the stamp (produce only) are payload alone.
+                    let head = if size >= STAMP_LEN { &stamp[..] } else { &[][..] };
+                    let start = self.cursor;
+                    self.cursor = (start + size) % self.region;
+                    let rest = &self.payload[start + head.len()..start + size];
+                    self.writer.push_value_parts(ts_ms, keys.as_ref().map(|keys| keys.key(rec)), &[head, rest]);
+                }
+                self.writer.finish();
+                self.writer.take()
+            };
+            let batch = match plan.compression {
+                Compression::None => batch,
+                codec => compress_batch(&batch, codec),
+            };
             batches.push((p, batch));
             from += count;
         }
@@ -482,19 +566,20 @@ struct Template {
 }
 
 impl Template {
-    fn build(plan: &ProducerPlan, payload: &[u8]) -> Template {
+    fn build(plan: &ProducerPlan, payload: &[u8], region: usize, record_bytes: usize) -> Template {
         let key = vec![0u8; plan.keys.key_bytes];
         let key = (plan.keys.key_bytes > 0).then_some(&key[..]);
         let mut writer = BatchWriter::new();
         writer.begin(0);
         loop {
             let i = writer.records();
-            let start = (i * 64) % PAYLOAD_SLACK;
-            let record = BatchWriter::record_bytes(0, i, key.map(<[u8]>::len), Some(plan.record_bytes));
+            // Back to back: no two values of a batch overlap (`region` holds a whole batch).
+            let start = (i * record_bytes) % region;
+            let record = BatchWriter::record_bytes(0, i, key.map(<[u8]>::len), Some(record_bytes));
             if i > 0 && writer.open_bytes() + record > plan.batch_bytes {
                 break;
             }
-            writer.push_value_parts(0, key, &[&payload[start..start + plan.record_bytes]]);
+            writer.push_value_parts(0, key, &[&payload[start..start + record_bytes]]);
         }
         writer.finish();
         let bytes = writer.take();
@@ -507,7 +592,7 @@ impl Template {
             key_at.push(record.key.map_or(value, |k| k.as_ptr() as usize - base));
             value_at.push(value);
             // The value, then the header count (0: one byte).
-            end_at.push(value + plan.record_bytes + 1);
+            end_at.push(value + record_bytes + 1);
         }
         assert_eq!(end_at.last(), Some(&bytes.len()), "the template's record layout");
         Template {
@@ -517,7 +602,7 @@ impl Template {
             value_at,
             end_at,
             key_bytes: plan.keys.key_bytes,
-            record_bytes: plan.record_bytes,
+            record_bytes,
         }
     }
 
@@ -558,6 +643,23 @@ impl Template {
     }
 }
 
+/// `batch` (one uncompressed RecordBatch) with its records section compressed by `codec`, as
+/// Kafka's clients write a compressed batch: the header stays plain, with the batch length and
+/// the codec bits rewritten and the CRC recomputed over the compressed bytes.
+fn compress_batch(batch: &[u8], codec: Compression) -> Bytes {
+    let records = compression::compress(codec, &batch[HEADER_LEN..]);
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(&records);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).expect("a batch below 2 GiB");
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = i16::from_be_bytes([out[21], out[22]]) | codec.attribute_bits();
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = BatchView::parse_unchecked_crc(&out).expect("a compressed batch's header").computed_crc();
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Bytes::from(out)
+}
+
 /// Record k's key from the pool (`None` for keyless records).
 fn key_len(plan: &ProducerPlan) -> Option<usize> {
     (plan.keys.key_bytes > 0).then_some(plan.keys.key_bytes)
@@ -592,7 +694,9 @@ mod tests {
             max_request_bytes: 10_000,
             linger: Duration::ZERO,
             kafka_wire: false,
-            record_bytes: 100,
+            value_sizes: SizeDistribution::Fixed(100),
+            value_compressibility: 0.5,
+            compression: Compression::None,
             keys: KeySpec {
                 key_bytes,
                 count: 4096,
@@ -608,8 +712,19 @@ mod tests {
 
     #[test]
     fn requests_respect_the_limits_and_keep_per_partition_order() {
-        for key_bytes in [0, 16] {
-            let plan = plan(3, key_bytes);
+        let variable = SizeDistribution::Uniform { min: 28, max: 700 };
+        for (key_bytes, sizes, codec) in [
+            (0, SizeDistribution::Fixed(100), Compression::None),
+            (16, SizeDistribution::Fixed(100), Compression::None),
+            (0, variable, Compression::None),
+            (16, variable, Compression::None),
+            (16, SizeDistribution::Fixed(100), Compression::Zstd),
+            (0, variable, Compression::Lz4),
+            (16, variable, Compression::Gzip),
+            (16, variable, Compression::Snappy),
+        ] {
+            let what = format!("{key_bytes} B keys, {sizes}, {codec}");
+            let plan = ProducerPlan { value_sizes: sizes, compression: codec, ..plan(3, key_bytes) };
             let mut g = Generator::new(&plan);
             let mut k = 0;
             let mut seqs = [0u64; 3];
@@ -618,17 +733,21 @@ mod tests {
                 let n = g.plan_request(k, limit, &plan);
                 assert!(n > 0 && n <= limit);
                 let batches = g.encode(k, n, &plan, |j| j * 10);
-                let total: usize = batches.iter().map(|b| b.1.len()).sum();
-                assert!(total <= plan.max_request_bytes, "{total}");
                 let mut records = 0;
+                let (mut request_bytes, mut payload_bytes) = (0, 0);
                 for (p, bytes) in &batches {
-                    let view = BatchView::parse(bytes).unwrap();
+                    // keel_storage's parser, as the broker and the consumers read them.
+                    let view = BatchView::parse(bytes).unwrap_or_else(|e| panic!("{what}: {e}"));
                     assert_eq!(view.total_len(), bytes.len(), "one batch per partition");
-                    assert!(bytes.len() <= plan.batch_bytes);
-                    for r in view.records().unwrap() {
+                    assert_eq!(view.compression(), codec, "{what}");
+                    let section = view.decompressed_records().unwrap();
+                    assert_eq!(section.is_decompressed(), codec != Compression::None);
+                    let uncompressed = HEADER_LEN + section.as_bytes().len();
+                    assert!(uncompressed <= plan.batch_bytes, "{what}: {uncompressed}");
+                    request_bytes += uncompressed;
+                    for r in section.records() {
                         let r = r.unwrap();
                         let value = r.value.unwrap();
-                        assert_eq!(value.len(), plan.record_bytes);
                         assert_eq!(r.key.map(<[u8]>::len), key_len(&plan));
                         let s = Stamp::decode(value).unwrap();
                         assert_eq!((s.run_id, s.producer), (42, 3));
@@ -637,12 +756,48 @@ mod tests {
                         let rec = s.intended_ns / 10;
                         assert!(rec >= k && rec < k + n);
                         assert_eq!(g.partition(rec), *p);
+                        assert_eq!(value.len(), g.size(rec), "{what}: record {rec}'s drawn size");
+                        if let (Some(fixed), Some(key)) = (plan.value_sizes.fixed(), r.key) {
+                            assert_eq!(value.len() as u64, fixed);
+                            assert_eq!(Some(key), g.key(rec));
+                        }
+                        payload_bytes += value.len() + r.key.map_or(0, <[u8]>::len);
                         records += 1;
                     }
                 }
+                assert!(request_bytes <= plan.max_request_bytes, "{what}: {request_bytes}");
                 assert_eq!(records, n);
+                assert_eq!(g.planned_bytes, payload_bytes as u64, "{what}: bytes counted are the bytes sent");
                 drop(batches);
                 k += n;
+            }
+            if plan.value_sizes.fixed().is_none() {
+                assert!((0..k).any(|j| g.size(j) != g.size(0)), "{what}: sizes vary");
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_batches_shrink_as_the_payload_does_and_decode_to_the_same_records() {
+        for sizes in [SizeDistribution::Fixed(1000), SizeDistribution::Uniform { min: 28, max: 4000 }] {
+            // A 64 KiB batch of values with half their bytes repeated: about half the size, not
+            // the tenth it would be if values overlapped in the payload.
+            let plan =
+                ProducerPlan { value_sizes: sizes, batch_bytes: 64 << 10, max_request_bytes: 64 << 10, ..plan(1, 8) };
+            let mut g = Generator::new(&plan);
+            let n = g.plan_request(0, u64::MAX, &plan);
+            let _warm = g.encode(0, n, &plan, |j| j);
+            let n2 = g.plan_request(n, u64::MAX, &plan);
+            let plain = g.encode(n, n2, &plan, |j| j).remove(0).1;
+            for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+                let packed = compress_batch(&plain, codec);
+                let ratio = packed.len() as f64 / plain.len() as f64;
+                assert!((0.4..0.75).contains(&ratio), "{sizes}, {codec}: compressed to {ratio:.2}");
+                let (a, b) = (BatchView::parse(&plain).unwrap(), BatchView::parse(&packed).unwrap());
+                assert_eq!(a.records_count(), b.records_count());
+                assert_eq!(a.max_timestamp(), b.max_timestamp());
+                let unpacked = b.decompressed_records().unwrap();
+                assert_eq!(unpacked.as_bytes(), &plain[HEADER_LEN..], "{codec}: the same records");
             }
         }
     }
