@@ -10,8 +10,10 @@
 //!
 //! Results (`--out`, default `results/<UTC time>-<workload>/`):
 //! - `result.json`: the machine (host, kernel, CPU, cores, memory), keel-bench's version, the
-//!   workload as parsed, the baselines, and per target every figure of the `produce`/`e2e` JSON —
-//!   latency summaries and percentile curves, the per-second series, the verification;
+//!   workload as parsed, the baselines, and per target what the broker says it is (Keel: its
+//!   version; a Kafka-protocol broker: its API version ranges and finalized features, the
+//!   protocol having no version) and every figure of the `produce`/`e2e` JSON — latency
+//!   summaries and percentile curves, the per-second series, the verification;
 //! - `report.md`: the summary table, baseline fractions, and the plots:
 //!   `latency.svg` (produce-ack percentile curves of every target on one chart), `e2e-latency.svg`
 //!   (with consumers), `throughput.svg` and `p99.svg` (per second over the run).
@@ -84,6 +86,9 @@ struct TargetOutcome {
     target: String,
     topic: String,
     ok: bool,
+    /// What the broker said it is (see [`broker::describe_broker`]); absent if it could not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     /// The `produce` (no consumers) or `e2e` result object.
@@ -172,8 +177,17 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
 }
 
 fn run_target(workload: &Workload, target: &Target, topic: &str, args: &RunArgs) -> TargetOutcome {
-    let mut outcome =
-        TargetOutcome { target: target.to_string(), topic: topic.to_owned(), ok: false, error: None, result: None };
+    let broker = broker::describe_broker(target)
+        .map_err(|e| eprintln!("keel-bench: warning: {target} did not say what it is: {e}"))
+        .ok();
+    let mut outcome = TargetOutcome {
+        target: target.to_string(),
+        topic: topic.to_owned(),
+        ok: false,
+        broker,
+        error: None,
+        result: None,
+    };
     let mut plan = match workload.plan(target, topic, args.duration) {
         Ok(plan) => plan,
         Err(e) => {
@@ -273,6 +287,23 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 
 fn f(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
+}
+
+/// `keel 0.1.0`, or for a Kafka-protocol broker its `metadata.version` and Produce/Fetch ranges.
+fn describe_broker(b: &Value) -> String {
+    if let Some(version) = b["version"].as_str() {
+        return format!("{} {version}", b["software"].as_str().unwrap_or("?"));
+    }
+    if b["protocol"] == "kafka" {
+        let range = |api: &str| match b["api_versions"][api].as_array().map(Vec::as_slice) {
+            Some([min, max]) => format!("{api} v{min}–v{max}"),
+            _ => format!("no {api}"),
+        };
+        let level = b["finalized_features"]["metadata.version"].as_i64();
+        let features = level.map_or("no finalized metadata.version".into(), |l| format!("metadata.version {l}"));
+        return format!("a Kafka-protocol broker ({features}; {}, {})", range("Produce"), range("Fetch"));
+    }
+    "broker not identified".into()
 }
 
 fn lat(v: &Value, key: &str, p: &str) -> String {
@@ -418,6 +449,10 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
         result["keel_bench_version"].as_str().unwrap_or("?"),
         result["workload_file"].as_str().unwrap_or("?"),
     );
+    for t in result["targets"].as_array().into_iter().flatten() {
+        let _ = writeln!(md, "- {}: {}", t["target"].as_str().unwrap_or("?"), describe_broker(&t["broker"]));
+    }
+    md.push('\n');
     let _ = writeln!(md, "## Baselines (same run)\n");
     match result["baselines"].get("net") {
         Some(n) => {

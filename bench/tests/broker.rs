@@ -618,6 +618,12 @@ paused_for = "1500ms"
     assert_eq!(disk["write_latency_bytes"].as_u64(), Some(65536), "{disk}");
     let targets = result["targets"].as_array().unwrap();
     assert_eq!(targets.len(), 2);
+    // Each target says what it is: Keel's version natively; over Kafka's protocol (which has no
+    // version) the API ranges it serves.
+    assert_eq!(targets[0]["broker"]["version"].as_str(), Some(env!("CARGO_PKG_VERSION")), "{}", targets[0]);
+    let kafka_apis = &targets[1]["broker"]["api_versions"];
+    assert_eq!(kafka_apis["Produce"][0].as_i64(), Some(3), "{}", targets[1]);
+    assert!(kafka_apis["Fetch"][1].as_i64().unwrap() >= 4, "{}", targets[1]);
     for (t, url) in targets.iter().zip([&native, &kafka]) {
         assert_eq!(&t["target"], url.as_str());
         assert_eq!(t["ok"], true, "{t}");
@@ -650,6 +656,7 @@ paused_for = "1500ms"
         assert!(consumed > 0.0, "{series:?}");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains(&format!("{native}: keel {}", env!("CARGO_PKG_VERSION"))), "{report}");
     assert!(report.contains(&native) && report.contains(&kafka) && report.contains("of disk"), "{report}");
     for svg in ["latency.svg", "e2e-latency.svg", "throughput.svg", "p99.svg"] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap_or_else(|e| panic!("{svg}: {e}"));

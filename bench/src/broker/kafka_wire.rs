@@ -48,22 +48,7 @@ impl KafkaWire {
     /// Connects, picks the Produce version (ApiVersions) and checks that the cluster is one broker
     /// (Metadata).
     pub fn connect(target: &Target, client_id: &str) -> Result<KafkaWire, String> {
-        let unreachable = |e: std::io::Error| format!("cannot reach the broker at {target}: {e}");
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&target.addr)
-            .map_err(unreachable)?
-            .next()
-            .ok_or_else(|| format!("{target} resolves to no address"))?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
-        stream.set_nodelay(true).map_err(unreachable)?;
-        stream.set_read_timeout(Some(PRODUCE_TIMEOUT + Duration::from_secs(10))).map_err(unreachable)?;
-        let mut wire = KafkaWire {
-            stream,
-            client_id: StrBytes::from_string(client_id.to_owned()),
-            correlation: 0,
-            produce_version: 0,
-            target: target.to_string(),
-            out: Vec::new(),
-        };
+        let mut wire = KafkaWire::open(target, client_id)?;
         let versions = wire.call(0, &ApiVersionsRequest::default())?;
         if versions.error_code != 0 {
             return Err(format!("{target}: ApiVersions failed with error code {}", versions.error_code));
@@ -91,6 +76,59 @@ impl KafkaWire {
             ));
         }
         Ok(wire)
+    }
+
+    /// A connection, nothing asked yet.
+    fn open(target: &Target, client_id: &str) -> Result<KafkaWire, String> {
+        let unreachable = |e: std::io::Error| format!("cannot reach the broker at {target}: {e}");
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&target.addr)
+            .map_err(unreachable)?
+            .next()
+            .ok_or_else(|| format!("{target} resolves to no address"))?;
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
+        stream.set_nodelay(true).map_err(unreachable)?;
+        stream.set_read_timeout(Some(PRODUCE_TIMEOUT + Duration::from_secs(10))).map_err(unreachable)?;
+        Ok(KafkaWire {
+            stream,
+            client_id: StrBytes::from_string(client_id.to_owned()),
+            correlation: 0,
+            produce_version: 0,
+            target: target.to_string(),
+            out: Vec::new(),
+        })
+    }
+
+    /// What a Kafka-protocol broker says about itself. The protocol carries no software version,
+    /// so this is the next best fingerprint: the API version ranges it serves (ApiVersions v3)
+    /// and its finalized features (Apache Kafka's `metadata.version` level names its release).
+    pub fn describe(target: &Target) -> Result<serde_json::Value, String> {
+        let mut wire = KafkaWire::open(target, "keel-bench-describe")?;
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("keel-bench"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let mut r = wire.call(3, &request)?;
+        if r.error_code == 35 {
+            // UNSUPPORTED_VERSION: an older broker; v0 lists its APIs all the same.
+            r = wire.call(0, &ApiVersionsRequest::default())?;
+        }
+        if r.error_code != 0 {
+            return Err(format!("{target}: ApiVersions failed with error code {}", r.error_code));
+        }
+        let apis: serde_json::Map<String, serde_json::Value> = r
+            .api_keys
+            .iter()
+            .map(|k| {
+                let name =
+                    ApiKey::try_from(k.api_key).map_or_else(|()| format!("api{}", k.api_key), |a| format!("{a:?}"));
+                (name, serde_json::json!([k.min_version, k.max_version]))
+            })
+            .collect();
+        let features: serde_json::Map<String, serde_json::Value> = r
+            .finalized_features
+            .iter()
+            .map(|f| (f.name.as_str().to_owned(), serde_json::json!(f.max_version_level)))
+            .collect();
+        Ok(serde_json::json!({ "protocol": "kafka", "api_versions": apis, "finalized_features": features }))
     }
 
     /// Appends `batches` (partition, RecordBatch v2 bytes) to `topic` in one Produce request and

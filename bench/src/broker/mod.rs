@@ -410,6 +410,16 @@ fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
 }
 
 /// Deletes `topic` (a benchmark's own, after its run).
+/// What the broker at `target` says it is, for the record of a run: keel:// its software version
+/// (native ApiVersions); kafka:// see [`kafka_wire::KafkaWire::describe`].
+pub fn describe_broker(target: &args::Target) -> Result<serde_json::Value, String> {
+    if target.is_kafka() {
+        return kafka_wire::KafkaWire::describe(target);
+    }
+    let client = shared::connect(target, "keel-bench-describe")?;
+    Ok(serde_json::json!({ "protocol": "keel", "software": "keel", "version": client.broker_version() }))
+}
+
 pub fn delete_topic(target: &args::Target, topic: &str) -> Result<(), String> {
     if target.is_kafka() {
         return kafka::delete_topic(target, topic);
