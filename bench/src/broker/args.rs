@@ -129,9 +129,8 @@ pub struct ProducerArgs {
     /// partition's batch is compressed as a whole. keel:// (and --kafka-producer wire):
     /// keel-bench compresses the records section of every batch itself, so the compression
     /// CPU is the client's; --batch-bytes and --max-request-bytes still bound the uncompressed
-    /// bytes. kafka:// with librdkafka: its compression.type. keel-bench's librdkafka is built
-    /// without zlib and zstd: against kafka://, gzip and zstd only with --kafka-producer wire and
-    /// no consumers (produce). Throughput still counts uncompressed value + key bytes.
+    /// bytes. kafka:// with librdkafka: its compression.type. Throughput still counts
+    /// uncompressed value + key bytes.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     pub compression: CompressionArg,
 }

@@ -43,7 +43,6 @@ use std::{
 };
 
 use keel_client::{Acks, ClientError, StartAt};
-use keel_storage::batch::Compression;
 use serde::Serialize;
 
 use args::{CommonArgs, ProducerArgs};
@@ -75,7 +74,6 @@ pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
     let c = &args.common;
     validate_common(c, false)?;
     validate_producer(&args.producer, c)?;
-    validate_codec(&args.producer, c, 0)?;
     let created = ensure_topic(c)?;
     let run_id = shared::new_run_id();
     let plans = producer_plans(c, &args.producer, run_id, None);
@@ -105,7 +103,6 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     validate_common(c, true)?;
     validate_producer(&args.producer, c)?;
     validate_consumers(args.consumers, c)?;
-    validate_codec(&args.producer, c, args.consumers)?;
     validate_group(args.group.as_deref(), args.consumers_paused_for)?;
     let created = ensure_topic(c)?;
     if let Some(group) = &args.group {
@@ -237,7 +234,6 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
 pub fn validate(c: &CommonArgs, p: &ProducerArgs, consumers: usize) -> Result<(), String> {
     validate_common(c, consumers > 0)?;
     validate_producer(p, c)?;
-    validate_codec(p, c, consumers)?;
     if consumers > 0 {
         validate_consumers(consumers, c)?;
     }
@@ -301,28 +297,6 @@ fn validate_producer(p: &ProducerArgs, c: &CommonArgs) -> Result<(), String> {
     }
     if !p.linger.is_zero() && p.rate.is_none() && !c.target.is_kafka() {
         eprintln!("note: --linger only applies to the open loop (--rate); closed-loop requests are always full");
-    }
-    Ok(())
-}
-
-/// keel-bench's librdkafka is built without its zlib and zstd features (no system libraries
-/// needed), so it can neither send nor read gzip or zstd batches.
-fn validate_codec(p: &ProducerArgs, c: &CommonArgs, consumers: usize) -> Result<(), String> {
-    let codec = p.compression.codec();
-    if !c.target.is_kafka() || !matches!(codec, Compression::Gzip | Compression::Zstd) {
-        return Ok(());
-    }
-    if consumers > 0 {
-        return Err(format!(
-            "--compression {codec}: keel-bench's librdkafka (the kafka:// consumers) is built without {codec}; use \
-             snappy or lz4"
-        ));
-    }
-    if p.kafka_producer == args::KafkaProducerArg::Librdkafka {
-        return Err(format!(
-            "--compression {codec}: keel-bench's librdkafka is built without {codec}; use snappy or lz4, or \
-             --kafka-producer wire (keel-bench compresses the batches itself)"
-        ));
     }
     Ok(())
 }
