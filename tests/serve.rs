@@ -202,6 +202,25 @@ fn produce_with(
     }
 }
 
+/// A Fetch of partitions `0..partitions` of `topic` from offset 0, at most 1 MiB from each.
+fn fetch_from_start(topic: &str, partitions: u32, max_wait_ms: u32, min_bytes: u32, max_bytes: u32) -> FetchRequest {
+    FetchRequest {
+        max_wait_ms,
+        min_bytes,
+        max_bytes,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: (0..partitions)
+                .map(|p| FetchPartition {
+                    partition: PartitionId(p),
+                    fetch_offset: Offset(0),
+                    partition_max_bytes: 1 << 20,
+                })
+                .collect(),
+        }],
+    }
+}
+
 /// Every batch of a partition from offset 0, following the fetch protocol.
 fn fetch_all(client: &mut Client, topic: &str, partition: u32) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
@@ -810,21 +829,7 @@ fn history_reads_take_turns_for_a_slot() {
 
     let fetch_everything = |addr| {
         let mut client = Client::connect(addr);
-        let req = FetchRequest {
-            max_wait_ms: 0,
-            min_bytes: 0,
-            max_bytes: 8 << 20,
-            topics: vec![FetchTopic {
-                name: "history".into(),
-                partitions: (0..4)
-                    .map(|p| FetchPartition {
-                        partition: PartitionId(p),
-                        fetch_offset: Offset(0),
-                        partition_max_bytes: 1 << 20,
-                    })
-                    .collect(),
-            }],
-        };
+        let req = fetch_from_start("history", 4, 0, 0, 8 << 20);
         let Ok(Response::Fetch(r)) = client.call(Request::Fetch(req)) else { panic!("fetch failed") };
         r.topics[0].partitions.iter().map(|p| (p.error_code, p.records.len())).collect::<Vec<_>>()
     };
@@ -871,21 +876,7 @@ fn fetch_waits_for_min_bytes() {
     let broker = Broker::start(dir.path(), free_port());
     let mut client = Client::connect(broker.addr);
     assert_eq!(create(&mut client, "mb", 2), ErrorCode::None);
-    let request = |min_bytes: u32, max_wait_ms: u32| FetchRequest {
-        max_wait_ms,
-        min_bytes,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            name: "mb".into(),
-            partitions: (0..2)
-                .map(|p| FetchPartition {
-                    partition: PartitionId(p),
-                    fetch_offset: Offset(0),
-                    partition_max_bytes: 1 << 20,
-                })
-                .collect(),
-        }],
-    };
+    let request = |min_bytes: u32, max_wait_ms: u32| fetch_from_start("mb", 2, max_wait_ms, min_bytes, 1 << 20);
     let one = batch(0, 1).len() as u32;
     let producer = {
         let addr = broker.addr;
@@ -935,21 +926,7 @@ fn acks_leader_under_fsync_always_becomes_readable_without_an_acks_all_append() 
     }
     let total: usize = sent.iter().flatten().map(Vec::len).sum();
     let started = Instant::now();
-    let req = FetchRequest {
-        max_wait_ms: 10_000,
-        min_bytes: total as u32,
-        max_bytes: 1 << 20,
-        topics: vec![FetchTopic {
-            name: "a1".into(),
-            partitions: (0..2)
-                .map(|p| FetchPartition {
-                    partition: PartitionId(p),
-                    fetch_offset: Offset(0),
-                    partition_max_bytes: 1 << 20,
-                })
-                .collect(),
-        }],
-    };
+    let req = fetch_from_start("a1", 2, 10_000, total as u32, 1 << 20);
     let Ok(Response::Fetch(r)) = client.call(Request::Fetch(req)) else { panic!("fetch failed") };
     assert!(started.elapsed() < Duration::from_secs(5), "synced at once, not at max_wait: {:?}", started.elapsed());
     for (p, part) in r.topics[0].partitions.iter().enumerate() {
