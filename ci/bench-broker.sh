@@ -39,20 +39,8 @@ KEEL_BENCH_BIN=${KEEL_BENCH_BIN:-target/release/keel-bench}
 BROKER_RETENTION_BYTES=${BROKER_RETENTION_BYTES:-1073741824}
 BROKER_MIN_FREE_BYTES=${BROKER_MIN_FREE_BYTES:-5368709120}
 
-for bin in "$KEEL_BIN" "$KEEL_BENCH_BIN"; do
-  [ -x "$bin" ] || { echo "error: $bin is missing: build with \`make build\` (cargo build --release --workspace)" >&2; exit 1; }
-done
-mkdir -p "$BENCH_DIR" "$RESULTS"
-DATA="$BENCH_DIR/keel-broker-$$"
-rm -rf "$DATA"
-BROKER_PID=
+prepare_bench_run keel-broker
 FAILED=()
-
-cleanup() {
-  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then stop_broker "$BROKER_PID" || true; fi
-  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
-}
-trap cleanup EXIT
 
 echo "== baseline disk ($BENCH_DIR)"
 "$KEEL_BENCH_BIN" baseline disk --dir "$BENCH_DIR" --json | tee "$RESULTS/baseline-disk.json"

@@ -13,7 +13,8 @@
 # Environment: BENCH_DIR (./bench-data), BENCH_DURATION (the workloads' own, 60 s; e.g. 20s),
 # BENCH_WORKLOADS (every bench/workloads/*.toml), BROKER_MEMORY (1GiB), RESULTS
 # (results/bench-<UTC time>), KEEL_BIN / KEEL_BENCH_BIN (target/release/...),
-# KEEL_BENCH_ARGS (extra `keel-bench run` flags, e.g. "--kafka-producer wire").
+# KEEL_BENCH_ARGS (extra `keel-bench run` flags, e.g. "--kafka-producer wire"), KEEP_DATA=1 to keep
+# the broker's data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/broker-lib.sh
@@ -27,18 +28,7 @@ read -r -a EXTRA <<<"${KEEL_BENCH_ARGS:-}"
 DURATION=()
 [ -n "${BENCH_DURATION:-}" ] && DURATION=(--duration "$BENCH_DURATION")
 
-for bin in "$KEEL_BIN" "$KEEL_BENCH_BIN"; do
-  [ -x "$bin" ] || { echo "error: $bin is missing: build with \`make build\`" >&2; exit 1; }
-done
-mkdir -p "$BENCH_DIR" "$RESULTS"
-DATA="$BENCH_DIR/keel-bench-$$"
-rm -rf "$DATA"
-BROKER_PID=
-cleanup() {
-  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then kill -KILL "$BROKER_PID" 2>/dev/null || true; fi
-  rm -rf "$DATA"
-}
-trap cleanup EXIT
+prepare_bench_run keel-bench
 
 start_keel "$DATA" "$BROKER_MEMORY" "$RESULTS/broker.log"
 

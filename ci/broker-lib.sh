@@ -52,3 +52,23 @@ stop_broker() {
   wait "$pid" || rc=$?
   return $rc
 }
+
+# Checks that $KEEL_BIN and $KEEL_BENCH_BIN exist, makes $BENCH_DIR and $RESULTS, sets DATA (an
+# empty $BENCH_DIR/$1-PID for the broker) and BROKER_PID (none yet), and on exit stops a broker
+# still running (stop_broker) and removes DATA (kept with KEEP_DATA=1).
+prepare_bench_run() {
+  local bin
+  for bin in "$KEEL_BIN" "$KEEL_BENCH_BIN"; do
+    [ -x "$bin" ] || { echo "error: $bin is missing: build with \`make build\` (cargo build --release --workspace)" >&2; exit 1; }
+  done
+  mkdir -p "$BENCH_DIR" "$RESULTS"
+  DATA="$BENCH_DIR/$1-$$"
+  rm -rf "$DATA"
+  BROKER_PID=
+  trap cleanup_bench_run EXIT
+}
+
+cleanup_bench_run() {
+  if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then stop_broker "$BROKER_PID" || true; fi
+  [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
+}

@@ -517,6 +517,25 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// `batch` (uncompressed, as [`BatchBuilder`] or a client writes it) re-encoded with its records
+/// section compressed by `codec`: the codec bits, `batchLength` and the CRC follow; every other
+/// header field stays. Panics if `batch` is not an uncompressed batch (a programmer error).
+pub fn compressed(batch: &[u8], codec: Compression) -> Vec<u8> {
+    let view = BatchView::parse_unchecked_crc(batch).expect("compressed: not a record batch");
+    assert_eq!(view.compression(), Compression::None, "compressed: the batch is compressed already");
+    let records = compression::compress(codec, &batch[HEADER_LEN..view.total_len()]);
+    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
+    out.extend_from_slice(&batch[..HEADER_LEN]);
+    out.extend_from_slice(&records);
+    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).expect("compressed: batch larger than i32::MAX bytes");
+    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = view.attributes() | codec.attribute_bits();
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_AT..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
 /// Overwrites `partitionLeaderEpoch`, which the leader stamps on append. It is
 /// outside the CRC, so the batch stays valid. Panics if `batch.len() < HEADER_LEN`.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
@@ -1675,6 +1694,8 @@ mod tests {
             assert_eq!(records[2].key, None);
             assert_eq!(records[0].headers[1], Header { key: b"h2", value: None });
             fuzz_check_decode(&bytes);
+            // Compressing a built batch afterwards gives the builder's bytes exactly.
+            assert_eq!(compressed(&plain_bytes, codec), bytes, "{codec}");
         }
     }
 

@@ -844,7 +844,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let stop_offset = Some(next_damage.map_or(readable_end, |d| d.min(readable_end)));
         Ok(Some(ReadPlan {
             file: seg.file.clone(),
-            segment: log_name(seg.base),
+            segment_base: seg.base,
             segment_next_offset: seg.next_offset,
             start: seg.index.position_for(rel),
             limit,
@@ -954,12 +954,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     fn corrupt(&self, plan: &ReadPlan<D::File>, from: u64, reason: &str) -> StorageError {
-        warn!(dir = %self.dir.describe(""), segment = %plan.segment, from, reason, "corrupt batch on read");
-        StorageError::Corrupt {
-            segment: plan.segment.clone(),
-            offsets: from..plan.segment_next_offset,
-            reason: reason.to_string(),
-        }
+        let segment = log_name(plan.segment_base);
+        warn!(dir = %self.dir.describe(""), segment = %segment, from, reason, "corrupt batch on read");
+        StorageError::Corrupt { segment, offsets: from..plan.segment_next_offset, reason: reason.to_string() }
     }
 
     /// Bytes `[pos, pos+len)` of a segment: from the tail cache when held, else from the file.
@@ -975,7 +972,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 return Ok(st.tail.copy_out(pos, len));
             }
         }
-        plan.file.read_at(pos, len).await.map_err(|e| StorageError::io("reading", self.dir.describe(&plan.segment), e))
+        plan.file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| StorageError::io("reading", self.dir.describe(&log_name(plan.segment_base)), e))
     }
 
     /// The first offset whose record timestamp is `>= ts`, or `None` if every record is older.
@@ -1296,7 +1296,9 @@ fn header_fields(head: &[u8]) -> Option<(u64, u64, u64)> {
 
 struct ReadPlan<F> {
     file: Rc<F>,
-    segment: String,
+    /// The segment's base offset (its file name, for errors only: planning allocates nothing,
+    /// and every fetch plans at least once, twice when it asks `read_would_hit_disk` first).
+    segment_base: u64,
     segment_next_offset: u64,
     start: u64,
     limit: u64,

@@ -9,7 +9,7 @@
 //! With a value size distribution ([`super::sizes`]) the layout changes from request to request,
 //! so batches are written record by record with a [`BatchWriter`] instead (one copy of each
 //! value). With `--compression`, each finished batch's records section is then compressed
-//! ([`compress_batch`]); the request limits apply to the uncompressed bytes.
+//! ([`batch::compressed`]); the request limits apply to the uncompressed bytes.
 //!
 //! Open loop: record k's intended send time is `t0 + phase + k / rate`. Its latency is the time
 //! its request was acknowledged minus that intended time, whatever delayed the send (the previous
@@ -27,10 +27,7 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use keel_client::{Acks, BatchWriter};
-use keel_storage::{
-    batch::{BatchView, Compression, HEADER_LEN, LOG_OVERHEAD},
-    compression,
-};
+use keel_storage::batch::{self, BatchView, Compression, HEADER_LEN, LOG_OVERHEAD};
 
 use super::{
     args::Target,
@@ -538,7 +535,7 @@ impl Generator {
             };
             let batch = match plan.compression {
                 Compression::None => batch,
-                codec => compress_batch(&batch, codec),
+                codec => Bytes::from(batch::compressed(&batch, codec)),
             };
             batches.push((p, batch));
             from += count;
@@ -641,23 +638,6 @@ impl Template {
         self.lent = Some(whole);
         batch
     }
-}
-
-/// `batch` (one uncompressed RecordBatch) with its records section compressed by `codec`, as
-/// Kafka's clients write a compressed batch: the header stays plain, with the batch length and
-/// the codec bits rewritten and the CRC recomputed over the compressed bytes.
-fn compress_batch(batch: &[u8], codec: Compression) -> Bytes {
-    let records = compression::compress(codec, &batch[HEADER_LEN..]);
-    let mut out = Vec::with_capacity(HEADER_LEN + records.len());
-    out.extend_from_slice(&batch[..HEADER_LEN]);
-    out.extend_from_slice(&records);
-    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).expect("a batch below 2 GiB");
-    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    let attributes = i16::from_be_bytes([out[21], out[22]]) | codec.attribute_bits();
-    out[21..23].copy_from_slice(&attributes.to_be_bytes());
-    let crc = BatchView::parse_unchecked_crc(&out).expect("a compressed batch's header").computed_crc();
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(out)
 }
 
 /// Record k's key from the pool (`None` for keyless records).
@@ -790,7 +770,7 @@ mod tests {
             let n2 = g.plan_request(n, u64::MAX, &plan);
             let plain = g.encode(n, n2, &plan, |j| j).remove(0).1;
             for codec in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
-                let packed = compress_batch(&plain, codec);
+                let packed = batch::compressed(&plain, codec);
                 let ratio = packed.len() as f64 / plain.len() as f64;
                 assert!((0.4..0.75).contains(&ratio), "{sizes}, {codec}: compressed to {ratio:.2}");
                 let (a, b) = (BatchView::parse(&plain).unwrap(), BatchView::parse(&packed).unwrap());
