@@ -3,8 +3,8 @@
 //! written to a results directory a person can open.
 //!
 //! Order: `baseline net` (loopback TCP), `baseline disk` (with `--disk-dir`, which should be on the
-//! broker's disk), then each target in the order given, each on its own new topic (deleted
-//! afterwards unless `--keep-topics`). A target that fails (unreachable, an error mid-run, a
+//! broker's disk), then each target in the order given, each on its own new topic or topics
+//! (deleted afterwards unless `--keep-topics`). A target that fails (unreachable, an error mid-run, a
 //! failed verification) is reported as such and the others still run; the exit code is 1 if any
 //! failed.
 //!
@@ -35,7 +35,7 @@ use crate::{
     baseline_net::{self, NetArgs},
     broker::{
         self,
-        args::{parse_target, KafkaProducerArg, Target},
+        args::{parse_target, KafkaProducerArg, Target, Topics},
         E2eArgs, ProduceArgs,
     },
     plot::{self, Series},
@@ -146,8 +146,11 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
             say(format!("   {}", one_line(r)));
         }
         if !args.keep_topics && outcome.result.is_some() {
-            if let Err(e) = broker::delete_topic(target, &topic) {
-                eprintln!("keel-bench: warning: could not delete topic {topic} on {target}: {e}");
+            let layout = Topics::new(&topic, workload.topics.count, workload.topics.partitions);
+            for topic in layout.names() {
+                if let Err(e) = broker::delete_topic(target, topic) {
+                    eprintln!("keel-bench: warning: could not delete topic {topic} on {target}: {e}");
+                }
             }
         }
         outcomes.push(outcome);
@@ -435,6 +438,19 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
     if let Some(d) = w["description"].as_str().filter(|d| !d.is_empty()) {
         let _ = writeln!(md, "{d}\n");
     }
+    let rate = match w["producers"]["rate"].as_f64() {
+        Some(r) => format!("open loop at {r:.0} records/s"),
+        None => "closed loop".into(),
+    };
+    let _ = writeln!(
+        md,
+        "Load: {} topic(s) × {} partitions; {} producers, {rate}, acks={}; {} consumers.\n",
+        w["topics"]["count"],
+        w["topics"]["partitions"],
+        w["producers"]["count"],
+        w["producers"]["acks"].as_str().unwrap_or("?"),
+        w["consumers"]["count"],
+    );
     let m = &result["machine"];
     let _ = writeln!(
         md,

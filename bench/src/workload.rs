@@ -1,6 +1,6 @@
 //! Workload files: one benchmark described once (TOML) and run unchanged against any target.
 //!
-//! A workload says what load to apply — topic, records, keys, producers, consumers, duration —
+//! A workload says what load to apply — topics, records, keys, producers, consumers, duration —
 //! and nothing about where: `keel-bench run FILE --target URL ...` applies it to each target in
 //! turn. The format is documented in `bench/workloads/README.md`, with the standard workloads
 //! beside it. Unknown keys are errors (a typo must not silently run a different benchmark), and
@@ -28,8 +28,9 @@ pub struct Workload {
     pub duration: String,
     #[serde(default = "default_warmup")]
     pub warmup: String,
-    #[serde(default)]
-    pub topic: TopicSpec,
+    /// `[topics]` (`[topic]` is accepted too: files written before there could be several).
+    #[serde(default, alias = "topic")]
+    pub topics: TopicSpec,
     #[serde(default)]
     pub records: RecordSpec,
     #[serde(default)]
@@ -41,6 +42,10 @@ pub struct Workload {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
+    /// How many topics alike: the load is spread over every partition of every topic.
+    #[serde(default = "one_u32")]
+    pub count: u32,
+    /// Partitions of each topic.
     #[serde(default = "default_partitions")]
     pub partitions: u32,
     /// Topic configs (Kafka's names, plus Keel's `fsync.policy`), set when the topic is created.
@@ -189,6 +194,9 @@ fn default_zipf() -> f64 {
 fn one() -> usize {
     1
 }
+fn one_u32() -> u32 {
+    1
+}
 fn default_acks() -> String {
     "1".into()
 }
@@ -216,7 +224,7 @@ impl Default for ConsumerSpec {
 
 impl Default for TopicSpec {
     fn default() -> TopicSpec {
-        TopicSpec { partitions: default_partitions(), config: BTreeMap::new() }
+        TopicSpec { count: 1, partitions: default_partitions(), config: BTreeMap::new() }
     }
 }
 
@@ -273,7 +281,8 @@ impl Workload {
         Ok(w)
     }
 
-    /// The run against `target`, on `topic`; `duration` overrides the file's.
+    /// The run against `target`, on `topic` (or topics named after it: see
+    /// [`crate::broker::args::Topics`]); `duration` overrides the file's.
     pub fn plan(&self, target: &Target, topic: &str, duration: Option<Duration>) -> Result<Plan, String> {
         if self.name.trim().is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             return Err(format!("name {:?} must be non-empty letters, digits, '-', '_' or '.'", self.name));
@@ -315,8 +324,9 @@ impl Workload {
         let common = CommonArgs {
             target: target.clone(),
             topic: topic.to_owned(),
-            partitions: self.topic.partitions,
-            topic_config: self.topic.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            topics: self.topics.count,
+            partitions: self.topics.partitions,
+            topic_config: self.topics.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             // A fixed size stays --record-bytes: the result reads as the command line would.
             record_bytes: sizes.fixed().unwrap_or(0),
             record_bytes_dist: sizes.fixed().is_none().then_some(sizes),
@@ -477,6 +487,26 @@ paused_for = "10s"
         assert!(err(paused).contains("do not go together"));
         let late = "name = \"x\"\nduration = \"10s\"\nwarmup = \"1s\"\n[consumers]\ncount = 1\npaused_for = \"11s\"";
         assert!(err(late).contains("must end before"));
+    }
+
+    #[test]
+    fn several_topics_share_the_load() {
+        let text = "name = \"many\"\n[topics]\ncount = 4\npartitions = 3\n[consumers]\ncount = 12";
+        let plan = Workload::parse(text).unwrap().plan(&target(), "t", None).unwrap();
+        assert_eq!((plan.common.topics, plan.common.partitions), (4, 3));
+        let layout = plan.common.layout();
+        assert_eq!(layout.names(), ["t-0", "t-1", "t-2", "t-3"]);
+        assert_eq!((layout.total(), layout.name_of(7)), (12, ("t-2", 1)));
+        // One consumer per partition of every topic at most; none without a topic.
+        let err = |text: &str| Workload::parse(text).unwrap_err();
+        assert!(err(&text.replace("count = 12", "count = 13")).contains("more than the 12 partitions"));
+        assert!(err("name = \"x\"\n[topics]\ncount = 0").contains("--topics"));
+        assert!(err("name = \"x\"\n[topics]\ncount = 1000\npartitions = 1000").contains("--topics"));
+        // `[topic]`, from before there could be several, means the same; both at once is a mistake.
+        let old = Workload::parse("name = \"old\"\n[topic]\npartitions = 5").unwrap();
+        assert_eq!((old.topics.count, old.topics.partitions), (1, 5));
+        assert_eq!(old.plan(&target(), "t", None).unwrap().common.layout().names(), ["t"]);
+        assert!(err("name = \"x\"\n[topic]\npartitions = 5\n[topics]\ncount = 2").contains("duplicate"));
     }
 
     #[test]

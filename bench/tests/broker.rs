@@ -533,6 +533,66 @@ fn kafka_target_against_a_real_broker() {
     assert!(status.success(), "keel serve exited with {status} after SIGTERM");
 }
 
+/// `--topics`: the load spread over several topics on every path (native client, librdkafka,
+/// the wire producer, consumer groups on both protocols): every acknowledged record read back
+/// once, and every partition of every topic holding exactly what was acknowledged in all.
+#[test]
+fn several_topics_on_every_path() {
+    let broker = Broker::start_with(true);
+    let (keel, kafka) = (broker.target(), broker.kafka_target());
+    let mut admin = keel_client::Client::connect(&broker.addr.to_string(), "test-admin").unwrap();
+    let runs: [(&str, &str, &[&str]); 5] = [
+        ("m-native", &keel, &["--key-bytes", "8", "--key-distribution", "uniform", "--consumers", "4"]),
+        ("m-group", &keel, &["--group", "m-readers", "--consumers", "2"]),
+        ("m-rdkafka", &kafka, &["--consumers", "2"]),
+        ("m-wire", &kafka, &["--kafka-producer", "wire", "--consumers", "2"]),
+        ("m-kgroup", &kafka, &["--group", "m-kreaders", "--consumers", "2"]),
+    ];
+    for (topic, target, extra) in runs {
+        let v = bench_json(
+            &[
+                &["e2e", "--target", target, "--topic", topic, "--topics", "3", "--partitions", "2"][..],
+                &["--producers", "2", "--rate", "3000", "--record-bytes", "100", "--json"],
+                extra,
+                &SHORT,
+            ]
+            .concat(),
+        );
+        assert_eq!((v["topic"].as_str(), u(&v, "topics"), u(&v, "partitions")), (Some(topic), 3, 2), "{v}");
+        let acked = u(&v, "records_acked");
+        assert!(acked > 0 && u(&v["verification"], "expected") == acked, "{topic}: {v}");
+        assert_eq!(v["verification"]["ok"], true, "{topic}: {v}");
+        let redelivered = v["verification"]["redelivered"].as_u64().unwrap_or(0);
+        assert_eq!(u(&v, "records_consumed"), acked + redelivered, "{topic}: {v}");
+        // What the broker holds: the three topics, every partition written, nothing else.
+        let mut stored = 0;
+        for i in 0..3 {
+            let name = format!("{topic}-{i}");
+            let info = admin.topic(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(info.partitions.len(), 2, "{name}");
+            for p in &info.partitions {
+                assert!(p.high_watermark > 0, "{name}/{} got no record: {v}", p.partition);
+                stored += p.high_watermark;
+            }
+        }
+        assert_eq!(stored, acked, "{topic}: the topics hold what was acknowledged");
+        assert!(admin.topic(topic).is_err(), "no topic named {topic} itself");
+    }
+    // The native group committed its positions in every topic.
+    let committed = admin.fetch_committed("m-readers", None).unwrap();
+    for i in 0..3 {
+        let name = format!("m-group-{i}");
+        assert_eq!(committed.iter().filter(|c| c.0 == name).count(), 2, "{name}: {committed:?}");
+    }
+    // More consumers than partitions in all is refused.
+    let out = bench(&["e2e", "--target", &keel, "--topics", "2", "--partitions", "2", "--consumers", "5"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than the 4 partitions"), "{out:?}");
+    drop(admin);
+    let status = broker.stop();
+    assert!(status.success(), "keel serve exited with {status} after SIGTERM");
+}
+
 /// `keel-bench run` with a workload file against both listeners of one broker, with the
 /// baselines, then `compare` of the result with itself: the result files exist and hold
 /// non-zero, consistent figures.

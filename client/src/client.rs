@@ -308,27 +308,55 @@ impl Client {
         batches: Vec<(u32, Bytes)>,
         acks: Acks,
     ) -> Result<Vec<(u32, u64)>, ClientError> {
-        let wanted: Vec<u32> = batches.iter().map(|b| b.0).collect();
-        let partitions =
-            batches.into_iter().map(|(p, records)| ProducePartition { partition: PartitionId(p), records }).collect();
+        let mut answered = self.produce_topics(vec![(topic.to_owned(), batches)], acks)?;
+        Ok(answered.pop().unwrap_or_default())
+    }
+
+    /// Like [`Client::produce_many`] over several topics in one request: `(topic, batches)` in,
+    /// `(partition, base offset)` per batch out, topic by topic in request order.
+    pub fn produce_topics(
+        &mut self,
+        topics: Vec<(String, Vec<(u32, Bytes)>)>,
+        acks: Acks,
+    ) -> Result<Vec<Vec<(u32, u64)>>, ClientError> {
+        let wanted: Vec<(String, Vec<u32>)> =
+            topics.iter().map(|(name, batches)| (name.clone(), batches.iter().map(|b| b.0).collect())).collect();
+        let topics = topics
+            .into_iter()
+            .map(|(name, batches)| ProduceTopic {
+                name,
+                partitions: batches
+                    .into_iter()
+                    .map(|(p, records)| ProducePartition { partition: PartitionId(p), records })
+                    .collect(),
+            })
+            .collect();
         let timeout_ms = u32::try_from(self.config.produce_timeout.as_millis()).unwrap_or(u32::MAX);
-        let request =
-            ProduceRequest { acks, timeout_ms, topics: vec![ProduceTopic { name: topic.to_owned(), partitions }] };
+        let request = ProduceRequest { acks, timeout_ms, topics };
         let Some(r) = self.call(Request::Produce(request), self.config.produce_timeout)? else {
             return Ok(Vec::new());
         };
         let r = ProduceRequest::unwrap(r)?;
-        let answered = sole_topic(r.topics.into_iter().map(|t| (t.name, t.partitions)), topic, "Produce")?;
-        check_partitions(answered.iter().map(|p| p.partition.0), wanted.into_iter(), "Produce")?;
+        let names = wanted.iter().map(|w| w.0.as_str());
+        let answered = the_topics(r.topics.into_iter().map(|t| (t.name, t.partitions)), names, "Produce")?;
         answered
             .into_iter()
-            .map(|p| {
-                let partition = p.partition.0;
-                check_partition_code(p.error_code, topic, partition, p.error_message)?;
-                let base = p.base_offset.ok_or_else(|| {
-                    ClientError::Protocol(format!("Produce: partition {partition} succeeded without a base offset"))
-                })?;
-                Ok((partition, base.0))
+            .zip(wanted)
+            .map(|(partitions, (topic, asked))| {
+                check_partitions(partitions.iter().map(|p| p.partition.0), asked.into_iter(), "Produce")?;
+                partitions
+                    .into_iter()
+                    .map(|p| {
+                        let partition = p.partition.0;
+                        check_partition_code(p.error_code, &topic, partition, p.error_message)?;
+                        let base = p.base_offset.ok_or_else(|| {
+                            ClientError::Protocol(format!(
+                                "Produce: {topic}/{partition} succeeded without a base offset"
+                            ))
+                        })?;
+                        Ok((partition, base.0))
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -514,13 +542,37 @@ pub(crate) fn check_partition_code(
 
 /// The partitions answered for `topic`, which must be the only topic in the response.
 pub(crate) fn sole_topic<P>(
-    mut topics: impl Iterator<Item = (String, Vec<P>)>,
+    topics: impl Iterator<Item = (String, Vec<P>)>,
     topic: &str,
     api: &str,
 ) -> Result<Vec<P>, ClientError> {
-    match (topics.next(), topics.next()) {
-        (Some((name, partitions)), None) if name == topic => Ok(partitions),
-        _ => Err(ClientError::Protocol(format!("{api} response does not answer for exactly topic {topic:?}"))),
+    let mut answered = the_topics(topics, std::iter::once(topic), api)?;
+    Ok(answered.pop().unwrap_or_default())
+}
+
+/// The partitions answered per topic; the response must list exactly the requested topics, in
+/// request order.
+pub(crate) fn the_topics<'a, P>(
+    topics: impl Iterator<Item = (String, Vec<P>)>,
+    asked: impl Iterator<Item = &'a str>,
+    api: &str,
+) -> Result<Vec<Vec<P>>, ClientError> {
+    let mut asked = asked;
+    let mut answered = Vec::new();
+    for (name, partitions) in topics {
+        match asked.next() {
+            Some(want) if want == name => answered.push(partitions),
+            Some(want) => {
+                return Err(ClientError::Protocol(format!(
+                    "{api} response answers topic {name:?} where {want:?} was asked"
+                )))
+            }
+            None => return Err(ClientError::Protocol(format!("{api} response answers topic {name:?}, not asked"))),
+        }
+    }
+    match asked.next() {
+        Some(want) => Err(ClientError::Protocol(format!("{api} response does not answer for topic {want:?}"))),
+        None => Ok(answered),
     }
 }
 

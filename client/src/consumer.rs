@@ -1,7 +1,8 @@
-//! [`Consumer`]: reads records from a set of partitions of one topic, from positions it keeps
-//! itself (Keel has no group membership; committing positions is up to the caller).
+//! [`Consumer`]: reads records from a set of partitions of one topic (or of several), from
+//! positions it keeps itself (Keel has no group membership; committing positions is up to the
+//! caller).
 
-use std::{borrow::BorrowMut, time::Duration};
+use std::{borrow::BorrowMut, ops::Range, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use keel_protocol::{
@@ -11,7 +12,7 @@ use keel_protocol::{
 use keel_storage::batch::{BatchView, DecodeError};
 
 use crate::{
-    client::{check_partition_code, check_partitions, sole_topic},
+    client::{check_partition_code, check_partitions, the_topics},
     Client, ClientError,
 };
 
@@ -50,6 +51,8 @@ impl Default for ConsumerConfig {
 /// Fetch response (no copies).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    /// The topic's name, shared by every record of the topic.
+    pub topic: Arc<str>,
     pub partition: u32,
     pub offset: u64,
     /// The record's CreateTime, or the broker's append time for a LogAppendTime batch.
@@ -60,16 +63,17 @@ pub struct ConsumedRecord {
     pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
 
-/// Reads one topic's partitions: each [`poll`](Consumer::poll) sends one Fetch for all of them
-/// and advances each partition's position past what it returns.
+/// Reads one topic's partitions (or several topics'): each [`poll`](Consumer::poll) sends one
+/// Fetch for all of them and advances each partition's position past what it returns.
 ///
 /// `C` is [`Client`] or `&mut Client`.
 pub struct Consumer<C: BorrowMut<Client> = Client> {
     client: C,
-    topic: String,
+    /// The topics read, in the order given at creation, each with its span of `positions`.
+    topics: Vec<(Arc<str>, Range<usize>)>,
     config: ConsumerConfig,
-    /// `(partition, next offset to fetch)`, in the order given at creation. A position only
-    /// grows, except through [`Consumer::seek`].
+    /// `(partition, next offset to fetch)`, topic by topic, in the order given at creation. A
+    /// position only grows, except through [`Consumer::seek`].
     positions: Vec<(u32, u64)>,
 }
 
@@ -87,20 +91,43 @@ impl<C: BorrowMut<Client>> Consumer<C> {
 
     /// Like [`Consumer::new`], with explicit fetch sizes.
     pub fn with_config(
-        mut client: C,
+        client: C,
         topic: &str,
         partitions: Option<Vec<u32>>,
         start: StartAt,
         config: ConsumerConfig,
     ) -> Result<Consumer<C>, ClientError> {
-        let count = client.borrow_mut().topic(topic)?.partitions.len();
-        let partitions = match partitions {
-            None => (0..count as u32).collect(),
-            Some(list) => check_partition_list(list, count)?,
-        };
-        let offsets = resolve(client.borrow_mut(), topic, &partitions, start)?;
-        let positions = partitions.into_iter().zip(offsets).collect();
-        Ok(Consumer { client, topic: topic.to_owned(), config, positions })
+        Consumer::with_topics(client, vec![(topic.to_owned(), partitions)], start, config)
+    }
+
+    /// A consumer of several topics at once, each `(topic, partitions)` as in
+    /// [`Consumer::new`]: one Fetch reads them all.
+    pub fn with_topics(
+        mut client: C,
+        topics: Vec<(String, Option<Vec<u32>>)>,
+        start: StartAt,
+        config: ConsumerConfig,
+    ) -> Result<Consumer<C>, ClientError> {
+        if topics.is_empty() {
+            return Err(ClientError::InvalidArgument("no topics to consume".into()));
+        }
+        let mut spans = Vec::with_capacity(topics.len());
+        let mut positions = Vec::new();
+        for (i, (topic, partitions)) in topics.iter().enumerate() {
+            if topics[..i].iter().any(|t| t.0 == *topic) {
+                return Err(ClientError::InvalidArgument(format!("topic {topic} is listed twice")));
+            }
+            let count = client.borrow_mut().topic(topic)?.partitions.len();
+            let partitions = match partitions {
+                None => (0..count as u32).collect(),
+                Some(list) => check_partition_list(list.clone(), count)?,
+            };
+            let offsets = resolve(client.borrow_mut(), topic, &partitions, start)?;
+            let from = positions.len();
+            positions.extend(partitions.into_iter().zip(offsets));
+            spans.push((Arc::from(topic.as_str()), from..positions.len()));
+        }
+        Ok(Consumer { client, topics: spans, config, positions })
     }
 
     /// Fetches from every partition at once, waiting up to `max_wait` for at least one record,
@@ -113,18 +140,27 @@ impl<C: BorrowMut<Client>> Consumer<C> {
     pub fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumedRecord>, ClientError> {
         let request = self.fetch_request(max_wait);
         let response = self.client.borrow_mut().fetch(request, max_wait)?;
-        let answered = sole_topic(response.topics.into_iter().map(|t| (t.name, t.partitions)), &self.topic, "Fetch")?;
-        check_partitions(answered.iter().map(|p| p.partition.0), self.positions.iter().map(|p| p.0), "Fetch")?;
-        for (p, &(partition, offset)) in answered.iter().zip(&self.positions) {
-            if p.error_code == ErrorCode::OffsetOutOfRange {
-                return Err(self.out_of_range(partition, offset));
+        let names = self.topics.iter().map(|t| &*t.0);
+        let answered = the_topics(response.topics.into_iter().map(|t| (t.name, t.partitions)), names, "Fetch")?;
+        for (partitions, (_, span)) in answered.iter().zip(&self.topics) {
+            let positions = &self.positions[span.clone()];
+            check_partitions(partitions.iter().map(|p| p.partition.0), positions.iter().map(|p| p.0), "Fetch")?;
+        }
+        for (t, partitions) in answered.iter().enumerate() {
+            let (topic, span) = &self.topics[t];
+            for (p, &(partition, offset)) in partitions.iter().zip(&self.positions[span.clone()]) {
+                if p.error_code == ErrorCode::OffsetOutOfRange {
+                    return Err(self.out_of_range(t, partition, offset));
+                }
+                check_partition_code(p.error_code, topic, partition, None)?;
             }
-            check_partition_code(p.error_code, &self.topic, partition, None)?;
         }
         let mut records = Vec::new();
         let mut next = Vec::with_capacity(self.positions.len());
-        for (p, &(partition, offset)) in answered.iter().zip(&self.positions) {
-            next.push(decode_records(partition, &p.records, offset, &mut records)?);
+        for (partitions, (topic, span)) in answered.iter().zip(&self.topics) {
+            for (p, &(partition, offset)) in partitions.iter().zip(&self.positions[span.clone()]) {
+                next.push(decode_records(topic, partition, &p.records, offset, &mut records)?);
+            }
         }
         for (position, next) in self.positions.iter_mut().zip(next) {
             position.1 = next;
@@ -132,18 +168,38 @@ impl<C: BorrowMut<Client>> Consumer<C> {
         Ok(records)
     }
 
-    /// `(partition, next offset to fetch)` for every partition, in the order given at creation.
+    /// `(partition, next offset to fetch)` for every partition, in the order given at creation
+    /// (topic by topic when there are several; see [`Consumer::topic_positions`]).
     pub fn positions(&self) -> &[(u32, u64)] {
         &self.positions
     }
 
+    /// Each topic with its partitions' positions, in the order given at creation.
+    pub fn topic_positions(&self) -> impl Iterator<Item = (&str, &[(u32, u64)])> {
+        self.topics.iter().map(|(topic, span)| (&**topic, &self.positions[span.clone()]))
+    }
+
     /// Moves `partition`'s position to `start` (e.g. after [`ClientError::OffsetOutOfRange`]).
+    /// A consumer of several topics needs [`Consumer::seek_in`].
     pub fn seek(&mut self, partition: u32, start: StartAt) -> Result<(), ClientError> {
-        let Some(at) = self.positions.iter().position(|p| p.0 == partition) else {
+        if self.topics.len() > 1 {
+            return Err(ClientError::InvalidArgument("this consumer reads several topics: use seek_in".into()));
+        }
+        let topic = self.topics[0].0.clone();
+        self.seek_in(&topic, partition, start)
+    }
+
+    /// Moves the position of `partition` of `topic` to `start`.
+    pub fn seek_in(&mut self, topic: &str, partition: u32, start: StartAt) -> Result<(), ClientError> {
+        let Some((_, span)) = self.topics.iter().find(|t| &*t.0 == topic) else {
+            return Err(ClientError::InvalidArgument(format!("this consumer does not read topic {topic}")));
+        };
+        let span = span.clone();
+        let Some(at) = self.positions[span.clone()].iter().position(|p| p.0 == partition) else {
             return Err(ClientError::InvalidArgument(format!("this consumer does not read partition {partition}")));
         };
-        let offset = resolve(self.client.borrow_mut(), &self.topic, &[partition], start)?[0];
-        self.positions[at].1 = offset;
+        let offset = resolve(self.client.borrow_mut(), topic, &[partition], start)?[0];
+        self.positions[span.start + at].1 = offset;
         Ok(())
     }
 
@@ -157,20 +213,21 @@ impl<C: BorrowMut<Client>> Consumer<C> {
         self.client
     }
 
-    /// The error for a Fetch of `partition` at `offset` answered with `OFFSET_OUT_OF_RANGE`,
-    /// with the partition's current range. The broker does not fill in the offsets of a
-    /// partition it answers with an error, so they are looked up with ListOffsets (whose own
-    /// failure is returned instead, if it fails).
-    fn out_of_range(&mut self, partition: u32, offset: u64) -> ClientError {
+    /// The error for a Fetch of `partition` of the `t`-th topic at `offset` answered with
+    /// `OFFSET_OUT_OF_RANGE`, with the partition's current range. The broker does not fill in
+    /// the offsets of a partition it answers with an error, so they are looked up with
+    /// ListOffsets (whose own failure is returned instead, if it fails).
+    fn out_of_range(&mut self, t: usize, partition: u32, offset: u64) -> ClientError {
+        let topic = self.topics[t].0.clone();
         let queries = [(partition, OffsetQuery::Earliest), (partition, OffsetQuery::Latest)];
-        let range = match self.client.borrow_mut().list_offsets(&self.topic, &queries) {
+        let range = match self.client.borrow_mut().list_offsets(&topic, &queries) {
             Ok(range) => range,
             // The lookup's failure (e.g. the connection) is the more pressing error.
             Err(e) => return e,
         };
         match range[..] {
             [(_, Some(log_start_offset)), (_, Some(high_watermark))] => ClientError::OffsetOutOfRange {
-                topic: self.topic.clone(),
+                topic: topic.to_string(),
                 partition,
                 offset,
                 log_start_offset,
@@ -181,20 +238,26 @@ impl<C: BorrowMut<Client>> Consumer<C> {
     }
 
     fn fetch_request(&self, max_wait: Duration) -> FetchRequest {
-        let partitions = self
-            .positions
+        let topics = self
+            .topics
             .iter()
-            .map(|&(p, offset)| FetchPartition {
-                partition: PartitionId(p),
-                fetch_offset: Offset(offset),
-                partition_max_bytes: self.config.partition_max_bytes,
+            .map(|(topic, span)| FetchTopic {
+                name: topic.to_string(),
+                partitions: self.positions[span.clone()]
+                    .iter()
+                    .map(|&(p, offset)| FetchPartition {
+                        partition: PartitionId(p),
+                        fetch_offset: Offset(offset),
+                        partition_max_bytes: self.config.partition_max_bytes,
+                    })
+                    .collect(),
             })
             .collect();
         FetchRequest {
             max_wait_ms: u32::try_from(max_wait.as_millis()).unwrap_or(u32::MAX),
             min_bytes: 1,
             max_bytes: self.config.max_bytes,
-            topics: vec![FetchTopic { name: self.topic.clone(), partitions }],
+            topics,
         }
     }
 }
@@ -242,12 +305,14 @@ fn resolve(client: &mut Client, topic: &str, partitions: &[u32], start: StartAt)
 /// to `out` and returns the partition's next position: one past the last batch, or `from` if
 /// there was none. A trailing partial batch is left for the next fetch.
 pub(crate) fn decode_records(
+    topic: &Arc<str>,
     partition: u32,
     data: &Bytes,
     from: u64,
     out: &mut Vec<ConsumedRecord>,
 ) -> Result<u64, ClientError> {
-    let invalid = |e: &dyn std::fmt::Display| ClientError::Protocol(format!("fetched partition {partition}: {e}"));
+    let invalid =
+        |e: &dyn std::fmt::Display| ClientError::Protocol(format!("fetched {topic} partition {partition}: {e}"));
     let mut next = from;
     let mut rest = &data[..];
     let mut batches = 0;
@@ -259,7 +324,7 @@ pub(crate) fn decode_records(
         };
         let last = u64::try_from(view.last_offset()).map_err(|_| invalid(&"negative batch offset"))?;
         if !view.is_control() {
-            decode_batch(partition, data, &view, from, out).map_err(|e| invalid(&e))?;
+            decode_batch(topic, partition, data, &view, from, out).map_err(|e| invalid(&e))?;
         }
         next = next.max(last + 1);
         rest = &rest[view.total_len()..];
@@ -271,6 +336,7 @@ pub(crate) fn decode_records(
 /// The records of one data batch at or above `from`. A compressed batch (as Kafka clients
 /// send them) is decompressed into a buffer of its own that its records then share.
 fn decode_batch(
+    topic: &Arc<str>,
     partition: u32,
     data: &Bytes,
     view: &BatchView<'_>,
@@ -297,6 +363,7 @@ fn decode_batch(
         let timestamp_ms =
             if view.is_log_append_time() { view.max_timestamp() } else { record.timestamp(view.base_timestamp()) };
         out.push(ConsumedRecord {
+            topic: topic.clone(),
             partition,
             offset,
             timestamp_ms,
@@ -324,6 +391,10 @@ mod tests {
         out
     }
 
+    fn t() -> Arc<str> {
+        Arc::from("t")
+    }
+
     fn values(records: &[ConsumedRecord]) -> Vec<(u64, String)> {
         records.iter().map(|r| (r.offset, String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap())).collect()
     }
@@ -332,9 +403,12 @@ mod tests {
     fn records_below_the_position_are_skipped() {
         let data: Bytes = [batch(10, &["a", "b", "c"]), batch(13, &["d"])].concat().into();
         let mut out = Vec::new();
-        assert_eq!(decode_records(2, &data, 11, &mut out).unwrap(), 14);
+        assert_eq!(decode_records(&t(), 2, &data, 11, &mut out).unwrap(), 14);
         assert_eq!(values(&out), [(11, "b".into()), (12, "c".into()), (13, "d".into())]);
-        assert!(out.iter().all(|r| r.partition == 2 && r.timestamp_ms == 1_000 && r.key.as_deref() == Some(b"k")));
+        assert!(out.iter().all(|r| &*r.topic == "t"
+            && r.partition == 2
+            && r.timestamp_ms == 1_000
+            && r.key.as_deref() == Some(b"k")));
         assert_eq!(out[0].headers, [(Bytes::from_static(b"h"), None)]);
     }
 
@@ -350,7 +424,7 @@ mod tests {
             set_base_offset(&mut packed, 21);
             let data: Bytes = [plain.as_slice(), &packed].concat().into();
             let mut out = Vec::new();
-            assert_eq!(decode_records(1, &data, 20, &mut out).unwrap(), 24, "{codec}");
+            assert_eq!(decode_records(&t(), 1, &data, 20, &mut out).unwrap(), 24, "{codec}");
             let want: Vec<(u64, String)> = vec![(20, "x".into()), (21, "e".into()), (22, "f".into()), (23, "g".into())];
             assert_eq!(values(&out), want, "{codec}");
             assert!(out.iter().all(|r| r.key.as_deref() == Some(b"k") && r.headers.len() == 1), "{codec}");
@@ -360,7 +434,7 @@ mod tests {
     #[test]
     fn nothing_fetched_keeps_the_position() {
         let mut out = Vec::new();
-        assert_eq!(decode_records(0, &Bytes::new(), 7, &mut out).unwrap(), 7);
+        assert_eq!(decode_records(&t(), 0, &Bytes::new(), 7, &mut out).unwrap(), 7);
         assert!(out.is_empty());
     }
 
@@ -370,10 +444,10 @@ mod tests {
         let next = batch(1, &["b"]);
         let data: Bytes = [&whole[..], &next[..next.len() - 3]].concat().into();
         let mut out = Vec::new();
-        assert_eq!(decode_records(0, &data, 0, &mut out).unwrap(), 1);
+        assert_eq!(decode_records(&t(), 0, &data, 0, &mut out).unwrap(), 1);
         assert_eq!(values(&out), [(0, "a".into())]);
         let lone = Bytes::copy_from_slice(&next[..next.len() - 3]);
-        assert!(matches!(decode_records(0, &lone, 1, &mut Vec::new()), Err(ClientError::Protocol(_))));
+        assert!(matches!(decode_records(&t(), 0, &lone, 1, &mut Vec::new()), Err(ClientError::Protocol(_))));
     }
 
     #[test]
@@ -381,8 +455,8 @@ mod tests {
         let mut bad = batch(0, &["a"]);
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        let e = decode_records(4, &Bytes::from(bad), 0, &mut Vec::new()).unwrap_err();
-        assert!(matches!(&e, ClientError::Protocol(m) if m.starts_with("fetched partition 4")), "{e}");
+        let e = decode_records(&t(), 4, &Bytes::from(bad), 0, &mut Vec::new()).unwrap_err();
+        assert!(matches!(&e, ClientError::Protocol(m) if m.starts_with("fetched t partition 4")), "{e}");
     }
 
     #[test]

@@ -7,11 +7,12 @@
 //! ## Map
 //! - [`client`]: [`Client`] — connecting (timeouts in [`ClientConfig`]), ApiVersions
 //!   negotiation, admin calls (create/delete topic, metadata, configs, broker status),
-//!   ListOffsets, raw Produce.
+//!   ListOffsets, raw Produce (one topic's partitions, or several topics', in one request).
 //! - [`producer`]: [`Producer`] — record-at-a-time producing, batched per partition into
 //!   RecordBatch v2, flushed on size or linger.
-//! - [`consumer`]: [`Consumer`] — long-poll fetching of several partitions in one request,
-//!   positions resolved from [`StartAt`], records decoded into [`ConsumedRecord`]s.
+//! - [`consumer`]: [`Consumer`] — long-poll fetching of several partitions (of one topic or of
+//!   several) in one request, positions resolved from [`StartAt`], records decoded into
+//!   [`ConsumedRecord`]s.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner ([`partition_for_key`]).
 //! - [`batch_writer`]: [`BatchWriter`] — RecordBatch v2 encoding in place into a reusable
 //!   buffer, for callers that build their own Produce requests ([`Client::produce_many`]) and

@@ -137,6 +137,7 @@ fn client_against_the_real_broker() {
     latest_offset_and_timestamp_starts(&mut client, &addr);
     out_of_range_is_typed_and_resettable(&mut client);
     configs(&mut client);
+    several_topics_in_one_request(&mut client);
     unknown_topics_are_typed(&mut client);
 
     client.delete_topic(TOPIC).unwrap();
@@ -335,6 +336,50 @@ fn configs(client: &mut Client) {
     assert!(client.describe_configs(TOPIC).unwrap().iter().find(|c| c.0 == "retention.ms").unwrap().2);
     let e = client.alter_configs(TOPIC, &[("no.such.config".into(), "1".into())], &[]).unwrap_err();
     assert!(matches!(e, ClientError::Broker { code: ErrorCode::InvalidConfig, .. }), "{e}");
+}
+
+/// One Produce request and one Fetch carry several topics; records say which topic they are of.
+fn several_topics_in_one_request(client: &mut Client) {
+    client.create_topic("other", 2, &[]).unwrap();
+    let hw = |client: &mut Client, topic: &str, p: usize| client.topic(topic).unwrap().partitions[p].high_watermark;
+    let (events_1, other_0) = (hw(client, TOPIC, 1), hw(client, "other", 0));
+    let request = vec![
+        (TOPIC.to_owned(), vec![(1, one_record())]),
+        ("other".to_owned(), vec![(0, one_record()), (1, one_record())]),
+    ];
+    let answered = client.produce_topics(request, Acks::All).unwrap();
+    assert_eq!(answered, [vec![(1, events_1)], vec![(0, other_0), (1, 0)]]);
+    // A refused partition of any topic fails the call, naming it.
+    let bad = vec![(TOPIC.to_owned(), vec![(0, one_record())]), ("other".to_owned(), vec![(2, one_record())])];
+    let e = client.produce_topics(bad, Acks::All).unwrap_err();
+    assert!(matches!(&e, ClientError::UnknownTopic(t) if t == "other"), "{e}");
+
+    let topics = vec![("other".to_owned(), None), (TOPIC.to_owned(), Some(vec![1]))];
+    let config = ConsumerConfig::default();
+    let mut consumer = Consumer::with_topics(&mut *client, topics, StartAt::Offset(0), config.clone()).unwrap();
+    let records = consume_n(&mut consumer, 2 + events_1 as usize + 1);
+    let mut read: BTreeMap<(String, u32), u64> = BTreeMap::new();
+    for r in &records {
+        *read.entry((r.topic.to_string(), r.partition)).or_default() += 1;
+    }
+    let want: BTreeMap<(String, u32), u64> =
+        [(("events".into(), 1), events_1 + 1), (("other".into(), 0), 1), (("other".into(), 1), 1)].into();
+    assert_eq!(read, want);
+    let by_topic: Vec<(&str, Vec<(u32, u64)>)> = consumer.topic_positions().map(|(t, p)| (t, p.to_vec())).collect();
+    assert_eq!(by_topic, [("other", vec![(0, 1), (1, 1)]), (TOPIC, vec![(1, events_1 + 1)])]);
+    assert_eq!(consumer.positions(), [(0, 1), (1, 1), (1, events_1 + 1)], "topic by topic");
+    // Which topic's partition 1? seek cannot tell; seek_in can.
+    assert!(matches!(consumer.seek(1, StartAt::Earliest), Err(ClientError::InvalidArgument(_))));
+    consumer.seek_in("other", 1, StartAt::Earliest).unwrap();
+    let again = consume_n(&mut consumer, 1);
+    assert_eq!((&*again[0].topic, again[0].partition, again[0].offset), ("other", 1, 0));
+    drop(consumer);
+    let twice = vec![("other".to_owned(), None), ("other".to_owned(), Some(vec![0]))];
+    let e = Consumer::with_topics(&mut *client, twice, StartAt::Earliest, config.clone()).map(drop).unwrap_err();
+    assert!(matches!(e, ClientError::InvalidArgument(_)), "{e}");
+    let e = Consumer::with_topics(&mut *client, Vec::new(), StartAt::Earliest, config).map(drop).unwrap_err();
+    assert!(matches!(e, ClientError::InvalidArgument(_)), "{e}");
+    client.delete_topic("other").unwrap();
 }
 
 fn one_record() -> Bytes {

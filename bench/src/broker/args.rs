@@ -25,7 +25,14 @@ pub struct CommonArgs {
     /// fails (pick another name or delete it: `keel topic delete NAME`).
     #[arg(long, default_value = "keel-bench")]
     pub topic: String,
-    /// Partitions of the topic (spread by the broker over its shards).
+    /// How many topics to spread the load over, each with --partitions partitions and the same
+    /// --topic-config: with more than one they are named TOPIC-0, TOPIC-1, ... Records go
+    /// round-robin over every partition of every topic (keyless), or a key picks a topic (key
+    /// number mod the topic count) and its partition in it (murmur2). A producer's request and a
+    /// consumer's Fetch carry every topic they touch.
+    #[arg(long, default_value_t = 1)]
+    pub topics: u32,
+    /// Partitions of each topic (spread by the broker over its shards).
     #[arg(long, default_value_t = 8)]
     pub partitions: u32,
     /// Topic config KEY=VALUE for creating the topic (repeatable), e.g. fsync.policy=never,
@@ -299,6 +306,11 @@ pub struct Target {
 }
 
 impl CommonArgs {
+    /// The topics of the run.
+    pub fn layout(&self) -> Topics {
+        Topics::new(&self.topic, self.topics, self.partitions)
+    }
+
     /// Value sizes: --record-bytes-dist, or every value --record-bytes long.
     pub fn value_sizes(&self) -> SizeDistribution {
         self.record_bytes_dist.unwrap_or(SizeDistribution::Fixed(self.record_bytes))
@@ -311,6 +323,75 @@ impl CommonArgs {
             distribution: self.key_distribution,
             zipf_exponent: self.zipf_exponent,
         }
+    }
+}
+
+/// The topics of a run and how the load's threads number their partitions: partitions are
+/// numbered across topics ("global" numbers), topic by topic, so per-partition tallies and
+/// checks need not know that there are several topics. Global partition g is partition
+/// `g % partitions` of topic `g / partitions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    names: Vec<String>,
+    partitions: u32,
+}
+
+impl Topics {
+    /// `count` topics of `partitions` partitions: `base` alone, or `base-0` … `base-{count-1}`.
+    pub fn new(base: &str, count: u32, partitions: u32) -> Topics {
+        let names = match count {
+            1 => vec![base.to_owned()],
+            n => (0..n).map(|i| format!("{base}-{i}")).collect(),
+        };
+        Topics { names, partitions }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Partitions of each topic.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Partitions of every topic together.
+    pub fn total(&self) -> u32 {
+        self.names.len() as u32 * self.partitions
+    }
+
+    /// Global partition `g` as (topic index, partition of that topic).
+    pub fn locate(&self, g: u32) -> (usize, u32) {
+        ((g / self.partitions) as usize, g % self.partitions)
+    }
+
+    /// Partition `p` of the `t`-th topic, numbered globally.
+    pub fn global(&self, t: usize, p: u32) -> u32 {
+        t as u32 * self.partitions + p
+    }
+
+    /// Global partition `g`'s topic name and partition.
+    pub fn name_of(&self, g: u32) -> (&str, u32) {
+        let (t, p) = self.locate(g);
+        (&self.names[t], p)
+    }
+
+    /// The index of topic `name`, if it is one of these.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The global partitions `globals` grouped by topic, in topic order: (topic index,
+    /// partitions of that topic, in the order given).
+    pub fn by_topic(&self, globals: &[u32]) -> Vec<(usize, Vec<u32>)> {
+        let mut out: Vec<(usize, Vec<u32>)> = Vec::new();
+        for t in 0..self.names.len() {
+            let ps: Vec<u32> = globals.iter().map(|&g| self.locate(g)).filter(|l| l.0 == t).map(|l| l.1).collect();
+            if !ps.is_empty() {
+                out.push((t, ps));
+            }
+        }
+        out
     }
 }
 

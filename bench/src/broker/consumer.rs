@@ -26,7 +26,7 @@ use hdrhistogram::Histogram;
 use keel_client::{Consumer, ConsumerConfig, OffsetQuery, StartAt};
 
 use super::{
-    args::Target,
+    args::{Target, Topics},
     kafka::KafkaSource,
     shared::{self, Clock, SecondRecorder, Shared, Stamp, DRAIN_LIMIT},
 };
@@ -54,6 +54,7 @@ pub enum Mode {
 
 /// A record as the checks see it, from either protocol.
 pub struct Rec {
+    /// Numbered across topics ([`Topics`]).
     pub partition: u32,
     pub offset: u64,
     /// Value + key bytes.
@@ -63,44 +64,83 @@ pub struct Rec {
 
 /// Where records come from: a native `keel-client` consumer or a librdkafka one.
 enum Source {
-    Native(Consumer),
+    Native(NativeSource),
     Kafka(KafkaSource),
+}
+
+/// A `keel-client` consumer of every topic this consumer reads, with the global numbers of
+/// its partitions.
+struct NativeSource {
+    consumer: Consumer,
+    layout: Topics,
+    /// (global partition, next offset), in the order of the plan's partitions.
+    positions: Vec<(u32, u64)>,
+    /// Index in `positions` of the consumer's i-th position (it keeps them topic by topic).
+    order: Vec<usize>,
+}
+
+impl NativeSource {
+    fn poll(&mut self, wait: Duration, out: &mut Vec<Rec>) -> Result<(), String> {
+        let records = self.consumer.poll(wait).map_err(|e| format!("Fetch failed: {e}"))?;
+        // Records come in runs of one topic: look its index up once per run.
+        let mut last: Option<(&Arc<str>, usize)> = None;
+        for r in &records {
+            let t = match last {
+                Some((name, t)) if Arc::ptr_eq(name, &r.topic) => t,
+                _ => {
+                    let t = self.layout.index_of(&r.topic).ok_or("Fetch returned a topic not asked for")?;
+                    last = Some((&r.topic, t));
+                    t
+                }
+            };
+            out.push(Rec {
+                partition: self.layout.global(t, r.partition),
+                offset: r.offset,
+                bytes: (r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len())) as u64,
+                stamp: r.value.as_deref().and_then(Stamp::decode),
+            });
+        }
+        for (&(_, offset), &i) in self.consumer.positions().iter().zip(&self.order) {
+            self.positions[i].1 = offset;
+        }
+        Ok(())
+    }
+
+    /// Commits every position to `group`, topic by topic.
+    fn commit(&mut self, group: &str) -> Result<(), String> {
+        let mut commits = Vec::new();
+        for (topic, positions) in self.consumer.topic_positions() {
+            commits.push((topic.to_owned(), positions.to_vec()));
+        }
+        for (topic, positions) in commits {
+            self.consumer
+                .client()
+                .commit_offsets(group, &topic, &positions)
+                .map_err(|e| format!("cannot commit to group {group}: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl Source {
     fn poll(&mut self, wait: Duration, out: &mut Vec<Rec>) -> Result<(), String> {
         match self {
-            Source::Native(consumer) => {
-                let records = consumer.poll(wait).map_err(|e| format!("Fetch failed: {e}"))?;
-                out.extend(records.iter().map(|r| Rec {
-                    partition: r.partition,
-                    offset: r.offset,
-                    bytes: (r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len())) as u64,
-                    stamp: r.value.as_deref().and_then(Stamp::decode),
-                }));
-                Ok(())
-            }
+            Source::Native(source) => source.poll(wait, out),
             Source::Kafka(source) => source.poll(wait, out),
         }
     }
 
     fn positions(&self) -> &[(u32, u64)] {
         match self {
-            Source::Native(consumer) => consumer.positions(),
+            Source::Native(source) => &source.positions,
             Source::Kafka(source) => source.positions(),
         }
     }
 
     /// Commits the positions to `group` (keel://; librdkafka commits a group's offsets itself).
-    fn commit(&mut self, topic: &str, group: &str) -> Result<(), String> {
+    fn commit(&mut self, group: &str) -> Result<(), String> {
         match self {
-            Source::Native(consumer) => {
-                let positions = consumer.positions().to_vec();
-                consumer
-                    .client()
-                    .commit_offsets(group, topic, &positions)
-                    .map_err(|e| format!("cannot commit to group {group}: {e}"))
-            }
+            Source::Native(source) => source.commit(group),
             Source::Kafka(_) => Ok(()),
         }
     }
@@ -118,11 +158,10 @@ impl Source {
 pub struct ConsumerPlan {
     pub id: u32,
     pub target: Target,
-    pub topic: String,
+    /// The topics; partitions are numbered across them ([`Topics`]).
+    pub topics: Topics,
     /// The partitions this consumer reads.
     pub partitions: Vec<u32>,
-    /// The topic's partition count.
-    pub topic_partitions: u32,
     pub start: StartAt,
     pub fetch_max_bytes: u32,
     pub mode: Mode,
@@ -270,9 +309,8 @@ fn setup(plan: &ConsumerPlan) -> Result<(Source, Vec<u64>), String> {
         let source = KafkaSource::subscribe(
             &plan.target,
             &format!("keel-bench-consumer-{}", plan.id),
-            &plan.topic,
+            &plan.topics,
             group,
-            plan.topic_partitions,
             plan.fetch_max_bytes,
         )?;
         return Ok((Source::Kafka(source), Vec::new()));
@@ -281,9 +319,8 @@ fn setup(plan: &ConsumerPlan) -> Result<(Source, Vec<u64>), String> {
         let (source, high_watermarks) = KafkaSource::open(
             &plan.target,
             &format!("keel-bench-consumer-{}", plan.id),
-            &plan.topic,
+            &plan.topics,
             &plan.partitions,
-            plan.topic_partitions,
             plan.start == StartAt::Earliest,
             plan.fetch_max_bytes,
         )?;
@@ -294,14 +331,34 @@ fn setup(plan: &ConsumerPlan) -> Result<(Source, Vec<u64>), String> {
         max_bytes: plan.fetch_max_bytes,
         partition_max_bytes: plan.fetch_max_bytes.min(ConsumerConfig::default().partition_max_bytes),
     };
-    let mut consumer = Consumer::with_config(client, &plan.topic, Some(plan.partitions.clone()), plan.start, config)
-        .map_err(|e| format!("cannot start reading {}: {e}", plan.topic))?;
-    let queries: Vec<_> = plan.partitions.iter().map(|&p| (p, OffsetQuery::Latest)).collect();
-    let found = consumer
-        .client()
-        .list_offsets(&plan.topic, &queries)
-        .map_err(|e| format!("cannot read the high watermarks of {}: {e}", plan.topic))?;
-    Ok((Source::Native(consumer), found.iter().map(|f| f.1.unwrap_or(0)).collect()))
+    let layout = &plan.topics;
+    let by_topic = layout.by_topic(&plan.partitions);
+    let topics = by_topic.iter().map(|(t, ps)| (layout.names()[*t].clone(), Some(ps.clone()))).collect();
+    let mut consumer = Consumer::with_topics(client, topics, plan.start, config)
+        .map_err(|e| format!("cannot start reading {}: {e}", layout.names().join(", ")))?;
+    // The consumer keeps its positions topic by topic; the plan's order may differ.
+    let mut order = Vec::with_capacity(plan.partitions.len());
+    let mut high_watermarks = vec![0; plan.partitions.len()];
+    for (t, ps) in &by_topic {
+        let topic = &layout.names()[*t];
+        let queries: Vec<_> = ps.iter().map(|&p| (p, OffsetQuery::Latest)).collect();
+        let found = consumer
+            .client()
+            .list_offsets(topic, &queries)
+            .map_err(|e| format!("cannot read the high watermarks of {topic}: {e}"))?;
+        for (&p, f) in ps.iter().zip(&found) {
+            let g = layout.global(*t, p);
+            let i = plan.partitions.iter().position(|&q| q == g).expect("a partition of the plan");
+            order.push(i);
+            high_watermarks[i] = f.1.unwrap_or(0);
+        }
+    }
+    let mut positions: Vec<(u32, u64)> = plan.partitions.iter().map(|&g| (g, 0)).collect();
+    for (&(_, offset), &i) in consumer.positions().iter().zip(&order) {
+        positions[i].1 = offset;
+    }
+    let source = NativeSource { consumer, layout: layout.clone(), positions, order };
+    Ok((Source::Native(source), high_watermarks))
 }
 
 struct Reader<'a> {
@@ -318,7 +375,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(plan: &'a ConsumerPlan, shared: &'a Shared, clock: Clock, high_watermarks: Vec<u64>) -> Reader<'a> {
-        let mut local = vec![u32::MAX; plan.topic_partitions as usize];
+        let mut local = vec![u32::MAX; plan.topics.total() as usize];
         for (i, &p) in plan.partitions.iter().enumerate() {
             local[p as usize] = i as u32;
         }
@@ -370,7 +427,7 @@ impl<'a> Reader<'a> {
             }
             if let Some(group) = &self.plan.group {
                 if now - last_commit >= COMMIT_INTERVAL {
-                    consumer.commit(&self.plan.topic, group)?;
+                    consumer.commit(group)?;
                     last_commit = now;
                 }
             }

@@ -42,7 +42,7 @@ use rdkafka::{
 };
 
 use super::{
-    args::{CommonArgs, Target},
+    args::{CommonArgs, Target, Topics},
     consumer::Rec,
     producer::{Generator, ProducerPlan, ProducerTally},
     shared::{Clock, Schedule, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
@@ -88,44 +88,48 @@ fn admin(c: &CommonArgs) -> Result<AdminClient<DefaultClientContext>, String> {
 }
 
 /// Partition count of `topic` from the cluster's metadata (`None`: no such topic).
-fn partition_count(admin: &AdminClient<DefaultClientContext>, c: &CommonArgs) -> Result<Option<usize>, String> {
+fn partition_count(
+    admin: &AdminClient<DefaultClientContext>,
+    c: &CommonArgs,
+    topic: &str,
+) -> Result<Option<usize>, String> {
     // The whole cluster's metadata: asking for the topic by name could auto-create it.
     let md = admin
         .inner()
         .fetch_metadata(None, TIMEOUT)
         .map_err(|e| format!("cannot reach the broker at {}: {e}", c.target))?;
-    Ok(md.topics().iter().find(|t| t.name() == c.topic).map(|t| t.partitions().len()))
+    Ok(md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()))
 }
 
-/// Makes sure the topic exists as asked; returns whether it was created.
-pub fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
+/// Makes sure `topic` exists as asked; returns whether it was created.
+pub fn ensure_topic(c: &CommonArgs, topic: &str) -> Result<bool, String> {
     let admin = admin(c)?;
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT)).request_timeout(Some(TIMEOUT));
-    match partition_count(&admin, c)? {
+    match partition_count(&admin, c, topic)? {
         Some(n) => {
             if n != c.partitions as usize {
                 return Err(format!(
                     "topic {} already exists with {n} partitions, not --partitions {}: use another --topic or delete it",
-                    c.topic, c.partitions
+                    topic, c.partitions
                 ));
             }
             if c.topic_config.is_empty() {
                 return Ok(false);
             }
-            let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(&c.topic)], &opts))
-                .map_err(|e| format!("cannot read the configs of {}: {e}", c.topic))?;
+            let results = block_on(admin.describe_configs([&ResourceSpecifier::Topic(topic)], &opts))
+                .map_err(|e| format!("cannot read the configs of {}: {e}", topic))?;
             let resource = results
                 .into_iter()
                 .next()
-                .ok_or_else(|| format!("no configs returned for {}", c.topic))?
-                .map_err(|e| format!("cannot read the configs of {}: {e:?}", c.topic))?;
+                .ok_or_else(|| format!("no configs returned for {}", topic))?
+                .map_err(|e| format!("cannot read the configs of {}: {e:?}", topic))?;
             for (key, want) in &c.topic_config {
                 match resource.get(key).map(|e| e.value.clone().unwrap_or_default()) {
                     Some(have) if &have == want => {}
                     Some(have) => {
                         return Err(format!(
                             "topic {} already exists with {key}={have}, not {want}: use another --topic or delete it",
-                            c.topic
+                            topic
                         ))
                     }
                     None => return Err(format!("the broker does not know topic config {key:?}")),
@@ -134,23 +138,23 @@ pub fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
             Ok(false)
         }
         None => {
-            let mut topic = NewTopic::new(&c.topic, c.partitions as i32, TopicReplication::Fixed(-1));
+            let mut new_topic = NewTopic::new(topic, c.partitions as i32, TopicReplication::Fixed(-1));
             for (k, v) in &c.topic_config {
-                topic = topic.set(k, v);
+                new_topic = new_topic.set(k, v);
             }
-            let results = block_on(admin.create_topics([&topic], &opts))
-                .map_err(|e| format!("cannot create topic {}: {e}", c.topic))?;
+            let results = block_on(admin.create_topics([&new_topic], &opts))
+                .map_err(|e| format!("cannot create topic {}: {e}", topic))?;
             for r in results {
                 match r {
                     Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => return Err(format!("cannot create topic {}: {code}", c.topic)),
+                    Err((_, code)) => return Err(format!("cannot create topic {}: {code}", topic)),
                 }
             }
             // Until the metadata shows every partition (the leaders may take a moment).
             let deadline = Instant::now() + TIMEOUT;
-            while partition_count(&admin, c)? != Some(c.partitions as usize) {
+            while partition_count(&admin, c, topic)? != Some(c.partitions as usize) {
                 if Instant::now() > deadline {
-                    return Err(format!("topic {} was created but its metadata did not show it in time", c.topic));
+                    return Err(format!("topic {} was created but its metadata did not show it in time", topic));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -185,11 +189,12 @@ fn base_consumer(
     with_extra(cfg).create().map_err(|e| format!("cannot create a Kafka consumer for {target}: {e}"))
 }
 
-/// (low, high) watermark of each of `partitions`.
-fn watermarks(consumer: &BaseConsumer, topic: &str, partitions: &[u32]) -> Result<Vec<(u64, u64)>, String> {
+/// (low, high) watermark of each of `partitions` (global numbers of `layout`).
+fn watermarks(consumer: &BaseConsumer, layout: &Topics, partitions: &[u32]) -> Result<Vec<(u64, u64)>, String> {
     partitions
         .iter()
-        .map(|&p| {
+        .map(|&g| {
+            let (topic, p) = layout.name_of(g);
             consumer
                 .fetch_watermarks(topic, p as i32, TIMEOUT)
                 .map(|(lo, hi)| (lo.max(0) as u64, hi.max(0) as u64))
@@ -213,19 +218,22 @@ pub fn delete_topic(target: &Target, topic: &str) -> Result<(), String> {
 /// Records between the log start and the high watermark, over every partition.
 pub fn records_available(c: &CommonArgs) -> Result<u64, String> {
     let consumer = base_consumer(&c.target, "keel-bench-admin", 1 << 20, None)?;
-    let all: Vec<u32> = (0..c.partitions).collect();
-    Ok(watermarks(&consumer, &c.topic, &all)?.iter().map(|(lo, hi)| hi.saturating_sub(*lo)).sum())
+    let layout = c.layout();
+    let all: Vec<u32> = (0..layout.total()).collect();
+    Ok(watermarks(&consumer, &layout, &all)?.iter().map(|(lo, hi)| hi.saturating_sub(*lo)).sum())
 }
 
 /// Commits every partition's high watermark to `group`, as a consumer outside the group (Kafka
 /// and Keel accept that while the group has no members).
 pub fn commit_high_watermarks(c: &CommonArgs, group: &str) -> Result<(), String> {
     let consumer = base_consumer(&c.target, "keel-bench-admin", 1 << 20, Some(group))?;
-    let all: Vec<u32> = (0..c.partitions).collect();
+    let layout = c.layout();
+    let all: Vec<u32> = (0..layout.total()).collect();
     let mut list = TopicPartitionList::new();
-    for (&p, &(_, hi)) in all.iter().zip(&watermarks(&consumer, &c.topic, &all)?) {
-        list.add_partition_offset(&c.topic, p as i32, Offset::Offset(hi as i64))
-            .map_err(|e| format!("cannot commit {}/{p}: {e}", c.topic))?;
+    for (&g, &(_, hi)) in all.iter().zip(&watermarks(&consumer, &layout, &all)?) {
+        let (topic, p) = layout.name_of(g);
+        list.add_partition_offset(topic, p as i32, Offset::Offset(hi as i64))
+            .map_err(|e| format!("cannot commit {topic}/{p}: {e}"))?;
     }
     consumer.commit(&list, CommitMode::Sync).map_err(|e| format!("cannot commit to group {group}: {e}"))
 }
@@ -233,10 +241,14 @@ pub fn commit_high_watermarks(c: &CommonArgs, group: &str) -> Result<(), String>
 /// A consumer over its partitions, positioned before the clock starts.
 pub struct KafkaSource {
     consumer: BaseConsumer,
-    /// (partition, next offset to read), in the plan's partition order.
+    layout: Topics,
+    /// (global partition, next offset to read), in the plan's partition order.
     positions: Vec<(u32, u64)>,
-    /// Partition → index in `positions`.
+    /// Global partition → index in `positions`.
     local: Vec<u32>,
+    /// The topic of the last record polled and its index in `layout` (records come in runs of
+    /// one topic: most need no lookup by name).
+    last_topic: Option<(String, usize)>,
 }
 
 impl KafkaSource {
@@ -245,39 +257,42 @@ impl KafkaSource {
     pub fn open(
         target: &Target,
         client_id: &str,
-        topic: &str,
+        layout: &Topics,
         partitions: &[u32],
-        topic_partitions: u32,
         earliest: bool,
         fetch_max_bytes: u32,
     ) -> Result<(KafkaSource, Vec<u64>), String> {
         let consumer = base_consumer(target, client_id, fetch_max_bytes, None)?;
-        let marks = watermarks(&consumer, topic, partitions)?;
+        let marks = watermarks(&consumer, layout, partitions)?;
         let mut list = TopicPartitionList::new();
         let mut positions = Vec::with_capacity(partitions.len());
-        let mut local = vec![u32::MAX; topic_partitions as usize];
-        for (i, (&p, &(lo, hi))) in partitions.iter().zip(&marks).enumerate() {
+        let mut local = vec![u32::MAX; layout.total() as usize];
+        for (i, (&g, &(lo, hi))) in partitions.iter().zip(&marks).enumerate() {
             let start = if earliest { lo } else { hi };
+            let (topic, p) = layout.name_of(g);
             list.add_partition_offset(topic, p as i32, Offset::Offset(start as i64))
                 .map_err(|e| format!("cannot assign {topic}/{p}: {e}"))?;
-            positions.push((p, start));
-            local[p as usize] = i as u32;
+            positions.push((g, start));
+            local[g as usize] = i as u32;
         }
-        consumer.assign(&list).map_err(|e| format!("cannot assign the partitions of {topic}: {e}"))?;
-        Ok((KafkaSource { consumer, positions, local }, marks.iter().map(|m| m.1).collect()))
+        consumer.assign(&list).map_err(|e| format!("cannot assign the partitions to read: {e}"))?;
+        let source = KafkaSource { consumer, layout: layout.clone(), positions, local, last_topic: None };
+        Ok((source, marks.iter().map(|m| m.1).collect()))
     }
 
-    /// A member of `group` subscribed to `topic`: the group decides which partitions it reads.
+    /// A member of `group` subscribed to every topic of `layout`: the group decides which
+    /// partitions it reads.
     pub fn subscribe(
         target: &Target,
         client_id: &str,
-        topic: &str,
+        layout: &Topics,
         group: &str,
-        topic_partitions: u32,
         fetch_max_bytes: u32,
     ) -> Result<KafkaSource, String> {
         let consumer = base_consumer(target, client_id, fetch_max_bytes, Some(group))?;
-        consumer.subscribe(&[topic]).map_err(|e| format!("cannot subscribe to {topic} in group {group}: {e}"))?;
+        let topics: Vec<&str> = layout.names().iter().map(String::as_str).collect();
+        let topic = topics.join(", ");
+        consumer.subscribe(&topics).map_err(|e| format!("cannot subscribe to {topic} in group {group}: {e}"))?;
         // Join before the clock starts (a join takes seconds: the coordinator waits for more
         // members), so that it is not in the latency figures; later joins rebalance during the
         // run. Nothing of this run is produced yet, so what a poll returns here is not ours.
@@ -290,8 +305,9 @@ impl KafkaSource {
                 return Err(format!("joining group {group}: {e}"));
             }
         }
-        let positions = (0..topic_partitions).map(|p| (p, 0)).collect();
-        Ok(KafkaSource { consumer, positions, local: (0..topic_partitions).collect() })
+        let positions = (0..layout.total()).map(|g| (g, 0)).collect();
+        let local = (0..layout.total()).collect();
+        Ok(KafkaSource { consumer, layout: layout.clone(), positions, local, last_topic: None })
     }
 
     /// Waits up to `wait` for records, then takes what else is queued (up to a bound).
@@ -301,7 +317,20 @@ impl KafkaSource {
             let Some(m) = self.consumer.poll(timeout) else { break };
             timeout = Duration::ZERO;
             let m = m.map_err(|e| format!("Fetch failed: {e}"))?;
-            let (partition, offset) = (m.partition() as u32, m.offset() as u64);
+            let t = match &self.last_topic {
+                Some((name, t)) if name == m.topic() => *t,
+                _ => {
+                    let t = self.layout.index_of(m.topic()).ok_or_else(|| {
+                        format!("Fetch returned a record of topic {:?}, which was not asked for", m.topic())
+                    })?;
+                    self.last_topic = Some((m.topic().to_owned(), t));
+                    t
+                }
+            };
+            if m.partition() < 0 || m.partition() as u32 >= self.layout.partitions() {
+                return Err(format!("Fetch returned a record of partition {}/{}", m.topic(), m.partition()));
+            }
+            let (partition, offset) = (self.layout.global(t, m.partition() as u32), m.offset() as u64);
             let value = m.payload();
             out.push(Rec {
                 partition,
@@ -434,9 +463,9 @@ impl ProducerContext for Context {
 pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
     let ctx = Context {
         state: Mutex::new(State {
-            tally: ProducerTally::new(plan.partitions),
+            tally: ProducerTally::new(plan.topics.total()),
             delivered: 0,
-            purged: vec![0; plan.partitions as usize],
+            purged: vec![0; plan.topics.total() as usize],
             wake_at: u64::MAX,
             error: None,
         }),
@@ -453,7 +482,7 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
         }
     };
     let clock = shared.wait_start();
-    let mut sent = vec![0u64; plan.partitions as usize];
+    let mut sent = vec![0u64; plan.topics.total() as usize];
     let mut not_sent = 0;
     if let (Some(producer), Some(clock)) = (&producer, clock) {
         let _ = producer.context().clock.set(clock);
@@ -478,9 +507,9 @@ pub fn run_producer(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
                 assert!(purged <= n, "purged {purged} of {n} records sent to a partition");
                 *n -= purged;
             }
-            std::mem::replace(&mut st.tally, ProducerTally::new(plan.partitions))
+            std::mem::replace(&mut st.tally, ProducerTally::new(plan.topics.total()))
         }
-        None => ProducerTally::new(plan.partitions),
+        None => ProducerTally::new(plan.topics.total()),
     };
     tally.seconds.flush(&shared.ack_by_second);
     tally.sent = sent.iter().sum();
@@ -520,7 +549,7 @@ fn create_producer(plan: &ProducerPlan, ctx: Context) -> Result<ThreadedProducer
     // Fail at setup, like the native producer's connect, if the broker is not there.
     producer
         .client()
-        .fetch_metadata(Some(&plan.topic), TIMEOUT)
+        .fetch_metadata(Some(&plan.topics.names()[0]), TIMEOUT)
         .map_err(|e| format!("cannot reach the broker at {}: {e}", plan.target))?;
     Ok(producer)
 }
@@ -599,9 +628,10 @@ impl KafkaProducer<'_> {
         let key = self.gen.key(k);
         let bytes = (value.len() + key.map_or(0, <[u8]>::len)) as u64;
         let mut opaque = Box::new(Sent { partition: p, sent_at, intended: intended.map(|i| i.0), bytes });
+        let (topic, partition) = self.plan.topics.name_of(p);
         loop {
-            let mut record = BaseRecord::<[u8], [u8], Box<Sent>>::with_opaque_to(&self.plan.topic, opaque)
-                .partition(p as i32)
+            let mut record = BaseRecord::<[u8], [u8], Box<Sent>>::with_opaque_to(topic, opaque)
+                .partition(partition as i32)
                 .payload(value);
             if let Some(key) = key {
                 record = record.key(key);

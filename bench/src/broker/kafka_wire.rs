@@ -25,7 +25,7 @@ use kafka_protocol::{
 };
 use keel_client::Acks;
 
-use super::args::Target;
+use super::args::{Target, Topics};
 
 /// Produce versions this connection speaks: v3 is the first with RecordBatch v2, v12 the last
 /// that names topics (v13 uses topic ids).
@@ -131,19 +131,25 @@ impl KafkaWire {
         Ok(serde_json::json!({ "protocol": "kafka", "api_versions": apis, "finalized_features": features }))
     }
 
-    /// Appends `batches` (partition, RecordBatch v2 bytes) to `topic` in one Produce request and
-    /// returns `(partition, base offset)` per batch in order; empty with `acks=0` (no answer).
+    /// Appends `batches` (global partition of `layout`, RecordBatch v2 bytes) in one Produce
+    /// request and returns `(global partition, base offset)` per batch in order; empty with
+    /// `acks=0` (no answer).
     pub fn produce_many(
         &mut self,
-        topic: &str,
+        layout: &Topics,
         batches: Vec<(u32, Bytes)>,
         acks: Acks,
     ) -> Result<Vec<(u32, u64)>, String> {
         let wanted: Vec<u32> = batches.iter().map(|b| b.0).collect();
-        let partitions = batches
-            .into_iter()
-            .map(|(p, records)| PartitionProduceData::default().with_index(p as i32).with_records(Some(records)))
-            .collect();
+        let mut topic_data: Vec<(usize, Vec<PartitionProduceData>)> = Vec::new();
+        for (g, records) in batches {
+            let (t, p) = layout.locate(g);
+            let data = PartitionProduceData::default().with_index(p as i32).with_records(Some(records));
+            match topic_data.iter_mut().find(|d| d.0 == t) {
+                Some(d) => d.1.push(data),
+                None => topic_data.push((t, vec![data])),
+            }
+        }
         let request = ProduceRequest::default()
             .with_acks(match acks {
                 Acks::None => 0,
@@ -151,9 +157,16 @@ impl KafkaWire {
                 Acks::All => -1,
             })
             .with_timeout_ms(PRODUCE_TIMEOUT.as_millis() as i32)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-                .with_partition_data(partitions)]);
+            .with_topic_data(
+                topic_data
+                    .into_iter()
+                    .map(|(t, partitions)| {
+                        TopicProduceData::default()
+                            .with_name(TopicName(StrBytes::from_string(layout.names()[t].clone())))
+                            .with_partition_data(partitions)
+                    })
+                    .collect(),
+            );
         let version = self.produce_version;
         if acks == Acks::None {
             self.send(version, &request)?;
@@ -162,9 +175,10 @@ impl KafkaWire {
         let response = self.call(version, &request)?;
         let mut answered = Vec::with_capacity(wanted.len());
         for t in response.responses {
-            if t.name.0.as_str() != topic {
-                return Err(format!("Produce answered topic {:?}, not {topic:?}", t.name.0.as_str()));
-            }
+            let topic = t.name.0.as_str();
+            let Some(ti) = layout.index_of(topic) else {
+                return Err(format!("Produce answered topic {topic:?}, which it was not sent"));
+            };
             for p in t.partition_responses {
                 if p.error_code != 0 {
                     return Err(format!(
@@ -174,16 +188,19 @@ impl KafkaWire {
                         p.error_message.map(|m| format!(" ({})", m.as_str())).unwrap_or_default()
                     ));
                 }
-                answered.push((p.index as u32, p.base_offset as u64));
+                if p.index < 0 || p.index as u32 >= layout.partitions() {
+                    return Err(format!("Produce answered partition {topic}/{}, which it was not sent", p.index));
+                }
+                answered.push((layout.global(ti, p.index as u32), p.base_offset as u64));
             }
         }
         // The answer's order may differ from the request's (Kafka keeps a map): put it back.
         let mut ordered = Vec::with_capacity(wanted.len());
-        for p in wanted {
-            let i = answered
-                .iter()
-                .position(|a| a.0 == p)
-                .ok_or_else(|| format!("Produce answered no result for partition {p}"))?;
+        for g in wanted {
+            let i = answered.iter().position(|a| a.0 == g).ok_or_else(|| {
+                let (topic, p) = layout.name_of(g);
+                format!("Produce answered no result for {topic}/{p}")
+            })?;
             ordered.push(answered.swap_remove(i));
         }
         if !answered.is_empty() {

@@ -14,6 +14,7 @@ use clap::ValueEnum;
 use keel_client::partition_for_key;
 use serde::Serialize;
 
+use super::args::Topics;
 use crate::report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
@@ -61,15 +62,21 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// `None` for keyless records (`key_bytes` 0).
-    pub fn new(spec: &KeySpec, partitions: u32, seed: u64) -> Option<Keys> {
+    /// `None` for keyless records (`key_bytes` 0). Key i belongs to topic `i mod topics` of
+    /// `layout` and to its murmur2 partition there; [`Keys::partition`] numbers it globally.
+    pub fn new(spec: &KeySpec, layout: &Topics, seed: u64) -> Option<Keys> {
         if spec.key_bytes == 0 {
             return None;
         }
         let count = spec.count.max(1);
         let mut bytes = vec![0u8; count * spec.key_bytes];
         report::fill_pseudo_random(&mut bytes, seed ^ 0x5555);
-        let key_partitions = bytes.chunks(spec.key_bytes).map(|key| partition_for_key(key, partitions)).collect();
+        let topics = layout.names().len();
+        let key_partitions = bytes
+            .chunks(spec.key_bytes)
+            .enumerate()
+            .map(|(i, key)| layout.global(i % topics, partition_for_key(key, layout.partitions())))
+            .collect();
         let chooser = match spec.distribution {
             KeyDistribution::RoundRobin => Chooser::RoundRobin,
             KeyDistribution::Uniform => Chooser::Uniform,
@@ -129,7 +136,7 @@ mod tests {
 
     fn keys(distribution: KeyDistribution, count: usize, s: f64) -> Keys {
         let spec = KeySpec { key_bytes: 8, count, distribution, zipf_exponent: s };
-        Keys::new(&spec, 12, 42).unwrap()
+        Keys::new(&spec, &Topics::new("t", 1, 12), 42).unwrap()
     }
 
     fn histogram(k: &Keys, n: u64) -> Vec<u64> {
@@ -143,7 +150,7 @@ mod tests {
     #[test]
     fn keyless_has_no_pool() {
         let spec = KeySpec { key_bytes: 0, count: 10, distribution: KeyDistribution::Uniform, zipf_exponent: 1.0 };
-        assert!(Keys::new(&spec, 4, 1).is_none());
+        assert!(Keys::new(&spec, &Topics::new("t", 1, 4), 1).is_none());
     }
 
     #[test]
@@ -153,6 +160,18 @@ mod tests {
         assert_eq!(k.key(7), k.key(2));
         assert_ne!(k.key(1), k.key(2));
         assert_eq!(k.partition(3), partition_for_key(k.key(3), 12));
+    }
+
+    #[test]
+    fn with_several_topics_a_key_picks_its_topic_then_its_partition() {
+        let spec = KeySpec { key_bytes: 8, count: 9, distribution: KeyDistribution::RoundRobin, zipf_exponent: 1.0 };
+        let layout = Topics::new("t", 3, 5);
+        let k = Keys::new(&spec, &layout, 42).unwrap();
+        for i in 0..9u64 {
+            let (topic, partition) = layout.locate(k.partition(i));
+            assert_eq!(topic, i as usize % 3, "key {i}");
+            assert_eq!(partition, partition_for_key(k.key(i), 5), "key {i}: Kafka's partitioner within its topic");
+        }
     }
 
     #[test]

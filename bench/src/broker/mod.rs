@@ -23,7 +23,9 @@
 //!
 //! The topic is created with `--partitions` and `--topic-config` if missing; an existing topic
 //! with another partition count or config value is an error rather than a silently different
-//! benchmark.
+//! benchmark. With `--topics N` the same goes for each of N topics (`TOPIC-0` … `TOPIC-{N-1}`),
+//! and the threads number partitions across them ([`args::Topics`]): the tallies and checks
+//! below are per global partition, and only the connections translate to (topic, partition).
 
 pub mod args;
 mod consumer;
@@ -118,7 +120,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
         plan.group = args.group.clone();
         if c.target.is_kafka() && args.group.is_some() {
             // The group assigns them: any consumer may read any partition.
-            plan.partitions = (0..c.partitions).collect();
+            plan.partitions = (0..c.layout().total()).collect();
         }
     }
     if args.consumers_paused_for >= c.warmup + c.duration {
@@ -146,7 +148,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     result.e2e_latency_us = Some(LatencySummary::with_p9999(&e2e));
     result.e2e_latency_curve_us = report::percentile_curve(&e2e);
     result.records_consumed = Some(load.consumers.iter().map(|t| t.run_records).sum());
-    let verification = verify(&load.producers, &load.consumers, p.acks.acks(), c.partitions);
+    let verification = verify(&load.producers, &load.consumers, p.acks.acks(), c.layout().total());
     let failed = verification.failure();
     if verification.foreign_records > 0 {
         result.warnings.push(format!(
@@ -173,10 +175,11 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
     if args.from == args::FromArg::Earliest {
         let available = records_available(c)?;
         if available == 0 {
+            let what = if c.topics == 1 { format!("topic {}", c.topic) } else { format!("the {} topics", c.topics) };
             return Err(format!(
-                "topic {} is empty: nothing to consume from the earliest offset; write into it first \
+                "{what} empty: nothing to consume from the earliest offset; write into it first \
                  (keel-bench produce --topic {} ...) or pass --prefill BYTES",
-                c.topic, c.topic
+                c.topic
             ));
         }
     }
@@ -246,6 +249,11 @@ fn validate_common(c: &CommonArgs, e2e: bool) -> Result<(), String> {
     }
     if c.partitions == 0 || c.partitions > 100_000 {
         return Err("--partitions must be between 1 and 100000".into());
+    }
+    if c.topics == 0 || u64::from(c.topics) * u64::from(c.partitions) > 100_000 {
+        return Err(
+            "--topics must be at least 1, with at most 100000 partitions in all (--topics × --partitions)".into()
+        );
     }
     let min = if e2e { STAMP_LEN as u64 } else { 1 };
     let sizes = c.value_sizes();
@@ -322,42 +330,56 @@ fn start_group_at_end(c: &CommonArgs, group: &str) -> Result<(), String> {
         return kafka::commit_high_watermarks(c, group);
     }
     let mut client = shared::connect(&c.target, "keel-bench-admin")?;
-    let info = client.topic(&c.topic).map_err(|e| format!("cannot look up topic {}: {e}", c.topic))?;
-    let ends: Vec<(u32, u64)> = info.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
-    client.commit_offsets(group, &c.topic, &ends).map_err(|e| format!("cannot commit to group {group}: {e}"))
+    for topic in c.layout().names() {
+        let info = client.topic(topic).map_err(|e| format!("cannot look up topic {topic}: {e}"))?;
+        let ends: Vec<(u32, u64)> = info.partitions.iter().map(|p| (p.partition, p.high_watermark)).collect();
+        client.commit_offsets(group, topic, &ends).map_err(|e| format!("cannot commit to group {group}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn validate_consumers(m: usize, c: &CommonArgs) -> Result<(), String> {
     if m == 0 || m > MAX_THREADS {
         return Err(format!("--consumers must be between 1 and {MAX_THREADS}"));
     }
-    if m > c.partitions as usize {
-        return Err(format!("--consumers {m} is more than the {} partitions: some would read nothing", c.partitions));
+    if m > c.layout().total() as usize {
+        return Err(format!(
+            "--consumers {m} is more than the {} partitions: some would read nothing",
+            c.layout().total()
+        ));
     }
     Ok(())
 }
 
-/// Makes sure the topic exists as asked; returns whether it was created.
+/// Makes sure every topic of the run exists as asked; returns whether any was created.
 fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
+    let mut created = false;
+    for topic in c.layout().names() {
+        created |= ensure_one_topic(c, topic)?;
+    }
+    Ok(created)
+}
+
+/// Makes sure `topic` exists as asked; returns whether it was created.
+fn ensure_one_topic(c: &CommonArgs, topic: &str) -> Result<bool, String> {
     if c.target.is_kafka() {
-        return kafka::ensure_topic(c);
+        return kafka::ensure_topic(c, topic);
     }
     let mut client = shared::connect(&c.target, "keel-bench-admin")?;
-    match client.topic(&c.topic) {
+    match client.topic(topic) {
         Ok(info) => {
             if info.partitions.len() != c.partitions as usize {
                 return Err(format!(
                     "topic {} already exists with {} partitions, not --partitions {}: use another --topic or delete it \
                      (keel topic delete {})",
-                    c.topic,
+                    topic,
                     info.partitions.len(),
                     c.partitions,
-                    c.topic
+                    topic
                 ));
             }
-            let configs = client
-                .describe_configs(&c.topic)
-                .map_err(|e| format!("cannot read the configs of {}: {e}", c.topic))?;
+            let configs =
+                client.describe_configs(topic).map_err(|e| format!("cannot read the configs of {}: {e}", topic))?;
             for (key, want) in &c.topic_config {
                 match configs.iter().find(|(k, _, _)| k == key) {
                     Some((_, have, _)) if have == want => {}
@@ -365,7 +387,7 @@ fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
                         return Err(format!(
                             "topic {} already exists with {key}={have}, not {want}: use another --topic, delete it \
                              (keel topic delete {}) or change it (keel topic alter-config)",
-                            c.topic, c.topic
+                            topic, topic
                         ))
                     }
                     None => return Err(format!("the broker does not know topic config {key:?}")),
@@ -375,11 +397,11 @@ fn ensure_topic(c: &CommonArgs) -> Result<bool, String> {
         }
         Err(ClientError::UnknownTopic(_)) => {
             client
-                .create_topic(&c.topic, c.partitions, &c.topic_config)
-                .map_err(|e| format!("cannot create topic {}: {e}", c.topic))?;
+                .create_topic(topic, c.partitions, &c.topic_config)
+                .map_err(|e| format!("cannot create topic {}: {e}", topic))?;
             Ok(true)
         }
-        Err(e) => Err(format!("cannot look up topic {}: {e}", c.topic)),
+        Err(e) => Err(format!("cannot look up topic {}: {e}", topic)),
     }
 }
 
@@ -408,8 +430,12 @@ fn records_available(c: &CommonArgs) -> Result<u64, String> {
         return kafka::records_available(c);
     }
     let mut client = shared::connect(&c.target, "keel-bench-admin")?;
-    let info = client.topic(&c.topic).map_err(|e| format!("cannot look up topic {}: {e}", c.topic))?;
-    Ok(info.partitions.iter().map(|p| p.high_watermark.saturating_sub(p.log_start_offset)).sum())
+    let mut records = 0;
+    for topic in c.layout().names() {
+        let info = client.topic(topic).map_err(|e| format!("cannot look up topic {topic}: {e}"))?;
+        records += info.partitions.iter().map(|p| p.high_watermark.saturating_sub(p.log_start_offset)).sum::<u64>();
+    }
+    Ok(records)
 }
 
 fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_bytes: Option<u64>) -> Vec<ProducerPlan> {
@@ -419,8 +445,7 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
         .map(|i| ProducerPlan {
             id: i as u32,
             target: c.target.clone(),
-            topic: c.topic.clone(),
-            partitions: c.partitions,
+            topics: c.layout(),
             acks: p.acks.acks(),
             batch_bytes: p.batch_bytes as usize,
             max_request_bytes: p.max_request_bytes as usize,
@@ -451,9 +476,8 @@ fn consumer_plans(
         .map(|j| ConsumerPlan {
             id: j as u32,
             target: c.target.clone(),
-            topic: c.topic.clone(),
-            partitions: (0..c.partitions).filter(|p| *p as usize % m == j).collect(),
-            topic_partitions: c.partitions,
+            topics: c.layout(),
+            partitions: (0..c.layout().total()).filter(|p| *p as usize % m == j).collect(),
             start,
             fetch_max_bytes: u32::try_from(fetch_max_bytes).unwrap_or(u32::MAX),
             mode: mode(),
@@ -530,7 +554,7 @@ impl Load {
         warmup: Duration,
         duration: Duration,
     ) -> Result<Load, String> {
-        let partitions = c.partitions;
+        let partitions = c.layout().total();
         let shared = Arc::new(Shared::new(producers.len() + consumers.len(), producers.len(), partitions));
         let spawn_err = |e: std::io::Error| format!("cannot start a thread: {e}");
         let mut p_handles: Vec<JoinHandle<ProducerTally>> = Vec::new();
@@ -832,7 +856,10 @@ fn verify(producers: &[ProducerTally], consumers: &[ConsumerTally], acks: Acks, 
 #[derive(Debug, Clone, Serialize)]
 struct RunConfig {
     target: String,
+    /// The topic, or with `topics` > 1 the stem of their names (`topic-0`, `topic-1`, ...).
     topic: String,
+    topics: u32,
+    /// Partitions of each topic.
     partitions: u32,
     topic_config: BTreeMap<String, String>,
     producers: usize,
@@ -900,6 +927,7 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
     RunConfig {
         target: c.target.to_string(),
         topic: c.topic.clone(),
+        topics: c.topics,
         partitions: c.partitions,
         topic_config: c.topic_config.iter().cloned().collect(),
         producers: p.map_or(0, |p| p.producers),
@@ -1124,13 +1152,11 @@ fn print_human(r: &BrokerResult) {
         format!("; {}", c.topic_config.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "))
     };
     let name = r.kind.trim_start_matches("broker_");
-    println!(
-        "{name}: {} topic {} ({} partitions{}{configs})",
-        c.target,
-        c.topic,
-        c.partitions,
-        if r.topic_created { ", created" } else { "" }
-    );
+    let topics = match c.topics {
+        1 => format!("topic {} ({} partitions", c.topic, c.partitions),
+        n => format!("topics {}-0 … {}-{} ({n} × {} partitions", c.topic, c.topic, n - 1, c.partitions),
+    };
+    println!("{name}: {} {topics}{}{configs})", c.target, if r.topic_created { ", created" } else { "" });
     let keys = match (c.key_bytes, c.key_distribution, c.key_count) {
         (0, _, _) => "keyless (round-robin)".to_string(),
         (b, Some(d), Some(n)) => format!("{b} B keys ({d} over {n})"),

@@ -1,7 +1,9 @@
 //! One producer thread: its own connection, one Produce request in flight at a time.
 //!
 //! Records are numbered k = 0, 1, 2, ... per producer. Record k goes to partition
-//! `(first + k) mod P` (keyless) or to its key's partition (keys cycle through a pool). A request
+//! `(first + k) mod P` (keyless) or to its key's partition (keys cycle through a pool), P and the
+//! partitions numbered over every topic of the run ([`Topics`]): one request carries every
+//! topic it touches. A request
 //! takes the next records in order, as many as are due (open loop) or as fit (closed loop), at
 //! most `batch_bytes` per partition and `max_request_bytes` in all, and carries one RecordBatch v2
 //! per partition. Each partition's batch is cut from a template encoded once (see [`Template`]):
@@ -30,7 +32,7 @@ use keel_client::{Acks, BatchWriter};
 use keel_storage::batch::{self, BatchView, Compression, HEADER_LEN, LOG_OVERHEAD};
 
 use super::{
-    args::Target,
+    args::{Target, Topics},
     kafka_wire::KafkaWire,
     keys::{KeySpec, Keys},
     payload,
@@ -46,8 +48,8 @@ const PAYLOAD_REGION_MAX: usize = 16 << 20;
 pub struct ProducerPlan {
     pub id: u32,
     pub target: Target,
-    pub topic: String,
-    pub partitions: u32,
+    /// The topics; partitions are numbered across them ([`Topics`]).
+    pub topics: Topics,
     pub acks: Acks,
     pub batch_bytes: usize,
     pub max_request_bytes: usize,
@@ -137,7 +139,7 @@ pub fn run(plan: ProducerPlan, shared: Arc<Shared>) -> ProducerTally {
         shared::tighten_timer_slack();
         return super::kafka::run_producer(plan, shared);
     }
-    let mut tally = ProducerTally::new(plan.partitions);
+    let mut tally = ProducerTally::new(plan.topics.total());
     shared::tighten_timer_slack();
     let client_id = format!("keel-bench-producer-{}", plan.id);
     let client = if plan.kafka_wire {
@@ -176,11 +178,35 @@ enum Connection {
 }
 
 impl Connection {
-    fn produce_many(&mut self, topic: &str, batches: Vec<(u32, Bytes)>, acks: Acks) -> Result<Vec<(u32, u64)>, String> {
-        match self {
-            Connection::Keel(c) => c.produce_many(topic, batches, acks).map_err(|e| e.to_string()),
-            Connection::Kafka(c) => c.produce_many(topic, batches, acks),
+    /// Sends `batches` (global partition of `layout`, batch), sorted by partition, in one
+    /// request; answers `(global partition, base offset)` per batch, in order.
+    fn produce_many(
+        &mut self,
+        layout: &Topics,
+        batches: Vec<(u32, Bytes)>,
+        acks: Acks,
+    ) -> Result<Vec<(u32, u64)>, String> {
+        let c = match self {
+            Connection::Keel(c) => c,
+            Connection::Kafka(c) => return c.produce_many(layout, batches, acks),
+        };
+        // Sorted by global partition: each topic's batches are one run.
+        let mut topics: Vec<(usize, Vec<(u32, Bytes)>)> = Vec::new();
+        for (g, batch) in batches {
+            let (t, p) = layout.locate(g);
+            match topics.last_mut() {
+                Some(last) if last.0 == t => last.1.push((p, batch)),
+                _ => topics.push((t, vec![(p, batch)])),
+            }
         }
+        let order: Vec<usize> = topics.iter().map(|t| t.0).collect();
+        let request = topics.into_iter().map(|(t, batches)| (layout.names()[t].clone(), batches)).collect();
+        let answered = c.produce_topics(request, acks).map_err(|e| e.to_string())?;
+        Ok(order
+            .into_iter()
+            .zip(answered)
+            .flat_map(|(t, offsets)| offsets.into_iter().map(move |(p, base)| (layout.global(t, p), base)))
+            .collect())
     }
 }
 
@@ -285,7 +311,7 @@ impl Producer<'_> {
         let sent_at = Instant::now();
         let offsets = self
             .client
-            .produce_many(&self.plan.topic, batches, self.plan.acks)
+            .produce_many(&self.plan.topics, batches, self.plan.acks)
             .map_err(|e| format!("Produce of {n} records failed: {e}"))?;
         let acked_at = Instant::now();
         tally.requests += 1;
@@ -366,8 +392,9 @@ impl Generator {
         let region = plan.max_request_bytes.max(plan.batch_bytes).clamp(PAYLOAD_REGION_MIN, PAYLOAD_REGION_MAX);
         let mut payload = vec![0u8; region + plan.value_sizes.max() as usize];
         payload::fill(&mut payload, seed, plan.value_compressibility);
-        let keys = Keys::new(&plan.keys, plan.partitions, seed);
-        let p = plan.partitions as usize;
+        let keys = Keys::new(&plan.keys, &plan.topics, seed);
+        let partitions = plan.topics.total();
+        let p = partitions as usize;
         Generator {
             payload,
             region,
@@ -375,8 +402,8 @@ impl Generator {
             sizes: Sizes::new(&plan.value_sizes, seed),
             writer: BatchWriter::new(),
             keys,
-            partitions: plan.partitions,
-            first_partition: (plan.id * 7919) % plan.partitions,
+            partitions,
+            first_partition: (plan.id * 7919) % partitions,
             next_seq: vec![0; p],
             templates: (0..p).map(|_| None).collect(),
             parts: Vec::new(),
@@ -428,7 +455,7 @@ impl Generator {
     /// About how many records make a full request.
     fn records_per_full_request(&self, plan: &ProducerPlan) -> u64 {
         let record = BatchWriter::record_bytes(0, 0, key_len(plan), Some(self.sizes.mean() as usize));
-        let cap = plan.max_request_bytes.min(plan.batch_bytes.saturating_mul(plan.partitions as usize));
+        let cap = plan.max_request_bytes.min(plan.batch_bytes.saturating_mul(plan.topics.total() as usize));
         (cap / record).max(1) as u64
     }
 
@@ -667,8 +694,7 @@ mod tests {
         ProducerPlan {
             id: 3,
             target: Target { protocol: super::super::args::Protocol::Keel, addr: "127.0.0.1:1".into() },
-            topic: "t".into(),
-            partitions,
+            topics: Topics::new("t", 1, partitions),
             acks: Acks::Leader,
             batch_bytes: 4096,
             max_request_bytes: 10_000,
