@@ -992,3 +992,31 @@ fn zero_filled_end_of_a_sealed_segment_does_not_break_reads() {
     assert_large_reads_around(&log, &expected, &(0..0));
     assert_serves(&log, &expected, 0, end_of(&expected));
 }
+
+/// Reads of the active segment: what the tail cache no longer holds is read from the file with
+/// its CRC checked (a flipped byte is refused), while the recent batches are served from memory
+/// (whose CRC the append checked) whatever happens to their bytes in the file.
+#[test]
+fn active_segment_reads_check_the_crc_of_what_comes_from_the_file() {
+    let disk = SimDisk::new(41);
+    let clock = SimClock::new(1_000);
+    let config = LogConfig { segment_bytes: 4 << 20, tail_cache_bytes: 8192, ..small_config() };
+    let log = open(&disk, &clock, config);
+    // Well past one 256 KiB cache chunk, all in the first segment.
+    let expected = append_tagged(&log, 0..900, TERM);
+    assert_eq!(log.segment_bases(), [0], "one active segment");
+    let batches = batches_of(&disk, 0);
+    assert_eq!(batches.len(), 900);
+    let (early_pos, early_base, _, _) = batches[10];
+    assert!(early_pos < 200 << 10, "the batch is in the first chunk, evicted from the cache");
+    let (late_pos, late_base, _, _) = batches[899];
+    assert!(matches!(block_on(log.read(early_base, 1)), Ok(r) if split(&r.bytes)[0] == expected[10]));
+
+    flip(&disk, &log_file(0), early_pos + 70);
+    flip(&disk, &log_file(0), late_pos + 70);
+    assert!(matches!(block_on(log.read(early_base, 1)), Err(StorageError::Corrupt { .. })), "read from the file");
+    let late = block_on(log.read(late_base, 1)).expect("the tail is served from memory");
+    assert!(split(&late.bytes)[0] == expected[899], "as appended");
+    let next = block_on(log.read(expected[11].0, 1)).expect("the batch after the flipped one");
+    assert!(split(&next.bytes)[0] == expected[11]);
+}
