@@ -98,6 +98,10 @@ struct TargetOutcome {
 
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let workload = Workload::load(&args.workload)?;
+    // Every target would refuse it: say so before measuring anything.
+    if let Some(target) = args.targets.first() {
+        workload.plan(target, "check", args.duration)?;
+    }
     for t in &args.targets {
         // Every target's arguments are checked before anything runs.
         workload.plan(t, "check", args.duration)?;
@@ -313,6 +317,11 @@ fn lat(v: &Value, key: &str, p: &str) -> String {
     v.get(key).and_then(|l| l.get(p)).and_then(Value::as_u64).map_or("–".into(), report::fmt_us)
 }
 
+/// Table cells ("a | b | c") of the percentiles `ps` of latency summary `key`.
+fn lat_cells(v: &Value, key: &str, ps: &[&str]) -> String {
+    ps.iter().map(|p| lat(v, key, p)).collect::<Vec<_>>().join(" | ")
+}
+
 fn one_line(r: &Value) -> String {
     let mut line =
         format!("{:.1} MB/s, {:.0} records/s", f(r, "mb_per_s").unwrap_or(0.0), f(r, "records_per_s").unwrap_or(0.0));
@@ -352,17 +361,12 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
         };
         let _ = writeln!(
             table,
-            "| {name} | {mb:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {verified} |",
+            "| {name} | {mb:.1} | {:.0} | {} | {} | {} | {} | {verified} |",
             f(r, "records_per_s").unwrap_or(0.0),
             share(disk),
             share(net),
-            lat(r, "latency_us", "p50"),
-            lat(r, "latency_us", "p99"),
-            lat(r, "latency_us", "p999"),
-            lat(r, "latency_us", "p9999"),
-            lat(r, "e2e_latency_us", "p50"),
-            lat(r, "e2e_latency_us", "p99"),
-            lat(r, "e2e_latency_us", "p9999"),
+            lat_cells(r, "latency_us", &["p50", "p99", "p999", "p9999"]),
+            lat_cells(r, "e2e_latency_us", &["p50", "p99", "p9999"]),
         );
     }
 
@@ -505,6 +509,34 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
          with coordinated-omission correction when the workload has a rate.\n"
     );
     md.push_str(&table);
+    let phased: Vec<(&str, &Vec<Value>)> =
+        targets.iter().filter_map(|t| Some((t["target"].as_str()?, t["result"]["phases"].as_array()?))).collect();
+    if !phased.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Phases\n\nEach phase's seconds after the start of the load (the first phase's warmup left \
+             out); MB/s is the mean of those seconds; latencies are of the records acknowledged (read) in them.\n\n\
+             | target | phase | seconds | offered records/s | consumers | produced MB/s | consumed MB/s | ack p50 | \
+             ack p99 | ack p99.9 | e2e p50 | e2e p99 | e2e p99.9 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for (target, phases) in phased {
+            for ph in phases {
+                let _ = writeln!(
+                    md,
+                    "| {target} | {} | {}–{} | {} | {} | {:.1} | {:.1} | {} | {} |",
+                    ph["name"].as_str().unwrap_or("?"),
+                    ph["from_s"],
+                    ph["to_s"],
+                    f(ph, "offered_records_per_s").map_or("closed loop".into(), |r| format!("{r:.0}")),
+                    ph["consumers"].as_str().unwrap_or("?"),
+                    f(ph, "produced_mb_per_s").unwrap_or(0.0),
+                    f(ph, "consumed_mb_per_s").unwrap_or(0.0),
+                    lat_cells(ph, "ack_latency_us", &["p50", "p99", "p999"]),
+                    lat_cells(ph, "e2e_latency_us", &["p50", "p99", "p999"]),
+                );
+            }
+        }
+    }
     if !plots.is_empty() {
         md.push_str("\n## Plots\n\n");
         for (file, what) in &plots {

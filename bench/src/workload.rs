@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::{
-    args::{AcksArg, CommonArgs, CompressionArg, KafkaProducerArg, ProducerArgs, Target},
+    args::{AcksArg, CommonArgs, CompressionArg, KafkaProducerArg, Phase, ProducerArgs, Target},
     KeyDistribution, SizeDistribution,
 };
 use crate::{parse_duration, parse_size};
@@ -23,9 +23,10 @@ pub struct Workload {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// How long to measure (after the warmup): "60s", "2m".
-    #[serde(default = "default_duration")]
-    pub duration: String,
+    /// How long to measure (after the warmup): "60s", "2m" (default 60s). With phases, their
+    /// sum instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
     #[serde(default = "default_warmup")]
     pub warmup: String,
     /// `[topics]` (`[topic]` is accepted too: files written before there could be several).
@@ -37,6 +38,27 @@ pub struct Workload {
     pub producers: ProducerSpec,
     #[serde(default)]
     pub consumers: ConsumerSpec,
+    /// Optional: the run as a sequence of phases, each with its own rate and consumer state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phases: Vec<PhaseSpec>,
+}
+
+/// `[[phases]]`: one stretch of the run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseSpec {
+    /// Shown in the results (default "phase N").
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Whole seconds: "20s", "1m".
+    pub duration: String,
+    /// Records/s of every producer together in this phase (open-loop workloads only; 0 = the
+    /// producers pause). Default: `producers.rate`.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// "reading" (default) or "paused": paused consumers read nothing during the phase.
+    #[serde(default)]
+    pub consumers: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -164,9 +186,6 @@ impl Size {
     }
 }
 
-fn default_duration() -> String {
-    "60s".into()
-}
 fn default_warmup() -> String {
     "5s".into()
 }
@@ -268,6 +287,52 @@ pub struct Plan {
 }
 
 impl Workload {
+    /// The phases, checked; `duration_overridden`: `--duration` was given (it cannot apply).
+    fn phases(&self, duration_overridden: bool) -> Result<Vec<Phase>, String> {
+        if self.phases.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.duration.is_some() {
+            return Err("duration: a workload with phases lasts as long as its phases; leave duration out".into());
+        }
+        if duration_overridden {
+            return Err("--duration does not apply to a workload with phases (it lasts as long as they do)".into());
+        }
+        let last = self.phases.len() - 1;
+        self.phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let what = format!("phases[{i}]");
+                let duration = parse_duration(&p.duration).map_err(|e| format!("{what}.duration: {e}"))?;
+                if duration.is_zero() || duration.subsec_nanos() != 0 {
+                    return Err(format!(
+                        "{what}.duration = {:?}: a positive whole number of seconds (per-phase figures are per second)",
+                        p.duration
+                    ));
+                }
+                if let Some(rate) = p.rate {
+                    if !(rate.is_finite() && rate >= 0.0) {
+                        return Err(format!("{what}.rate = {rate}: records/s, 0 or more"));
+                    }
+                }
+                let consumers_paused = match p.consumers.as_deref() {
+                    None | Some("reading") => false,
+                    Some("paused") if i == last => {
+                        return Err(format!(
+                            "{what}.consumers = \"paused\": the last phase must let the consumers read (the run \
+                             ends when they have caught up)"
+                        ))
+                    }
+                    Some("paused") => true,
+                    Some(other) => return Err(format!("{what}.consumers = {other:?}: use \"reading\" or \"paused\"")),
+                };
+                let name = p.name.clone().unwrap_or_else(|| format!("phase {}", i + 1));
+                Ok(Phase { name, duration, rate: p.rate, consumers_paused })
+            })
+            .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Workload, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Workload::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -321,6 +386,13 @@ impl Workload {
             other => return Err(format!("producers.acks = {other:?}: use \"0\", \"1\" or \"all\"")),
         };
         let field = |name: &str, s: &str| parse_duration(s).map_err(|e| format!("{name}: {e}"));
+        let phases = self.phases(duration.is_some())?;
+        let duration = match (duration, &self.duration) {
+            _ if !phases.is_empty() => phases.iter().map(|p| p.duration).sum(),
+            (Some(d), _) => d,
+            (None, Some(d)) => field("duration", d)?,
+            (None, None) => Duration::from_secs(60),
+        };
         let common = CommonArgs {
             target: target.clone(),
             topic: topic.to_owned(),
@@ -335,13 +407,11 @@ impl Workload {
             key_distribution,
             key_count: r.key_count,
             zipf_exponent: r.zipf_exponent,
-            duration: match duration {
-                Some(d) => d,
-                None => field("duration", &self.duration)?,
-            },
+            duration,
             warmup: field("warmup", &self.warmup)?,
             report_interval: Duration::ZERO,
             json: true,
+            phases,
         };
         let producer = ProducerArgs {
             producers: p.count,
@@ -367,6 +437,26 @@ impl Workload {
             return Err(format!(
                 "consumers.paused_for ({consumers_paused_for:?}) must end before the run does (warmup + duration)"
             ));
+        }
+        if !common.phases.is_empty() {
+            if !consumers_paused_for.is_zero() {
+                return Err("consumers.paused_for and phases do not go together: use a phase with \
+                            consumers = \"paused\""
+                    .into());
+            }
+            if common.warmup.subsec_nanos() != 0 {
+                return Err("warmup: with phases, whole seconds (per-phase figures are per second)".into());
+            }
+            let paused = common.phases.iter().any(|p| p.consumers_paused);
+            if paused && self.consumers.count == 0 {
+                return Err("a phase with consumers = \"paused\" needs consumers (consumers.count > 0)".into());
+            }
+            if paused && self.consumers.group.is_some() {
+                return Err("consumers.group and phases that pause the consumers do not go together (yet)".into());
+            }
+            if common.phases.iter().any(|p| p.rate.is_some()) && self.producers.rate.is_none() {
+                return Err("phases[].rate needs an open loop: set producers.rate".into());
+            }
         }
         let plan = Plan {
             common,
@@ -479,7 +569,7 @@ paused_for = "10s"
         assert!(err("name = \"a b\"").contains("name"));
         assert!(err("name = \"x\"\n[producers]\ncount = 0").contains("--producers"));
         assert!(err("name = \"x\"\n[topic]\npartitions = 2\n[consumers]\ncount = 3").contains("--consumers"));
-        assert!(err("name = \"x\"\n[[phases]]\nduration = \"1s\"").contains("phases"));
+        assert!(err("name = \"x\"\n[[phases]]\nduratoin = \"1s\"").contains("duratoin"));
         assert!(err("name = \"x\"\n[consumers]\npaused_for = \"1s\"").contains("needs consumers"));
         assert!(err("name = \"x\"\n[consumers]\ngroup = \"g\"").contains("needs consumers"));
         assert!(err("name = \"x\"\n[consumers]\ncount = 1\ngroup = \"\"").contains("--group"));
@@ -487,6 +577,70 @@ paused_for = "10s"
         assert!(err(paused).contains("do not go together"));
         let late = "name = \"x\"\nduration = \"10s\"\nwarmup = \"1s\"\n[consumers]\ncount = 1\npaused_for = \"11s\"";
         assert!(err(late).contains("must end before"));
+    }
+
+    #[test]
+    fn phases_set_rates_and_pauses_and_the_duration() {
+        let text = r#"
+name = "phased"
+warmup = "2s"
+[producers]
+count = 2
+rate = 1000
+[consumers]
+count = 1
+[[phases]]
+duration = "10s"
+[[phases]]
+name = "burst"
+duration = "5s"
+rate = 5000
+consumers = "paused"
+[[phases]]
+name = "drain"
+duration = "1m"
+rate = 0
+"#;
+        let plan = Workload::parse(text).unwrap().plan(&target(), "t", None).unwrap();
+        let c = &plan.common;
+        assert_eq!(c.duration, Duration::from_secs(75), "the phases' sum");
+        let want = [
+            Phase { name: "phase 1".into(), duration: Duration::from_secs(10), rate: None, consumers_paused: false },
+            Phase {
+                name: "burst".into(),
+                duration: Duration::from_secs(5),
+                rate: Some(5000.0),
+                consumers_paused: true,
+            },
+            Phase { name: "drain".into(), duration: Duration::from_secs(60), rate: Some(0.0), consumers_paused: false },
+        ];
+        assert_eq!(c.phases, want);
+        let s = |secs: u64| Duration::from_secs(secs);
+        assert_eq!(c.phase_spans(), [(s(0), s(12)), (s(12), s(17)), (s(17), s(77))], "the warmup runs as phase 1");
+
+        let err = |text: &str| Workload::parse(text).unwrap_err();
+        let with = |extra: &str| format!("name = \"x\"\n{extra}");
+        let phase = "[producers]\nrate = 100\n[consumers]\ncount = 1\n[[phases]]\nduration = \"1s\"\n";
+        assert!(Workload::parse(&with(&format!("{phase}[[phases]]\nduration = \"2s\""))).is_ok());
+        assert!(err(&with(&format!("duration = \"5s\"\n{phase}"))).contains("leave duration out"));
+        assert!(err(&with(&phase.replace("\"1s\"", "\"1500ms\""))).contains("whole number of seconds"));
+        assert!(err(&with(&phase.replace("\"1s\"", "\"0s\""))).contains("positive"));
+        assert!(err(&with(&format!("warmup = \"500ms\"\n{phase}"))).contains("warmup"));
+        assert!(err(&with(&format!("{phase}rate = -1"))).contains("phases[0].rate"));
+        assert!(err(&with(&format!("{phase}consumers = \"asleep\""))).contains("asleep"));
+        let paused_last = format!("{phase}consumers = \"paused\"");
+        assert!(err(&with(&paused_last)).contains("last phase"));
+        let paused = format!("{phase}consumers = \"paused\"\n[[phases]]\nduration = \"1s\"");
+        assert!(Workload::parse(&with(&paused)).is_ok());
+        assert!(err(&with(&paused.replace("count = 1", "count = 0"))).contains("needs consumers"));
+        assert!(err(&with(&paused.replace("count = 1", "count = 1\ngroup = \"g\""))).contains("group"));
+        let closed = "[[phases]]\nduration = \"1s\"\nrate = 10";
+        assert!(err(&with(closed)).contains("open loop"));
+        let both = phase.replace("count = 1", "count = 1\npaused_for = \"1s\"");
+        assert!(err(&with(&both)).contains("paused_for and phases"));
+        // The run lasts as long as the phases: --duration cannot apply.
+        let w = Workload::parse(&with(phase)).unwrap();
+        assert!(w.plan(&target(), "t", Some(Duration::from_secs(3))).unwrap_err().contains("--duration"));
     }
 
     #[test]

@@ -89,6 +89,21 @@ pub struct CommonArgs {
     /// Print exactly one JSON object on stdout instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
+    /// A workload file's phases (`[[phases]]`; no flag): `duration` is then their sum.
+    #[arg(skip)]
+    pub phases: Vec<Phase>,
+}
+
+/// One phase of a workload: for how long, at what rate, whether the consumers read. The phases
+/// follow each other after the warmup, which runs with the first phase's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Phase {
+    pub name: String,
+    pub duration: Duration,
+    /// Records/s of every producer together (open loop); `None`: the run's `--rate`.
+    pub rate: Option<f64>,
+    /// The consumers read nothing during the phase (a backlog builds up, read once it ends).
+    pub consumers_paused: bool,
 }
 
 /// Flags of the load generator (`produce`, `e2e`).
@@ -306,6 +321,21 @@ pub struct Target {
 }
 
 impl CommonArgs {
+    /// Each phase's start and end after t0 (the first starts at t0: the warmup runs with its
+    /// settings). Empty without phases.
+    pub fn phase_spans(&self) -> Vec<(Duration, Duration)> {
+        let mut end = self.warmup;
+        self.phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let start = if i == 0 { Duration::ZERO } else { end };
+                end += p.duration;
+                (start, end)
+            })
+            .collect()
+    }
+
     /// The topics of the run.
     pub fn layout(&self) -> Topics {
         Topics::new(&self.topic, self.topics, self.partitions)

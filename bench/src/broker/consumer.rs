@@ -165,8 +165,9 @@ pub struct ConsumerPlan {
     pub start: StartAt,
     pub fetch_max_bytes: u32,
     pub mode: Mode,
-    /// Read nothing until this long after t0 (a backlog builds up, then is caught up with).
-    pub paused_for: Duration,
+    /// Read nothing from `start` to `end` after t0 (a backlog builds up, then is caught up
+    /// with): the catch-up read's pause, phases that pause the consumers.
+    pub pauses: Vec<(Duration, Duration)>,
     /// Consume as this consumer group (kafka://: subscribed, `partitions` = all of them).
     pub group: Option<String>,
 }
@@ -388,17 +389,20 @@ impl<'a> Reader<'a> {
         let kafka_group = self.plan.target.is_kafka() && self.plan.group.is_some();
         let mut last_commit = Instant::now();
         let mut last_read = Instant::now();
-        if !self.plan.paused_for.is_zero() {
-            consumer.set_fetching(false)?;
-            let resume = self.clock.t0 + self.plan.paused_for;
-            while !self.shared.stopped() && Instant::now() < resume {
-                std::thread::sleep(resume.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
-            }
-            consumer.set_fetching(true)?;
-        }
         loop {
             if self.shared.stopped() {
                 return Ok(());
+            }
+            let t0 = self.clock.t0;
+            let pause = self.plan.pauses.iter().find(|(from, to)| (t0 + *from..t0 + *to).contains(&Instant::now()));
+            if let Some(&(_, to)) = pause {
+                consumer.set_fetching(false)?;
+                let resume = t0 + to;
+                while !self.shared.stopped() && Instant::now() < resume {
+                    std::thread::sleep(resume.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+                }
+                consumer.set_fetching(true)?;
+                continue;
             }
             let now = Instant::now();
             match self.plan.mode {

@@ -45,7 +45,7 @@ use super::{
     args::{CommonArgs, Target, Topics},
     consumer::Rec,
     producer::{Generator, ProducerPlan, ProducerTally},
-    shared::{Clock, Schedule, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
+    shared::{Clock, Shared, Stamp, DRAIN_LIMIT, STAMP_LEN},
 };
 use crate::report;
 
@@ -673,7 +673,7 @@ impl KafkaProducer<'_> {
     }
 
     fn open_loop(&mut self, rate: f64, value: &mut [u8], sent: &mut [u64], not_sent: &mut u64) -> Result<(), String> {
-        let schedule = Schedule::new(&self.clock, rate, self.plan.phase);
+        let schedule = self.plan.schedule(&self.clock, rate);
         let total = schedule.total;
         let intended_ns = |k: u64| schedule.intended_ns(k);
         let intended = |k: u64| schedule.intended(k);
@@ -715,6 +715,8 @@ impl KafkaProducer<'_> {
             }
             k = due_end;
         }
+        // A schedule that ends early (phases at rate 0) still ends with the run.
+        self.shared.wait_until(self.clock.end);
         Ok(())
     }
 

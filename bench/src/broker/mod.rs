@@ -79,12 +79,13 @@ pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
     let created = ensure_topic(c)?;
     let run_id = shared::new_run_id();
     let plans = producer_plans(c, &args.producer, run_id, None);
-    let load = Load::run(c, plans, Vec::new(), c.warmup, c.duration)?;
+    let load = Load::run(c, Some(&args.producer), plans, Vec::new(), c.warmup, c.duration)?;
     let p = &args.producer;
     let produced = ProducedFigures::new(&load.producers, &load.clock, p);
     let mut result = BrokerResult::new("broker_produce", config(c, Some(p), 0, None), created);
     result.fill_produced(&produced, p, c);
     result.series = load.series;
+    result.phases = load.phases;
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     Ok(result)
 }
@@ -126,7 +127,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     if args.consumers_paused_for >= c.warmup + c.duration {
         return Err("--consumers-paused-for must end before the run does (--warmup + --duration)".into());
     }
-    let load = Load::run(c, plans, consumers, c.warmup, c.duration)?;
+    let load = Load::run(c, Some(p), plans, consumers, c.warmup, c.duration)?;
     let produced = ProducedFigures::new(&load.producers, &load.clock, p);
     let extra = ConsumeExtra {
         from: None,
@@ -158,6 +159,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     }
     result.verification = Some(verification);
     result.series = load.series;
+    result.phases = load.phases;
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     Ok((result, failed))
 }
@@ -186,7 +188,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
     let stop_when_caught_up = args.from == args::FromArg::Earliest;
     let mode = || Mode::Throughput { stop_when_caught_up };
     let consumers = consumer_plans(c, args.consumers, args.from.start(), args.fetch_max_bytes, Duration::ZERO, mode);
-    let load = Load::run(c, Vec::new(), consumers, c.warmup, c.duration)?;
+    let load = Load::run(c, None, Vec::new(), consumers, c.warmup, c.duration)?;
     let clock = load.clock;
     let caught_up = load.consumers.iter().all(|t| t.caught_up_at.is_some());
     let window_end = if caught_up {
@@ -229,6 +231,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
     }
     result.warnings.extend(warnings);
     result.series = load.series;
+    result.phases = load.phases;
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     emit(&result, c.json)
 }
@@ -441,6 +444,16 @@ fn records_available(c: &CommonArgs) -> Result<u64, String> {
 fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_bytes: Option<u64>) -> Vec<ProducerPlan> {
     let n = p.producers;
     let per_producer = p.rate.map(|r| r / n as f64);
+    // With phases, each producer's rate phase by phase (the first phase's rate in the warmup).
+    let rate_parts: Vec<(Duration, f64)> = match p.rate {
+        Some(base) => c
+            .phase_spans()
+            .iter()
+            .zip(&c.phases)
+            .map(|(&(_, end), phase)| (end, phase.rate.unwrap_or(base) / n as f64))
+            .collect(),
+        None => Vec::new(),
+    };
     (0..n)
         .map(|i| ProducerPlan {
             id: i as u32,
@@ -457,7 +470,9 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             keys: c.key_spec(),
             rate: per_producer,
             // Producer i starts i/n of an interval after producer 0: the n schedules interleave.
-            phase: per_producer.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / n as f64 / r)),
+            offset: per_producer.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / n as f64 / r)),
+            rate_parts: rate_parts.clone(),
+            share: i as f64 / n as f64,
             run_id,
             stop_after_bytes,
         })
@@ -472,6 +487,12 @@ fn consumer_plans(
     paused_for: Duration,
     mode: impl Fn() -> Mode,
 ) -> Vec<ConsumerPlan> {
+    // When the consumers read nothing: the catch-up read's pause, and the phases that pause them.
+    let mut pauses: Vec<(Duration, Duration)> = Vec::new();
+    if !paused_for.is_zero() {
+        pauses.push((Duration::ZERO, paused_for));
+    }
+    pauses.extend(c.phase_spans().into_iter().zip(&c.phases).filter(|(_, p)| p.consumers_paused).map(|(s, _)| s));
     (0..m)
         .map(|j| ConsumerPlan {
             id: j as u32,
@@ -481,7 +502,7 @@ fn consumer_plans(
             start,
             fetch_max_bytes: u32::try_from(fetch_max_bytes).unwrap_or(u32::MAX),
             mode: mode(),
-            paused_for,
+            pauses: pauses.clone(),
             group: None,
         })
         .collect()
@@ -503,7 +524,7 @@ fn prefill(c: &CommonArgs, bytes: u64) -> Result<(), String> {
     let plans = producer_plans(c, &p, shared::new_run_id(), Some(bytes));
     let quiet = CommonArgs { report_interval: Duration::ZERO, ..c.clone() };
     let t0 = Instant::now();
-    let load = Load::run(&quiet, plans, Vec::new(), Duration::ZERO, Duration::from_secs(86_400))?;
+    let load = Load::run(&quiet, None, plans, Vec::new(), Duration::ZERO, Duration::from_secs(86_400))?;
     let acked: u64 = load.producers.iter().map(|t| t.acked).sum();
     let secs = t0.elapsed().as_secs_f64();
     let written: u64 = load.producers.iter().map(|t| t.bytes).sum();
@@ -523,6 +544,79 @@ struct Load {
     consumers: Vec<ConsumerTally>,
     /// One sample per second of the run (warmup and drain included).
     series: Vec<SecondSample>,
+    /// A workload with phases: the figures of each.
+    phases: Vec<PhaseFigures>,
+}
+
+/// One phase's figures, from the per-second samples and histograms of the seconds it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseFigures {
+    pub name: String,
+    /// The seconds after t0 the figures cover (the first phase's are after the warmup).
+    pub from_s: u64,
+    pub to_s: u64,
+    /// Records/s the open loop offered in the phase (absent: closed loop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offered_records_per_s: Option<f64>,
+    /// "reading" or "paused".
+    pub consumers: &'static str,
+    /// Mean over the phase's seconds (value + key bytes, 10^6 bytes/s).
+    pub produced_mb_per_s: f64,
+    pub produced_records_per_s: f64,
+    pub consumed_mb_per_s: f64,
+    pub consumed_records_per_s: f64,
+    /// Of the records acknowledged (read) during the phase, µs, 2 significant digits. Absent if
+    /// none were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_latency_us: Option<LatencySummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_latency_us: Option<LatencySummary>,
+}
+
+/// The figures of each of `c`'s phases.
+fn phase_figures(
+    c: &CommonArgs,
+    p: Option<&ProducerArgs>,
+    series: &[SecondSample],
+    acks: &BTreeMap<u64, hdrhistogram::Histogram<u64>>,
+    e2e: &BTreeMap<u64, hdrhistogram::Histogram<u64>>,
+) -> Vec<PhaseFigures> {
+    let merged = |by_second: &BTreeMap<u64, hdrhistogram::Histogram<u64>>, from: u64, to: u64| {
+        let mut h = shared::second_histogram();
+        for (_, s) in by_second.range(from..to) {
+            // Same bounds and precision: adding cannot fail.
+            let _ = h.add(s);
+        }
+        (!h.is_empty()).then(|| LatencySummary::with_p9999(&h))
+    };
+    let warmup_s = c.warmup.as_secs();
+    c.phase_spans()
+        .iter()
+        .zip(&c.phases)
+        .enumerate()
+        .map(|(i, (&(start, end), phase))| {
+            let from_s = if i == 0 { warmup_s } else { start.as_secs() };
+            let to_s = end.as_secs();
+            // Sample t covers second t - 1.
+            let seconds: Vec<&SecondSample> = series.iter().filter(|s| (from_s + 1..=to_s).contains(&s.t_s)).collect();
+            let mean = |f: fn(&SecondSample) -> f64| {
+                seconds.iter().fold(0.0, |sum, s| sum + f(s)) / seconds.len().max(1) as f64
+            };
+            PhaseFigures {
+                name: phase.name.clone(),
+                from_s,
+                to_s,
+                offered_records_per_s: p.and_then(|p| phase.rate.or(p.rate)),
+                consumers: if phase.consumers_paused { "paused" } else { "reading" },
+                produced_mb_per_s: mean(|s| s.produced_mb_per_s),
+                produced_records_per_s: mean(|s| s.produced_records_per_s),
+                consumed_mb_per_s: mean(|s| s.consumed_mb_per_s),
+                consumed_records_per_s: mean(|s| s.consumed_records_per_s),
+                ack_latency_us: merged(acks, from_s, to_s),
+                e2e_latency_us: merged(e2e, from_s, to_s),
+            }
+        })
+        .collect()
 }
 
 /// One second of the run: what was acknowledged and consumed in it, and the p99 latencies of
@@ -549,6 +643,7 @@ impl Load {
     /// run.
     fn run(
         c: &CommonArgs,
+        producer_args: Option<&ProducerArgs>,
         producers: Vec<ProducerPlan>,
         consumers: Vec<ConsumerPlan>,
         warmup: Duration,
@@ -597,7 +692,8 @@ impl Load {
             sample.ack_p99_us = p99(acks.get(&second));
             sample.e2e_p99_us = p99(e2e.get(&second));
         }
-        Ok(Load { clock, producers, consumers, series })
+        let phases = phase_figures(c, producer_args, &series, &acks, &e2e);
+        Ok(Load { clock, producers, consumers, series, phases })
     }
 }
 
@@ -613,19 +709,25 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
     while !finished() {
         std::thread::sleep(tick);
         let now = Snapshot::take(shared);
-        let next_second = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
+        let mut next_second = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
         if now.at >= next_second {
+            // Every whole second since the last sample gets one, labelled by the second it
+            // covers: when this thread was held up for longer than a second (a loaded machine),
+            // those seconds share the mean rate of the stretch rather than shift the ones after.
             let rate = |i: usize| now.rate(&last_second, i);
-            series.push(SecondSample {
-                t_s: series.len() as u64 + 1,
-                measured: next_second > clock.warm_end && next_second <= clock.end,
-                produced_mb_per_s: rate(1) / 1e6,
-                produced_records_per_s: rate(0),
-                consumed_mb_per_s: rate(3) / 1e6,
-                consumed_records_per_s: rate(2),
-                ack_p99_us: None,
-                e2e_p99_us: None,
-            });
+            while now.at >= next_second {
+                series.push(SecondSample {
+                    t_s: series.len() as u64 + 1,
+                    measured: next_second > clock.warm_end && next_second <= clock.end,
+                    produced_mb_per_s: rate(1) / 1e6,
+                    produced_records_per_s: rate(0),
+                    consumed_mb_per_s: rate(3) / 1e6,
+                    consumed_records_per_s: rate(2),
+                    ack_p99_us: None,
+                    e2e_p99_us: None,
+                });
+                next_second += Duration::from_secs(1);
+            }
             last_second = now;
         }
         if interval.is_zero() || now.at - last_line.at < interval {
@@ -1025,6 +1127,9 @@ pub struct BrokerResult {
     verification: Option<Verification>,
     /// Per second of the run (warmup and drain included): throughput and p99 latencies.
     series: Vec<SecondSample>,
+    /// A workload with phases: each phase's figures (see [`PhaseFigures`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    phases: Vec<PhaseFigures>,
     /// CPU time (user + system) keel-bench used for this measurement (setup, load and drain),
     /// seconds: on a machine the client shares with the broker, what the client took from it.
     client_cpu_s: f64,
@@ -1061,6 +1166,7 @@ impl BrokerResult {
             offset_gaps: None,
             verification: None,
             series: Vec::new(),
+            phases: Vec::new(),
             client_cpu_s: 0.0,
             warnings: Vec::new(),
         }
@@ -1266,6 +1372,20 @@ fn print_human(r: &BrokerResult) {
         if let Some(n) = v.redelivered {
             println!("  redelivered after rebalances (not errors): {n} records");
         }
+    }
+    for ph in &r.phases {
+        let lat = |l: &Option<LatencySummary>| l.as_ref().map_or("–".to_string(), |l| report::fmt_us(l.p99));
+        println!(
+            "  phase {} (s {}–{}, consumers {}): produced {:.1} MB/s, consumed {:.1} MB/s; ack p99 {}, e2e p99 {}",
+            ph.name,
+            ph.from_s,
+            ph.to_s,
+            ph.consumers,
+            ph.produced_mb_per_s,
+            ph.consumed_mb_per_s,
+            lat(&ph.ack_latency_us),
+            lat(&ph.e2e_latency_us)
+        );
     }
     for w in &r.warnings {
         println!("  warning: {w}");

@@ -66,10 +66,26 @@ pub struct ProducerPlan {
     /// Records per second of this producer (open loop); `None` = closed loop.
     pub rate: Option<f64>,
     /// Offset of this producer's schedule from t0, so producers do not send in lockstep.
-    pub phase: Duration,
+    pub offset: Duration,
+    /// A workload with phases: this producer's rate part by part, `(end after t0, records/s)`,
+    /// instead of `rate` throughout; its records then lag each part's start by `share` of an
+    /// interval (`offset` at that part's rate).
+    pub rate_parts: Vec<(Duration, f64)>,
+    pub share: f64,
     pub run_id: u64,
     /// Stop once every producer together has this many value+key bytes acknowledged (prefill).
     pub stop_after_bytes: Option<u64>,
+}
+
+impl ProducerPlan {
+    /// The open loop's schedule at `rate` (or the rate of each phase).
+    pub(super) fn schedule(&self, clock: &Clock, rate: f64) -> Schedule {
+        if self.rate_parts.is_empty() {
+            Schedule::new(clock, rate, self.offset)
+        } else {
+            Schedule::with_parts(clock, &self.rate_parts, self.share)
+        }
+    }
 }
 
 /// What one producer did.
@@ -241,7 +257,7 @@ impl Producer<'_> {
     }
 
     fn open_loop(&mut self, rate: f64, tally: &mut ProducerTally) -> Result<(), String> {
-        let schedule = Schedule::new(&self.clock, rate, self.plan.phase);
+        let schedule = self.plan.schedule(&self.clock, rate);
         let total = schedule.total;
         let clock = self.clock;
         let intended_ns = |k: u64| schedule.intended_ns(k);
@@ -296,6 +312,8 @@ impl Producer<'_> {
             }
             k += n;
         }
+        // A schedule that ends early (phases at rate 0) still ends with the run.
+        self.shared.wait_until(self.clock.end);
         Ok(())
     }
 
@@ -710,7 +728,9 @@ mod tests {
                 zipf_exponent: 1.0,
             },
             rate: None,
-            phase: Duration::ZERO,
+            offset: Duration::ZERO,
+            rate_parts: Vec::new(),
+            share: 0.0,
             run_id: 42,
             stop_after_bytes: None,
         }

@@ -67,32 +67,83 @@ pub struct Shared {
     pub e2e_by_second: SecondHistograms,
 }
 
-/// The open loop's rate limiter: record k is due at `t0 + phase + k / rate`, for every k whose
+/// The open loop's rate limiter: record k is due at `t0 + offset + k / rate`, for every k whose
 /// time falls before the schedule's end. Senders ask what is due now and send it all; a sender
 /// that falls behind finds many records due at once, each still measured from its own time
 /// (coordinated-omission correction).
-#[derive(Debug, Clone, Copy)]
+///
+/// A workload with phases changes the rate from phase to phase: the schedule is then a run of
+/// parts, each at its own rate (0: nothing sent in it), records numbered on across them.
+#[derive(Debug, Clone)]
 pub struct Schedule {
     t0: Instant,
-    interval_ns: f64,
-    phase_ns: f64,
+    /// In time order; together they cover the run.
+    parts: Vec<Part>,
     /// Records in the schedule.
     pub total: u64,
 }
 
+/// A stretch of the schedule at one rate.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    /// Where the part ends, ns after t0 (it starts where the one before ends).
+    end_ns: f64,
+    /// The part's first record's time, ns after t0 (start plus the sender's offset).
+    first_ns: f64,
+    interval_ns: f64,
+    /// Number of the part's first record, and how many it has.
+    first_k: u64,
+    count: u64,
+}
+
 impl Schedule {
-    /// `rate` records/s (> 0), starting `phase` after the clock's t0, ending at its end.
-    pub fn new(clock: &Clock, rate: f64, phase: Duration) -> Schedule {
-        let interval_ns = 1e9 / rate;
-        let phase_ns = phase.as_nanos() as f64;
-        let span_ns = (clock.end - clock.t0).as_nanos() as f64;
-        let total = if span_ns > phase_ns { ((span_ns - phase_ns) / interval_ns).ceil() as u64 } else { 0 };
-        Schedule { t0: clock.t0, interval_ns, phase_ns, total }
+    /// `rate` records/s (> 0), starting `offset` after the clock's t0, ending at its end.
+    pub fn new(clock: &Clock, rate: f64, offset: Duration) -> Schedule {
+        let end_ns = (clock.end - clock.t0).as_nanos() as f64;
+        Schedule::from_parts(clock.t0, [(0.0, end_ns, offset.as_nanos() as f64, rate)])
+    }
+
+    /// Consecutive parts from t0: each `(end, rate)` lasts until `end` (after t0) at `rate`
+    /// records/s (≥ 0). Within each part the records are `share` of an interval late (a sender's
+    /// place among senders of the same rate, 0 to 1, so that they interleave).
+    pub fn with_parts(clock: &Clock, parts: &[(Duration, f64)], share: f64) -> Schedule {
+        let mut start_ns = 0.0;
+        let parts: Vec<_> = parts
+            .iter()
+            .map(|&(end, rate)| {
+                let end_ns = end.as_nanos() as f64;
+                let offset_ns = if rate > 0.0 { share * 1e9 / rate } else { 0.0 };
+                let part = (start_ns, end_ns, offset_ns, rate);
+                start_ns = end_ns;
+                part
+            })
+            .collect();
+        Schedule::from_parts(clock.t0, parts)
+    }
+
+    /// Parts as (start, end, offset of the first record from the start, rate).
+    fn from_parts(t0: Instant, parts: impl IntoIterator<Item = (f64, f64, f64, f64)>) -> Schedule {
+        let mut total = 0;
+        let parts = parts
+            .into_iter()
+            .map(|(start_ns, end_ns, offset_ns, rate)| {
+                let interval_ns = if rate > 0.0 { 1e9 / rate } else { f64::INFINITY };
+                let first_ns = start_ns + offset_ns;
+                let count =
+                    if rate > 0.0 && end_ns > first_ns { ((end_ns - first_ns) / interval_ns).ceil() as u64 } else { 0 };
+                let part = Part { end_ns, first_ns, interval_ns, first_k: total, count };
+                total += count;
+                part
+            })
+            .collect();
+        Schedule { t0, parts, total }
     }
 
     /// Record k's intended send time, ns after t0 (what its stamp carries).
     pub fn intended_ns(&self, k: u64) -> u64 {
-        (self.phase_ns + k as f64 * self.interval_ns) as u64
+        // The last part with records that starts at or before k (a handful of parts at most).
+        let part = self.parts.iter().rev().find(|p| p.count > 0 && p.first_k <= k).unwrap_or(&self.parts[0]);
+        (part.first_ns + (k - part.first_k) as f64 * part.interval_ns) as u64
     }
 
     pub fn intended(&self, k: u64) -> Instant {
@@ -102,11 +153,12 @@ impl Schedule {
     /// One past the last record due at `now` (records `0..due_end(now)` are due).
     pub fn due_end(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.t0).as_nanos() as f64;
-        if since < self.phase_ns {
-            0
-        } else {
-            (((since - self.phase_ns) / self.interval_ns) as u64).saturating_add(1).min(self.total)
+        let Some(part) = self.parts.iter().find(|p| since < p.end_ns) else { return self.total };
+        if since < part.first_ns {
+            return part.first_k;
         }
+        let due = (((since - part.first_ns) / part.interval_ns) as u64).saturating_add(1).min(part.count);
+        part.first_k + due
     }
 }
 
@@ -136,7 +188,7 @@ impl SecondHistograms {
 }
 
 /// 2 significant digits are plenty for a per-second p99 and keep each histogram ~20 KiB.
-fn second_histogram() -> Histogram<u64> {
+pub(super) fn second_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, crate::report::MAX_TRACKABLE_US, 2).expect("static histogram bounds are valid")
 }
 
@@ -227,6 +279,17 @@ impl Shared {
         let mut first = self.error.lock().unwrap_or_else(|e| e.into_inner());
         first.get_or_insert(error);
         self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Sleeps until `t`, or until the run is stopped.
+    pub fn wait_until(&self, t: Instant) {
+        while !self.stopped() {
+            let left = t.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
     }
 
     pub fn stopped(&self) -> bool {
@@ -378,6 +441,32 @@ mod tests {
         assert!(times.windows(2).all(|w| w[1] - w[0] == 1_000_000), "evenly spaced at 1 ms");
         // A phase past the end: nothing to send.
         assert_eq!(Schedule::new(&c, 10.0, Duration::from_secs(2)).total, 0);
+    }
+
+    #[test]
+    fn a_schedule_in_parts_changes_rate_part_by_part() {
+        let c = clock(6);
+        let s = |share| {
+            let parts =
+                [(Duration::from_secs(2), 100.0), (Duration::from_secs(4), 0.0), (Duration::from_secs(6), 1000.0)];
+            Schedule::with_parts(&c, &parts, share)
+        };
+        let a = s(0.0);
+        assert_eq!(a.total, 200 + 2000, "2 s at 100/s, 2 s of nothing, 2 s at 1000/s");
+        let ms = |k: u64| a.intended_ns(k) / 1_000_000;
+        assert_eq!((ms(0), ms(1), ms(199)), (0, 10, 1990));
+        assert_eq!((ms(200), ms(201), ms(2199)), (4000, 4001, 5999), "records go on after the pause");
+        let at = |ms: u64| c.t0 + Duration::from_millis(ms);
+        assert_eq!(a.due_end(at(1995)), 200);
+        assert_eq!(a.due_end(at(3000)), 200, "nothing is due while the rate is 0");
+        assert_eq!(a.due_end(at(4000)), 201);
+        assert_eq!(a.due_end(at(4500)), 701);
+        assert_eq!(a.due_end(at(60_000)), 2200);
+        // A sender half an interval behind, in every part.
+        let b = s(0.5);
+        assert_eq!(b.total, 2200);
+        assert_eq!((b.intended_ns(0), b.intended_ns(200)), (5_000_000, 4_000_500_000));
+        assert_eq!(b.due_end(at(4000)), 200);
     }
 
     #[test]
