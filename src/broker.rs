@@ -249,7 +249,10 @@ async fn shard_main(
     cores: Arc<Vec<usize>>,
     metrics: Arc<BrokerMetrics>,
 ) -> Result<(), String> {
-    let base = LogConfig::default();
+    let base = LogConfig {
+        compaction_map_bytes: usize::try_from(config.compaction_map_bytes).unwrap_or(usize::MAX),
+        ..LogConfig::default()
+    };
     let partitions =
         Partitions::new(&config.data_dir, base).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let state = Rc::new(ShardState {

@@ -189,7 +189,10 @@ async fn clean_one(key: PartitionKey, log: &PartitionLog, compacted: &RefCell<Ha
     match log.compact().await {
         Ok(outcome) => {
             debug!(topic = %key.topic, partition = key.partition, ?outcome, "compacted");
-            compacted.borrow_mut().insert(key, active);
+            // A compaction whose key map filled up left records to map: the next round goes on.
+            if outcome.complete {
+                compacted.borrow_mut().insert(key, active);
+            }
         }
         Err(e) => warn!(topic = %key.topic, partition = key.partition, error = %e, "compaction failed"),
     }

@@ -49,6 +49,10 @@ pub struct ServeConfig {
     /// once per shard; more wait their turn, so consumers catching up cannot queue so much disk
     /// I/O in front of appends that producers stall.
     pub history_reads_per_shard: usize,
+    /// Most memory a compaction's map of keys takes (Kafka's `log.cleaner.dedupe.buffer.size`):
+    /// a shard compacts one partition at a time, and a compaction whose keys do not fit covers
+    /// what did and leaves the rest to the next round.
+    pub compaction_map_bytes: u64,
     /// Kafka's `auto.create.topics.enable`, on the Kafka listener only: a Metadata request naming
     /// a topic that does not exist (and allowing auto-creation) creates it.
     pub auto_create_topics: bool,
@@ -75,6 +79,7 @@ impl Default for ServeConfig {
             shutdown_timeout_ms: 10_000,
             maintenance_interval_ms: 30_000,
             history_reads_per_shard: 1,
+            compaction_map_bytes: 32 << 20,
             auto_create_topics: true,
             default_partitions: 1,
             group_initial_rebalance_delay_ms: 3_000,
@@ -133,6 +138,13 @@ pub struct ServeArgs {
     /// them that producers stall. Reads served from memory are never held [default: 1]
     #[arg(long, env = "KEEL_HISTORY_READS_PER_SHARD", value_name = "N")]
     pub history_reads_per_shard: Option<usize>,
+    /// Memory for a compaction's map of keys (each shard compacts one partition at a time, so
+    /// this much per shard at most, taken from --memory's share); when a compacted topic's new
+    /// keys do not fit, a compaction covers the records whose keys did and the next one goes on
+    /// (Kafka's log.cleaner.dedupe.buffer.size). Bytes or KiB/MiB; at least 1MiB and at most a
+    /// quarter of the memory per shard [default: 32MiB]
+    #[arg(long, env = "KEEL_COMPACTION_MAP_BYTES", value_name = "BYTES", value_parser = parse_size)]
+    pub compaction_map_bytes: Option<u64>,
     /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with
     /// --default-partitions partitions and default configs, as Kafka's auto.create.topics.enable
     /// [default: true]
@@ -189,6 +201,7 @@ struct FileConfig {
     shutdown_timeout_ms: Option<u64>,
     maintenance_interval_ms: Option<u64>,
     history_reads_per_shard: Option<usize>,
+    compaction_map_bytes: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -245,6 +258,10 @@ impl ServeArgs {
                 .history_reads_per_shard
                 .or(file.history_reads_per_shard)
                 .unwrap_or(d.history_reads_per_shard),
+            compaction_map_bytes: self
+                .compaction_map_bytes
+                .or(file.compaction_map_bytes)
+                .unwrap_or(d.compaction_map_bytes),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(d.auto_create_topics),
             default_partitions: self.default_partitions.or(file.default_partitions).unwrap_or(d.default_partitions),
             group_initial_rebalance_delay_ms: self
@@ -300,6 +317,13 @@ impl ServeConfig {
         }
         if self.history_reads_per_shard == 0 {
             return Err(ConfigError("history_reads_per_shard must be at least 1".into()));
+        }
+        if self.compaction_map_bytes < 1 << 20 || self.compaction_map_bytes > per_shard / 4 {
+            return Err(ConfigError(format!(
+                "compaction_map_bytes ({}) must be at least 1 MiB and at most a quarter of the memory per shard \
+                 ({per_shard})",
+                self.compaction_map_bytes
+            )));
         }
         // Every shard binds the listeners' address (SO_REUSEPORT): port 0 would give each shard
         // its own port.
@@ -425,6 +449,12 @@ mod tests {
         assert!(err.0.contains("max_frame_bytes"), "{err}");
         let err = ServeArgs { history_reads_per_shard: Some(0), ..ServeArgs::default() }.resolve(2).unwrap_err();
         assert!(err.0.contains("history_reads_per_shard"), "{err}");
+        for bytes in [1 << 19, 1 << 30] {
+            let err = ServeArgs { compaction_map_bytes: Some(bytes), ..ServeArgs::default() }.resolve(2).unwrap_err();
+            assert!(err.0.contains("compaction_map_bytes"), "{bytes}: {err}");
+        }
+        let c = ServeArgs { compaction_map_bytes: Some(4 << 20), ..ServeArgs::default() }.resolve(2).unwrap();
+        assert_eq!(c.compaction_map_bytes, 4 << 20);
         let missing = ServeArgs { config: Some("/nonexistent/keel.toml".into()), ..ServeArgs::default() };
         assert!(missing.resolve(2).unwrap_err().0.contains("cannot read"));
     }

@@ -6,7 +6,12 @@
 //!   the first kept segment; the checkpoint is written before any file is deleted.
 //! - **Compaction** (`compact`) keeps, in closed segments, only the latest record of each key
 //!   (latest among closed segments). A tombstone (null value) is itself removed once its timestamp
-//!   is older than `delete.retention.ms`. Survivors keep their offsets; a batch keeps its base
+//!   is older than `delete.retention.ms`. The map of keys is bounded
+//!   (`LogConfig::compaction_map_bytes`), as Kafka's cleaner's is: a compaction maps the keys of
+//!   the records not mapped before (from the log's first dirty offset on) until the map is full,
+//!   then rewrites the segments up to the last record mapped, dropping every record a mapped one
+//!   supersedes; the next compaction goes on from there. A record is dropped only for a newer
+//!   record of its key that the map holds, so a partial map never drops a latest record. Survivors keep their offsets; a batch keeps its base
 //!   offset and offset range even when records inside it go, so offsets in a compacted log are
 //!   increasing with gaps. Compressed batches are decompressed to read their keys and, when
 //!   records go, rebuilt with the survivors compressed with the same codec (as Kafka's cleaner
@@ -46,6 +51,20 @@ pub struct CompactionOutcome {
     pub records_removed: u64,
     pub bytes_before: u64,
     pub bytes_after: u64,
+    /// Distinct keys mapped, and the map's size as counted against `compaction_map_bytes`.
+    pub keys_mapped: usize,
+    pub map_bytes: usize,
+    /// Every record below this offset has now been mapped by some compaction; the next one maps
+    /// from here.
+    pub mapped_to: u64,
+    /// Whether that covers every closed segment (false: the map filled up; compact again).
+    pub complete: bool,
+}
+
+/// What the key map charges per key against `compaction_map_bytes`: the key's bytes plus the
+/// entry, the vector's header and the table's slack.
+pub fn map_entry_bytes(key_len: usize) -> usize {
+    key_len + 64
 }
 
 /// The fate of one batch under compaction.
@@ -77,7 +96,9 @@ pub fn clean_batch(batch: &BatchView<'_>, latest: &HashMap<Vec<u8>, u64>, tombst
         let survives = match record.key {
             None => true,
             Some(key) => {
-                let is_latest = latest.get(key).is_none_or(|&l| l == offset);
+                // Superseded only by a newer record the map holds (with a partial map, a key's
+                // records past the mapped range are newer than its entry).
+                let is_latest = latest.get(key).is_none_or(|&l| l <= offset);
                 let expired_tombstone =
                     record.value.is_none() && record.timestamp(batch.base_timestamp()) < tombstone_horizon;
                 is_latest && !expired_tombstone
@@ -275,32 +296,52 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 .map(|s| Candidate { base: s.base, file: s.file.clone(), size: s.size, next_offset: s.next_offset })
                 .collect()
         };
-        // Pass 1: the latest offset of every key.
+        // Pass 1: the latest offset of each key of the records not mapped before, from the
+        // first dirty offset until the map is full (`mapped_to`: every record below is mapped).
+        let first_dirty = self.first_dirty.get();
+        let closed_end = candidates.last().map_or(first_dirty, |c| c.next_offset).max(first_dirty);
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
-        for c in &candidates {
+        let (mut map_bytes, mut mapped_to) = (0usize, closed_end);
+        'scan: for c in candidates.iter().filter(|c| c.next_offset > first_dirty) {
             let mut reader = BatchReader::new(c.file.clone(), c.size);
             while let Some(batch) =
                 reader.next().await.map_err(|e| StorageError::io("reading", self.dir.describe(&log_name(c.base)), e))?
             {
                 let (_, bytes) = batch?;
                 let view = BatchView::parse(&bytes).map_err(StorageError::InvalidBatch)?;
-                if view.is_control() {
+                if view.is_control() || (view.last_offset() as u64) < first_dirty {
                     continue;
                 }
                 // An unreadable batch adds no key: older versions of its keys survive, never the reverse.
                 let Ok(section) = view.decompressed_records() else { continue };
                 for record in section.records().flatten() {
-                    if let Some(key) = record.key {
-                        latest.insert(key.to_vec(), record.offset(view.base_offset()) as u64);
+                    let offset = record.offset(view.base_offset()) as u64;
+                    let Some(key) = record.key.filter(|_| offset >= first_dirty) else { continue };
+                    if let Some(l) = latest.get_mut(key) {
+                        *l = offset;
+                        continue;
                     }
+                    let cost = map_entry_bytes(key.len());
+                    // Full: stop before this record (but map one key at least, to progress).
+                    if map_bytes + cost > self.config.compaction_map_bytes && !latest.is_empty() {
+                        mapped_to = offset;
+                        break 'scan;
+                    }
+                    map_bytes += cost;
+                    latest.insert(key.to_vec(), offset);
                 }
             }
         }
-        // Pass 2: rewrite each segment that loses something.
+        outcome.keys_mapped = latest.len();
+        outcome.map_bytes = map_bytes;
+        outcome.mapped_to = mapped_to;
+        outcome.complete = mapped_to >= closed_end;
+        // Pass 2: rewrite each segment up to the last record mapped that loses something.
         let horizon = self.clock.now_ms() - self.config.delete_retention_ms;
-        for c in candidates {
+        for c in candidates.into_iter().filter(|c| c.base < mapped_to) {
             self.compact_segment(c, &latest, horizon, &mut outcome).await?;
         }
+        self.first_dirty.set(mapped_to);
         Ok(outcome)
     }
 

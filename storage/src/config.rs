@@ -68,6 +68,10 @@ pub struct LogConfig {
     /// A producer's state is forgotten once its last batch's timestamp is this old, checked when
     /// the producer snapshot is written (at roll and close) (`producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
+    /// Most memory a compaction's map of keys may take (Kafka's
+    /// `log.cleaner.dedupe.buffer.size`): when the keys of the segments to compact do not fit,
+    /// a compaction covers the records whose keys did, and the next one goes on from there.
+    pub compaction_map_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -88,6 +92,7 @@ impl Default for LogConfig {
             preallocate_bytes: 32 << 20,
             max_producers: 10_000,
             producer_id_expiration_ms: 24 * 3600 * 1000,
+            compaction_map_bytes: 32 << 20,
         }
     }
 }

@@ -206,6 +206,9 @@ pub struct Log<D: Dir, C: Clock> {
     /// Bytes of recent appends kept in memory; starts at `config.tail_cache_bytes`, lowered by
     /// the owner of many logs to keep their caches within a budget ([`Log::set_cache_limit`]).
     cache_limit: std::cell::Cell<usize>,
+    /// Compaction has mapped the keys of every record below this offset (in memory: after a
+    /// restart the first compaction maps from the start again). See [`Log::compact`].
+    pub(crate) first_dirty: std::cell::Cell<u64>,
 }
 
 /// What an append must do before it can copy its batch in.
@@ -254,6 +257,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             }),
             changed: Notify::default(),
             cache_limit,
+            first_dirty: std::cell::Cell::new(0),
         };
         let mut report = opened.report;
         // Redo an interrupted suffix truncation before anything else can read or write.
@@ -1059,6 +1063,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             .map_err(|e| StorageError::io("renaming", self.dir.describe(&tmp), e))?;
         // From here a reopen redoes the truncation, so a failure must stop the log: nothing may be
         // appended (and acknowledged) past `new_end` any more.
+        // What is appended from `new_end` on again is new to compaction.
+        self.first_dirty.set(self.first_dirty.get().min(new_end));
         let done = self.truncate_suffix_steps(new_end, position).await;
         if let Err(e) = &done {
             self.fail(format!("suffix truncation to offset {new_end} did not finish ({e}); reopen to complete it"));
