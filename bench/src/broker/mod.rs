@@ -707,9 +707,13 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
     let mut last_second = Snapshot { at: clock.t0, counters: [0; 4] };
     let mut series = Vec::new();
     while !finished() {
-        std::thread::sleep(tick);
+        // Wake at the next whole second (or sooner, to notice the end): a sample's counters are
+        // read as close to its second's end as the scheduler allows.
+        let next = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
+        let now = Instant::now();
+        std::thread::sleep(next.saturating_duration_since(now).min(tick).max(Duration::from_micros(100)));
         let now = Snapshot::take(shared);
-        let mut next_second = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
+        let mut next_second = next;
         if now.at >= next_second {
             // Every whole second since the last sample gets one, labelled by the second it
             // covers: when this thread was held up for longer than a second (a loaded machine),
