@@ -815,14 +815,16 @@ rate = 0
         // Records acknowledged and read in each phase (histograms kept by the second they
         // completed in): 2 s at 1000/s, 2 s at 2000/s while the consumers are paused, then none
         // produced while they read the backlog. (Bounds allow for a loaded machine, where
-        // acknowledgements and reads run late into the next phase.)
+        // acknowledgements and reads run late into the next phase: a stall in the warmup moves
+        // up to its 1000 records into the steady phase, one in a phase moves some of its own
+        // into the next.)
         let acked = |p: &Value| p["ack_latency_us"]["samples"].as_u64().unwrap_or(0);
         let read = |p: &Value| p["e2e_latency_us"]["samples"].as_u64().unwrap_or(0);
-        assert!((1_500..=2_500).contains(&acked(steady)), "{steady}");
-        assert!((2_500..=4_600).contains(&acked(backlog)) && acked(backlog) > acked(steady), "{backlog}");
-        assert!(acked(drain) < 1_500, "only the backlog's last acknowledgements: {drain}");
+        assert!((1_500..=3_000).contains(&acked(steady)), "{steady}");
+        assert!((2_500..=6_000).contains(&acked(backlog)) && acked(backlog) > acked(steady), "{backlog}");
+        assert!(acked(drain) < 2_500, "only the backlog's last acknowledgements: {drain}");
         let window = acked(steady) + acked(backlog) + acked(drain);
-        assert!((5_500..=6_100).contains(&window), "{window} acknowledged in the phases: {phases:?}");
+        assert!((5_500..=7_000).contains(&window), "{window} acknowledged in the phases: {phases:?}");
         assert!(read(backlog) < 200, "paused consumers read (nearly) nothing: {backlog}");
         assert!(read(drain) > 2_000, "the drain reads the backlog: {drain}");
         // The per-second throughput samples are read by a thread as each second ends: on a
