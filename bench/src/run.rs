@@ -98,10 +98,6 @@ struct TargetOutcome {
 
 pub fn run(args: &RunArgs) -> Result<(), String> {
     let workload = Workload::load(&args.workload)?;
-    // Every target would refuse it: say so before measuring anything.
-    if let Some(target) = args.targets.first() {
-        workload.plan(target, "check", args.duration)?;
-    }
     for t in &args.targets {
         // Every target's arguments are checked before anything runs.
         workload.plan(t, "check", args.duration)?;

@@ -554,10 +554,9 @@ pub(crate) fn sole_topic<P>(
 /// request order.
 pub(crate) fn the_topics<'a, P>(
     topics: impl Iterator<Item = (String, Vec<P>)>,
-    asked: impl Iterator<Item = &'a str>,
+    mut asked: impl Iterator<Item = &'a str>,
     api: &str,
 ) -> Result<Vec<Vec<P>>, ClientError> {
-    let mut asked = asked;
     let mut answered = Vec::new();
     for (name, partitions) in topics {
         match asked.next() {

@@ -142,13 +142,11 @@ impl<C: BorrowMut<Client>> Consumer<C> {
         let response = self.client.borrow_mut().fetch(request, max_wait)?;
         let names = self.topics.iter().map(|t| &*t.0);
         let answered = the_topics(response.topics.into_iter().map(|t| (t.name, t.partitions)), names, "Fetch")?;
-        for (partitions, (_, span)) in answered.iter().zip(&self.topics) {
-            let positions = &self.positions[span.clone()];
-            check_partitions(partitions.iter().map(|p| p.partition.0), positions.iter().map(|p| p.0), "Fetch")?;
-        }
         for (t, partitions) in answered.iter().enumerate() {
             let (topic, span) = &self.topics[t];
-            for (p, &(partition, offset)) in partitions.iter().zip(&self.positions[span.clone()]) {
+            let positions = &self.positions[span.clone()];
+            check_partitions(partitions.iter().map(|p| p.partition.0), positions.iter().map(|p| p.0), "Fetch")?;
+            for (p, &(partition, offset)) in partitions.iter().zip(positions) {
                 if p.error_code == ErrorCode::OffsetOutOfRange {
                     return Err(self.out_of_range(t, partition, offset));
                 }

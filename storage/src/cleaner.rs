@@ -11,13 +11,14 @@
 //!   the records not mapped before (from the log's first dirty offset on) until the map is full,
 //!   then rewrites the segments up to the last record mapped, dropping every record a mapped one
 //!   supersedes; the next compaction goes on from there. A record is dropped only for a newer
-//!   record of its key that the map holds, so a partial map never drops a latest record. Survivors keep their offsets; a batch keeps its base
-//!   offset and offset range even when records inside it go, so offsets in a compacted log are
-//!   increasing with gaps. Compressed batches are decompressed to read their keys and, when
-//!   records go, rebuilt with the survivors compressed with the same codec (as Kafka's cleaner
-//!   does); one that does not decompress (corrupt, or over the size bound) is kept whole, since
-//!   compaction never drops what it cannot read. Control batches are kept whole (records unread).
-//!   Records without a key are kept.
+//!   record of its key that the map holds, so a partial map never drops a latest record.
+//!   Survivors keep their offsets; a batch keeps its base offset and offset range even when
+//!   records inside it go, so offsets in a compacted log are increasing with gaps. Compressed
+//!   batches are decompressed to read their keys and, when records go, rebuilt with the
+//!   survivors compressed with the same codec (as Kafka's cleaner does); one that does not
+//!   decompress (corrupt, or over the size bound) is kept whole, since compaction never drops
+//!   what it cannot read. Control batches are kept whole (records unread). Records without a key
+//!   are kept.
 //!
 //! Compaction is crash-safe: a segment is rewritten into `<base>.log.cleaned` (plus
 //! `.index.cleaned`, `.timeindex.cleaned`), synced, then renamed over the original — an atomic
@@ -296,13 +297,37 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 .map(|s| Candidate { base: s.base, file: s.file.clone(), size: s.size, next_offset: s.next_offset })
                 .collect()
         };
-        // Pass 1: the latest offset of each key of the records not mapped before, from the
-        // first dirty offset until the map is full (`mapped_to`: every record below is mapped).
+        // Pass 1: the latest offset of each key of the records not mapped before.
         let first_dirty = self.first_dirty.get();
         let closed_end = candidates.last().map_or(first_dirty, |c| c.next_offset).max(first_dirty);
+        let (latest, map_bytes, mapped_to) = self.map_keys(&candidates, first_dirty, closed_end).await?;
+        debug_assert!(mapped_to >= first_dirty, "compaction never maps backwards");
+        debug_assert!(latest.values().all(|&l| (first_dirty..mapped_to).contains(&l)), "the map covers its range");
+        outcome.keys_mapped = latest.len();
+        outcome.map_bytes = map_bytes;
+        outcome.mapped_to = mapped_to;
+        outcome.complete = mapped_to >= closed_end;
+        // Pass 2: rewrite each segment up to the last record mapped that loses something.
+        let horizon = self.clock.now_ms() - self.config.delete_retention_ms;
+        for c in candidates.into_iter().filter(|c| c.base < mapped_to) {
+            self.compact_segment(c, &latest, horizon, &mut outcome).await?;
+        }
+        self.first_dirty.set(mapped_to);
+        Ok(outcome)
+    }
+
+    /// The latest offset of each key of the candidates' records from `first_dirty` on, until
+    /// the map would pass `compaction_map_bytes`; also the map's size and `mapped_to`: every
+    /// record below it is mapped (`closed_end` if they all fit).
+    async fn map_keys(
+        &self,
+        candidates: &[Candidate<D::File>],
+        first_dirty: u64,
+        closed_end: u64,
+    ) -> Result<(HashMap<Vec<u8>, u64>, usize, u64)> {
         let mut latest: HashMap<Vec<u8>, u64> = HashMap::new();
-        let (mut map_bytes, mut mapped_to) = (0usize, closed_end);
-        'scan: for c in candidates.iter().filter(|c| c.next_offset > first_dirty) {
+        let mut map_bytes = 0usize;
+        for c in candidates.iter().filter(|c| c.next_offset > first_dirty) {
             let mut reader = BatchReader::new(c.file.clone(), c.size);
             while let Some(batch) =
                 reader.next().await.map_err(|e| StorageError::io("reading", self.dir.describe(&log_name(c.base)), e))?
@@ -324,25 +349,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
                     let cost = map_entry_bytes(key.len());
                     // Full: stop before this record (but map one key at least, to progress).
                     if map_bytes + cost > self.config.compaction_map_bytes && !latest.is_empty() {
-                        mapped_to = offset;
-                        break 'scan;
+                        return Ok((latest, map_bytes, offset));
                     }
                     map_bytes += cost;
                     latest.insert(key.to_vec(), offset);
                 }
             }
         }
-        outcome.keys_mapped = latest.len();
-        outcome.map_bytes = map_bytes;
-        outcome.mapped_to = mapped_to;
-        outcome.complete = mapped_to >= closed_end;
-        // Pass 2: rewrite each segment up to the last record mapped that loses something.
-        let horizon = self.clock.now_ms() - self.config.delete_retention_ms;
-        for c in candidates.into_iter().filter(|c| c.base < mapped_to) {
-            self.compact_segment(c, &latest, horizon, &mut outcome).await?;
-        }
-        self.first_dirty.set(mapped_to);
-        Ok(outcome)
+        Ok((latest, map_bytes, closed_end))
     }
 
     async fn compact_segment(

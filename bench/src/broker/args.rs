@@ -392,6 +392,7 @@ impl Topics {
 
     /// Global partition `g` as (topic index, partition of that topic).
     pub fn locate(&self, g: u32) -> (usize, u32) {
+        debug_assert!(g < self.total(), "global partition {g} of {} in all", self.total());
         ((g / self.partitions) as usize, g % self.partitions)
     }
 
@@ -411,15 +412,22 @@ impl Topics {
         self.names.iter().position(|n| n == name)
     }
 
-    /// The global partitions `globals` grouped by topic, in topic order: (topic index,
-    /// partitions of that topic, in the order given).
-    pub fn by_topic(&self, globals: &[u32]) -> Vec<(usize, Vec<u32>)> {
-        let mut out: Vec<(usize, Vec<u32>)> = Vec::new();
-        for t in 0..self.names.len() {
-            let ps: Vec<u32> = globals.iter().map(|&g| self.locate(g)).filter(|l| l.0 == t).map(|l| l.1).collect();
-            if !ps.is_empty() {
-                out.push((t, ps));
-            }
+    /// `(global partition, item)` pairs grouped by topic, as requests carry them: (topic
+    /// index, [(partition of that topic, item)]), topics in the order they first appear, items
+    /// in the order given.
+    pub fn group<T>(&self, items: impl IntoIterator<Item = (u32, T)>) -> Vec<(usize, Vec<(u32, T)>)> {
+        let mut out: Vec<(usize, Vec<(u32, T)>)> = Vec::new();
+        for (g, item) in items {
+            let (t, p) = self.locate(g);
+            // Requests list partitions in order: the last group is almost always the one.
+            let group = match out.iter().rposition(|group| group.0 == t) {
+                Some(i) => &mut out[i],
+                None => {
+                    out.push((t, Vec::new()));
+                    out.last_mut().expect("just pushed")
+                }
+            };
+            group.1.push((p, item));
         }
         out
     }
@@ -471,6 +479,20 @@ pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn items_are_grouped_by_topic_as_requests_carry_them() {
+        let layout = Topics::new("t", 3, 4);
+        // Global partitions 0..12: topic g / 4, partition g % 4.
+        let groups = layout.group([(9, 'a'), (1, 'b'), (10, 'c'), (2, 'd'), (5, 'e')]);
+        assert_eq!(groups, [(2, vec![(1, 'a'), (2, 'c')]), (0, vec![(1, 'b'), (2, 'd')]), (1, vec![(1, 'e')])]);
+        for (t, items) in &groups {
+            for &(p, _) in items {
+                assert_eq!(layout.locate(layout.global(*t, p)), (*t, p));
+            }
+        }
+        assert!(layout.group(Vec::<(u32, ())>::new()).is_empty());
+    }
 
     #[test]
     fn targets() {

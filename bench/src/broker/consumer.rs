@@ -333,24 +333,23 @@ fn setup(plan: &ConsumerPlan) -> Result<(Source, Vec<u64>), String> {
         partition_max_bytes: plan.fetch_max_bytes.min(ConsumerConfig::default().partition_max_bytes),
     };
     let layout = &plan.topics;
-    let by_topic = layout.by_topic(&plan.partitions);
-    let topics = by_topic.iter().map(|(t, ps)| (layout.names()[*t].clone(), Some(ps.clone()))).collect();
+    // Each topic's partitions, with their index in the plan's order (the consumer keeps its
+    // positions topic by topic; the plan's order may differ).
+    let by_topic = layout.group(plan.partitions.iter().copied().zip(0..));
+    let partitions_of = |ps: &[(u32, usize)]| ps.iter().map(|p| p.0).collect::<Vec<u32>>();
+    let topics = by_topic.iter().map(|(t, ps)| (layout.names()[*t].clone(), Some(partitions_of(ps)))).collect();
     let mut consumer = Consumer::with_topics(client, topics, plan.start, config)
         .map_err(|e| format!("cannot start reading {}: {e}", layout.names().join(", ")))?;
-    // The consumer keeps its positions topic by topic; the plan's order may differ.
-    let mut order = Vec::with_capacity(plan.partitions.len());
+    let order: Vec<usize> = by_topic.iter().flat_map(|(_, ps)| ps.iter().map(|p| p.1)).collect();
     let mut high_watermarks = vec![0; plan.partitions.len()];
     for (t, ps) in &by_topic {
         let topic = &layout.names()[*t];
-        let queries: Vec<_> = ps.iter().map(|&p| (p, OffsetQuery::Latest)).collect();
+        let queries: Vec<_> = ps.iter().map(|&(p, _)| (p, OffsetQuery::Latest)).collect();
         let found = consumer
             .client()
             .list_offsets(topic, &queries)
             .map_err(|e| format!("cannot read the high watermarks of {topic}: {e}"))?;
-        for (&p, f) in ps.iter().zip(&found) {
-            let g = layout.global(*t, p);
-            let i = plan.partitions.iter().position(|&q| q == g).expect("a partition of the plan");
-            order.push(i);
+        for (&(_, i), f) in ps.iter().zip(&found) {
             high_watermarks[i] = f.1.unwrap_or(0);
         }
     }

@@ -141,15 +141,6 @@ impl KafkaWire {
         acks: Acks,
     ) -> Result<Vec<(u32, u64)>, String> {
         let wanted: Vec<u32> = batches.iter().map(|b| b.0).collect();
-        let mut topic_data: Vec<(usize, Vec<PartitionProduceData>)> = Vec::new();
-        for (g, records) in batches {
-            let (t, p) = layout.locate(g);
-            let data = PartitionProduceData::default().with_index(p as i32).with_records(Some(records));
-            match topic_data.iter_mut().find(|d| d.0 == t) {
-                Some(d) => d.1.push(data),
-                None => topic_data.push((t, vec![data])),
-            }
-        }
         let request = ProduceRequest::default()
             .with_acks(match acks {
                 Acks::None => 0,
@@ -158,9 +149,16 @@ impl KafkaWire {
             })
             .with_timeout_ms(PRODUCE_TIMEOUT.as_millis() as i32)
             .with_topic_data(
-                topic_data
+                layout
+                    .group(batches)
                     .into_iter()
-                    .map(|(t, partitions)| {
+                    .map(|(t, batches)| {
+                        let partitions = batches
+                            .into_iter()
+                            .map(|(p, records)| {
+                                PartitionProduceData::default().with_index(p as i32).with_records(Some(records))
+                            })
+                            .collect();
                         TopicProduceData::default()
                             .with_name(TopicName(StrBytes::from_string(layout.names()[t].clone())))
                             .with_partition_data(partitions)

@@ -345,11 +345,9 @@ fn validate_consumers(m: usize, c: &CommonArgs) -> Result<(), String> {
     if m == 0 || m > MAX_THREADS {
         return Err(format!("--consumers must be between 1 and {MAX_THREADS}"));
     }
-    if m > c.layout().total() as usize {
-        return Err(format!(
-            "--consumers {m} is more than the {} partitions: some would read nothing",
-            c.layout().total()
-        ));
+    let partitions = c.layout().total();
+    if m > partitions as usize {
+        return Err(format!("--consumers {m} is more than the {partitions} partitions: some would read nothing"));
     }
     Ok(())
 }
@@ -470,9 +468,8 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             keys: c.key_spec(),
             rate: per_producer,
             // Producer i starts i/n of an interval after producer 0: the n schedules interleave.
-            offset: per_producer.map_or(Duration::ZERO, |r| Duration::from_secs_f64(i as f64 / n as f64 / r)),
-            rate_parts: rate_parts.clone(),
             share: i as f64 / n as f64,
+            rate_parts: rate_parts.clone(),
             run_id,
             stop_after_bytes,
         })
@@ -493,12 +490,13 @@ fn consumer_plans(
         pauses.push((Duration::ZERO, paused_for));
     }
     pauses.extend(c.phase_spans().into_iter().zip(&c.phases).filter(|(_, p)| p.consumers_paused).map(|(s, _)| s));
+    let layout = c.layout();
     (0..m)
         .map(|j| ConsumerPlan {
             id: j as u32,
             target: c.target.clone(),
-            topics: c.layout(),
-            partitions: (0..c.layout().total()).filter(|p| *p as usize % m == j).collect(),
+            topics: layout.clone(),
+            partitions: (0..layout.total()).filter(|p| *p as usize % m == j).collect(),
             start,
             fetch_max_bytes: u32::try_from(fetch_max_bytes).unwrap_or(u32::MAX),
             mode: mode(),

@@ -65,13 +65,13 @@ pub struct ProducerPlan {
     pub keys: KeySpec,
     /// Records per second of this producer (open loop); `None` = closed loop.
     pub rate: Option<f64>,
-    /// Offset of this producer's schedule from t0, so producers do not send in lockstep.
-    pub offset: Duration,
-    /// A workload with phases: this producer's rate part by part, `(end after t0, records/s)`,
-    /// instead of `rate` throughout; its records then lag each part's start by `share` of an
-    /// interval (`offset` at that part's rate).
-    pub rate_parts: Vec<(Duration, f64)>,
+    /// This producer's place among the producers (i / n): its records lag producer 0's by
+    /// this share of an interval, so the producers' schedules interleave instead of sending in
+    /// lockstep.
     pub share: f64,
+    /// A workload with phases: this producer's rate part by part, `(end after t0, records/s)`,
+    /// instead of `rate` throughout.
+    pub rate_parts: Vec<(Duration, f64)>,
     pub run_id: u64,
     /// Stop once every producer together has this many value+key bytes acknowledged (prefill).
     pub stop_after_bytes: Option<u64>,
@@ -81,7 +81,7 @@ impl ProducerPlan {
     /// The open loop's schedule at `rate` (or the rate of each phase).
     pub(super) fn schedule(&self, clock: &Clock, rate: f64) -> Schedule {
         if self.rate_parts.is_empty() {
-            Schedule::new(clock, rate, self.offset)
+            Schedule::new(clock, rate, Duration::from_secs_f64(self.share / rate))
         } else {
             Schedule::with_parts(clock, &self.rate_parts, self.share)
         }
@@ -206,15 +206,7 @@ impl Connection {
             Connection::Keel(c) => c,
             Connection::Kafka(c) => return c.produce_many(layout, batches, acks),
         };
-        // Sorted by global partition: each topic's batches are one run.
-        let mut topics: Vec<(usize, Vec<(u32, Bytes)>)> = Vec::new();
-        for (g, batch) in batches {
-            let (t, p) = layout.locate(g);
-            match topics.last_mut() {
-                Some(last) if last.0 == t => last.1.push((p, batch)),
-                _ => topics.push((t, vec![(p, batch)])),
-            }
-        }
+        let topics = layout.group(batches);
         let order: Vec<usize> = topics.iter().map(|t| t.0).collect();
         let request = topics.into_iter().map(|(t, batches)| (layout.names()[t].clone(), batches)).collect();
         let answered = c.produce_topics(request, acks).map_err(|e| e.to_string())?;
@@ -728,9 +720,8 @@ mod tests {
                 zipf_exponent: 1.0,
             },
             rate: None,
-            offset: Duration::ZERO,
-            rate_parts: Vec::new(),
             share: 0.0,
+            rate_parts: Vec::new(),
             run_id: 42,
             stop_after_bytes: None,
         }
