@@ -339,13 +339,13 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
     let mut table = String::new();
     let _ = writeln!(
         table,
-        "| target | MB/s | records/s | of disk | of net | ack p50 | ack p99 | ack p99.9 | ack p99.99 | e2e p50 | e2e p99 | e2e p99.99 | verified |"
+        "| target | MB/s | records/s | of disk | of net | ack p50 | ack p99 | ack p99.9 | ack p99.99 | e2e p50 | e2e p99 | e2e p99.99 | verified | machine stalled |"
     );
-    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(table, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for t in &targets {
         let name = t["target"].as_str().unwrap_or("?");
         let Some(r) = t.get("result").filter(|r| !r.is_null()) else {
-            let _ = writeln!(table, "| {name} | failed: {} |||||||||||", t["error"].as_str().unwrap_or("?"));
+            let _ = writeln!(table, "| {name} | failed: {} ||||||||||||", t["error"].as_str().unwrap_or("?"));
             continue;
         };
         let mb = f(r, "mb_per_s").unwrap_or(0.0);
@@ -355,9 +355,14 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
             Some(_) => format!("**NO**: {}", t["error"].as_str().unwrap_or("")),
             None => "–".into(),
         };
+        // The share of the window the machine itself stood still (a frozen virtual machine).
+        let stalled = r
+            .get("machine_stalls")
+            .and_then(|m| Some((f(m, "share")?, f(m, "longest_ms")?)))
+            .map_or("–".to_string(), |(share, longest)| format!("{:.1} % (longest {longest:.0} ms)", 100.0 * share));
         let _ = writeln!(
             table,
-            "| {name} | {mb:.1} | {:.0} | {} | {} | {} | {} | {verified} |",
+            "| {name} | {mb:.1} | {:.0} | {} | {} | {} | {} | {verified} | {stalled} |",
             f(r, "records_per_s").unwrap_or(0.0),
             share(disk),
             share(net),
@@ -502,7 +507,10 @@ fn write_report(out: &Path, result: &Value) -> Result<String, String> {
         md,
         "\n## Results\n\nMB/s = 10^6 bytes of record values + keys per second, acknowledged in the measurement \
          window; \"of disk\" / \"of net\" = that as a share of the baseline. Latencies are per record, open loop \
-         with coordinated-omission correction when the workload has a rate.\n"
+         with coordinated-omission correction when the workload has a rate. \"machine stalled\" = the share of \
+         the window in which the machine ran nothing of keel-bench (a watchdog thread, at real-time priority where \
+         allowed, woke more than 4 ms late: a virtual machine frozen by its host); latency percentiles above 100 % minus that share measure the \
+         machine, not the target.\n"
     );
     md.push_str(&table);
     let phased: Vec<(&str, &Vec<Value>)> =

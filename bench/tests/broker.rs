@@ -870,3 +870,67 @@ fn bad_targets_and_unreachable_brokers() {
     assert!(out.stdout.is_empty(), "no JSON for a failed run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the broker"), "{out:?}");
 }
+
+/// A process the system stops (SIGSTOP, then SIGCONT) does what a virtual machine frozen by its
+/// host does to every thread at once: keel-bench's stall watchdog must report the stretch, in the
+/// window's figures, in the per-second series and as a warning, and the run must still verify.
+#[test]
+fn a_stopped_machine_is_reported_as_stalls() {
+    use std::io::{BufRead, BufReader};
+    let broker = Broker::start();
+    let target = broker.target();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-bench"))
+        .args(["e2e", "--target", &target, "--topic", "stalls", "--partitions", "2", "--consumers", "1"])
+        .args(["--rate", "2000", "--record-bytes", "100", "--warmup", "1s", "--duration", "4s"])
+        .args(["--report-interval", "200ms", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keel-bench");
+    let pid = child.id() as libc::pid_t;
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    // The first progress line of the measurement window: stop the whole process there for 400 ms.
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let measuring = line.contains(" measuring]");
+        seen.push(line);
+        if measuring {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.contains(" measuring]")), "no progress line in the window: {seen:?}");
+    const STOPPED: Duration = Duration::from_millis(400);
+    // SAFETY: plain syscalls on the pid of a child we have not reaped.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    std::thread::sleep(STOPPED);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    // Drain stderr beside the wait for stdout, so neither pipe can fill up and block the child.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    let out = child.wait_with_output().unwrap();
+    let rest = rest.join().unwrap();
+    assert!(out.status.success(), "keel-bench failed ({}): {seen:?} {rest:?}", out.status);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let m = &v["machine_stalls"];
+    let ms = |key: &str| m[key].as_f64().unwrap_or_else(|| panic!("machine_stalls.{key} in {m}"));
+    // The stop's whole length lies in the window (it began after the window's first progress
+    // line, and the window lasts 4 s); timer slack and scheduling add a little.
+    let stopped_ms = STOPPED.as_secs_f64() * 1e3;
+    assert!(ms("longest_ms") >= stopped_ms * 0.95, "{m}");
+    assert!(ms("stalled_ms") >= stopped_ms * 0.95, "{m}");
+    assert!(u(m, "count") >= 1, "{m}");
+    let share = ms("share");
+    assert!((share - ms("stalled_ms") / 4000.0).abs() < 0.01, "share of a 4 s window: {m}");
+    let warned = v["warnings"].as_array().unwrap().iter().any(|w| w.as_str().unwrap().contains("the machine stalled"));
+    assert!(warned, "{}", v["warnings"]);
+    // The per-second series holds the same stretch, split over the seconds it spans.
+    let series = v["series"].as_array().unwrap();
+    let in_series: f64 = series.iter().map(|s| s["stalled_ms"].as_f64().expect("stalled_ms per second")).sum();
+    assert!(in_series >= stopped_ms * 0.95, "{in_series} ms in the series");
+    assert!(series.iter().all(|s| s["stalled_ms"].as_f64().unwrap() <= 1000.0), "{series:?}");
+    // Stopping the client loses nothing.
+    assert_eq!(v["verification"]["ok"], true, "{}", v["verification"]);
+    drop(broker);
+}

@@ -36,6 +36,7 @@ mod payload;
 mod producer;
 mod shared;
 mod sizes;
+mod stalls;
 
 use std::{
     collections::BTreeMap,
@@ -54,6 +55,7 @@ pub use keys::KeyDistribution;
 use producer::{ProducerPlan, ProducerTally};
 use shared::{Clock, Shared, STAMP_LEN};
 pub use sizes::SizeDistribution;
+use stalls::{CpuTimes, StallSummary};
 
 use crate::report::{self, LatencySummary};
 
@@ -86,6 +88,7 @@ pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
     result.fill_produced(&produced, p, c);
     result.series = load.series;
     result.phases = load.phases;
+    result.set_machine_stalls(load.stalls);
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     Ok(result)
 }
@@ -160,6 +163,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     result.verification = Some(verification);
     result.series = load.series;
     result.phases = load.phases;
+    result.set_machine_stalls(load.stalls);
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     Ok((result, failed))
 }
@@ -232,6 +236,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
     result.warnings.extend(warnings);
     result.series = load.series;
     result.phases = load.phases;
+    result.set_machine_stalls(load.stalls);
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     emit(&result, c.json)
 }
@@ -544,6 +549,8 @@ struct Load {
     series: Vec<SecondSample>,
     /// A workload with phases: the figures of each.
     phases: Vec<PhaseFigures>,
+    /// The machine's stalls in the measurement window (`None`: the watchdog could not run).
+    stalls: Option<StallSummary>,
 }
 
 /// One phase's figures, from the per-second samples and histograms of the seconds it covers.
@@ -633,6 +640,12 @@ pub struct SecondSample {
     pub ack_p99_us: Option<u64>,
     /// p99 of end-to-end latency of the records read in this second, µs.
     pub e2e_p99_us: Option<u64>,
+    /// Milliseconds of this second in which the machine ran nothing of keel-bench (see
+    /// [`stalls`]); `None` without the watchdog.
+    pub stalled_ms: Option<f64>,
+    /// Share of all CPU time in this second that the hypervisor stole (`/proc/stat`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steal_share: Option<f64>,
 }
 
 impl Load {
@@ -666,13 +679,16 @@ impl Load {
             p_handles
                 .push(std::thread::Builder::new().name(name).spawn(move || producer::run(plan, s)).map_err(spawn_err)?);
         }
+        let watchdog = stalls::Watchdog::start();
         let started = shared.start(warmup, duration);
         let mut series = Vec::new();
+        let mut window_steal = None;
         if let Ok(clock) = &started {
-            series = monitor(&shared, clock, c.report_interval, || {
+            (series, window_steal) = monitor(&shared, clock, c.report_interval, || {
                 p_handles.iter().all(|h| h.is_finished()) && c_handles.iter().all(|h| h.is_finished())
             });
         }
+        let watched = watchdog.finish();
         let panicked = || "a load thread panicked".to_string();
         let producers =
             p_handles.into_iter().map(|h| h.join().map_err(|_| panicked())).collect::<Result<Vec<_>, _>>()?;
@@ -690,19 +706,35 @@ impl Load {
             sample.ack_p99_us = p99(acks.get(&second));
             sample.e2e_p99_us = p99(e2e.get(&second));
         }
+        let mut stalls = None;
+        if let Some((seen, realtime)) = watched {
+            for sample in &mut series {
+                let end = clock.t0 + Duration::from_secs(sample.t_s);
+                sample.stalled_ms = Some(stalls::stalled_ms_in_second(&seen, end));
+            }
+            stalls = Some(StallSummary::of(&seen, clock.warm_end, clock.end, realtime, window_steal));
+        }
         let phases = phase_figures(c, producer_args, &series, &acks, &e2e);
-        Ok(Load { clock, producers, consumers, series, phases })
+        Ok(Load { clock, producers, consumers, series, phases, stalls })
     }
 }
 
 /// Waits until `finished()`, printing a progress line to stderr every `interval` (if not zero),
-/// and samples the progress counters at every whole second since t0 (the time series).
-fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn() -> bool) -> Vec<SecondSample> {
+/// and samples the progress counters and the CPU times at every whole second since t0 (the time
+/// series). Also returns the CPU steal share of the measurement window's whole seconds.
+fn monitor(
+    shared: &Shared,
+    clock: &Clock,
+    interval: Duration,
+    finished: impl Fn() -> bool,
+) -> (Vec<SecondSample>, Option<f64>) {
     let tick = Duration::from_millis(50);
     // The progress counters (records, bytes produced; records, bytes consumed) at the last
     // progress line and at the last whole second.
-    let mut last_line = Snapshot { at: Instant::now(), counters: [0; 4] };
-    let mut last_second = Snapshot { at: clock.t0, counters: [0; 4] };
+    let mut last_line = Snapshot { at: Instant::now(), counters: [0; 4], cpu: None };
+    let mut last_second = Snapshot { at: clock.t0, counters: [0; 4], cpu: CpuTimes::read() };
+    // CPU times at the first sample at or after the window's start, and at or after its end.
+    let (mut window_cpu_from, mut window_cpu_to) = (None, None);
     let mut series = Vec::new();
     while !finished() {
         // Wake at the next whole second (or sooner, to notice the end): a sample's counters are
@@ -710,13 +742,24 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
         let next = clock.t0 + Duration::from_secs(series.len() as u64 + 1);
         let now = Instant::now();
         std::thread::sleep(next.saturating_duration_since(now).min(tick).max(Duration::from_micros(100)));
-        let now = Snapshot::take(shared);
+        let mut now = Snapshot::take(shared);
         let mut next_second = next;
         if now.at >= next_second {
+            now.cpu = CpuTimes::read();
             // Every whole second since the last sample gets one, labelled by the second it
             // covers: when this thread was held up for longer than a second (a loaded machine),
             // those seconds share the mean rate of the stretch rather than shift the ones after.
             let rate = |i: usize| now.rate(&last_second, i);
+            let steal_share = match (now.cpu, last_second.cpu) {
+                (Some(now), Some(then)) => now.steal_share_since(&then),
+                _ => None,
+            };
+            if next_second >= clock.warm_end && window_cpu_from.is_none() {
+                window_cpu_from = Some(last_second.cpu);
+            }
+            if now.at >= clock.end && window_cpu_to.is_none() {
+                window_cpu_to = Some(now.cpu);
+            }
             while now.at >= next_second {
                 series.push(SecondSample {
                     t_s: series.len() as u64 + 1,
@@ -727,6 +770,8 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
                     consumed_records_per_s: rate(2),
                     ack_p99_us: None,
                     e2e_p99_us: None,
+                    stalled_ms: None,
+                    steal_share,
                 });
                 next_second += Duration::from_secs(1);
             }
@@ -760,7 +805,11 @@ fn monitor(shared: &Shared, clock: &Clock, interval: Duration, finished: impl Fn
         );
         last_line = now;
     }
-    series
+    let window_steal = match (window_cpu_from.flatten(), window_cpu_to.flatten()) {
+        (Some(from), Some(to)) => to.steal_share_since(&from),
+        _ => None,
+    };
+    (series, window_steal)
 }
 
 /// The shared progress counters at one moment.
@@ -769,6 +818,8 @@ struct Snapshot {
     at: Instant,
     /// Records and bytes produced, records and bytes consumed.
     counters: [u64; 4],
+    /// The machine's CPU times (read at whole seconds only).
+    cpu: Option<CpuTimes>,
 }
 
 impl Snapshot {
@@ -781,6 +832,7 @@ impl Snapshot {
                 shared.consumed_records.load(Ordering::Relaxed),
                 shared.consumed_bytes.load(Ordering::Relaxed),
             ],
+            cpu: None,
         }
     }
 
@@ -1135,6 +1187,10 @@ pub struct BrokerResult {
     /// CPU time (user + system) keel-bench used for this measurement (setup, load and drain),
     /// seconds: on a machine the client shares with the broker, what the client took from it.
     client_cpu_s: f64,
+    /// Stretches of the measurement window in which the machine ran nothing of keel-bench (a
+    /// virtual machine frozen by its host): see [`stalls`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machine_stalls: Option<StallSummary>,
     warnings: Vec<String>,
 }
 
@@ -1170,8 +1226,16 @@ impl BrokerResult {
             series: Vec::new(),
             phases: Vec::new(),
             client_cpu_s: 0.0,
+            machine_stalls: None,
             warnings: Vec::new(),
         }
+    }
+
+    fn set_machine_stalls(&mut self, stalls: Option<StallSummary>) {
+        if let Some(w) = stalls.as_ref().and_then(StallSummary::warning) {
+            self.warnings.push(w);
+        }
+        self.machine_stalls = stalls;
     }
 
     fn fill_produced(&mut self, f: &ProducedFigures, p: &ProducerArgs, c: &CommonArgs) {
@@ -1334,6 +1398,18 @@ fn print_human(r: &BrokerResult) {
             r.client_cpu_s,
             r.client_cpu_s * 1e6 / sent as f64,
             c.kafka_producer.map(|k| format!(", producers: {k}")).unwrap_or_default()
+        );
+    }
+    if let Some(m) = &r.machine_stalls {
+        println!(
+            "  machine stalls (> {} ms): {}, {:.0} ms in all = {:.2} % of the window, longest {:.0} ms{}{}",
+            m.threshold_ms,
+            m.count,
+            m.stalled_ms,
+            100.0 * m.share,
+            m.longest_ms,
+            m.steal_share.map(|s| format!("; CPU steal {:.1} %", 100.0 * s)).unwrap_or_default(),
+            if m.realtime { "" } else { " (watchdog at normal priority)" }
         );
     }
     let mut counts = Vec::new();
