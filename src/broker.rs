@@ -251,6 +251,7 @@ async fn shard_main(
 ) -> Result<(), String> {
     let base = LogConfig {
         compaction_map_bytes: usize::try_from(config.compaction_map_bytes).unwrap_or(usize::MAX),
+        preallocate_bytes: config.preallocate_bytes,
         ..LogConfig::default()
     };
     let partitions =

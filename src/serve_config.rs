@@ -53,6 +53,9 @@ pub struct ServeConfig {
     /// a shard compacts one partition at a time, and a compaction whose keys do not fit covers
     /// what did and leaves the rest to the next round.
     pub compaction_map_bytes: u64,
+    /// Disk space reserved ahead of each active segment's end (fallocate), at most this many
+    /// bytes ahead, so a full disk is found before anything is written; 0 = off.
+    pub preallocate_bytes: u64,
     /// Kafka's `auto.create.topics.enable`, on the Kafka listener only: a Metadata request naming
     /// a topic that does not exist (and allowing auto-creation) creates it.
     pub auto_create_topics: bool,
@@ -80,6 +83,7 @@ impl Default for ServeConfig {
             maintenance_interval_ms: 30_000,
             history_reads_per_shard: 1,
             compaction_map_bytes: 32 << 20,
+            preallocate_bytes: 32 << 20,
             auto_create_topics: true,
             default_partitions: 1,
             group_initial_rebalance_delay_ms: 3_000,
@@ -145,6 +149,13 @@ pub struct ServeArgs {
     /// quarter of the memory per shard [default: 32MiB]
     #[arg(long, env = "KEEL_COMPACTION_MAP_BYTES", value_name = "BYTES", value_parser = parse_size)]
     pub compaction_map_bytes: Option<u64>,
+    /// Disk space reserved (fallocate) ahead of each partition's active segment, so an append
+    /// meets a full disk before it writes anything and the file's blocks stay contiguous: ahead
+    /// by as much as the segment holds (at least 64 KiB), at most this much. 0 turns it off, for
+    /// filesystems where reserving is slow and buys nothing, such as tmpfs, which allocates and
+    /// zeroes the memory at once. Bytes or KiB/MiB; a multiple of 4096 [default: 32MiB]
+    #[arg(long, env = "KEEL_PREALLOCATE_BYTES", value_name = "BYTES", value_parser = parse_size)]
+    pub preallocate_bytes: Option<u64>,
     /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with
     /// --default-partitions partitions and default configs, as Kafka's auto.create.topics.enable
     /// [default: true]
@@ -202,6 +213,7 @@ struct FileConfig {
     maintenance_interval_ms: Option<u64>,
     history_reads_per_shard: Option<usize>,
     compaction_map_bytes: Option<u64>,
+    preallocate_bytes: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -262,6 +274,7 @@ impl ServeArgs {
                 .compaction_map_bytes
                 .or(file.compaction_map_bytes)
                 .unwrap_or(d.compaction_map_bytes),
+            preallocate_bytes: self.preallocate_bytes.or(file.preallocate_bytes).unwrap_or(d.preallocate_bytes),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(d.auto_create_topics),
             default_partitions: self.default_partitions.or(file.default_partitions).unwrap_or(d.default_partitions),
             group_initial_rebalance_delay_ms: self
@@ -323,6 +336,12 @@ impl ServeConfig {
                 "compaction_map_bytes ({}) must be at least 1 MiB and at most a quarter of the memory per shard \
                  ({per_shard})",
                 self.compaction_map_bytes
+            )));
+        }
+        if !self.preallocate_bytes.is_multiple_of(4096) {
+            return Err(ConfigError(format!(
+                "preallocate_bytes ({}) must be a multiple of 4096 (0 turns preallocation off)",
+                self.preallocate_bytes
             )));
         }
         // Every shard binds the listeners' address (SO_REUSEPORT): port 0 would give each shard
@@ -455,6 +474,10 @@ mod tests {
         }
         let c = ServeArgs { compaction_map_bytes: Some(4 << 20), ..ServeArgs::default() }.resolve(2).unwrap();
         assert_eq!(c.compaction_map_bytes, 4 << 20);
+        let err = ServeArgs { preallocate_bytes: Some(5000), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("preallocate_bytes"), "{err}");
+        let c = ServeArgs { preallocate_bytes: Some(0), ..ServeArgs::default() }.resolve(2).unwrap();
+        assert_eq!(c.preallocate_bytes, 0);
         let missing = ServeArgs { config: Some("/nonexistent/keel.toml".into()), ..ServeArgs::default() };
         assert!(missing.resolve(2).unwrap_err().0.contains("cannot read"));
     }

@@ -990,3 +990,35 @@ fn a_port_in_use_is_refused_at_start() {
     }
     drop(taken);
 }
+
+/// `--preallocate-bytes`: by default the active segment's file has disk reserved ahead of its
+/// data (64 KiB after one small batch); with 0 it holds only the block its data was written to.
+#[test]
+fn preallocation_reserves_disk_ahead_unless_turned_off() {
+    use std::os::unix::fs::MetadataExt;
+    for (extra, reserved_at_least, reserved_below) in
+        [(&[][..], 64u64 << 10, u64::MAX), (&["--preallocate-bytes", "0"][..], 0, 8 << 10)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start_with(dir.path(), free_port(), extra);
+        let mut client = Client::connect(broker.addr);
+        assert_eq!(create(&mut client, "pre", 1), ErrorCode::None);
+        let answer = produce_with(&mut client, "pre", 0, batch(0, 1), Acks::All, 10_000);
+        assert_eq!(answer.error_code, ErrorCode::None);
+        let logs = dir.path().join("logs");
+        let topic_dir = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pre-"))
+            .expect("the topic's directory");
+        let segment = topic_dir.join("0").join(format!("{:020}.log", 0));
+        let allocated = std::fs::metadata(&segment).unwrap().blocks() * 512;
+        assert!(
+            allocated >= reserved_at_least && allocated < reserved_below,
+            "{extra:?}: {allocated} bytes allocated to {}",
+            segment.display()
+        );
+        drop(client);
+        assert!(broker.stop().success());
+    }
+}
