@@ -164,7 +164,11 @@ async fn clean_loop(state: Rc<ShardState>) {
             if state.shard.is_stopping() {
                 return;
             }
-            clean_one(key, &log, &compacted).await;
+            // Deleted since the round began: its files are gone.
+            if state.partitions.get(key).is_none() {
+                continue;
+            }
+            clean_one(&state, key, &log, &compacted).await;
         }
         // Forget logs that were removed (deleted topics).
         compacted.borrow_mut().retain(|key, _| state.partitions.get(*key).is_some());
@@ -172,10 +176,24 @@ async fn clean_loop(state: Rc<ShardState>) {
 }
 
 /// Retention, then compaction if the log closed a segment since it was last compacted.
-async fn clean_one(key: PartitionKey, log: &PartitionLog, compacted: &RefCell<HashMap<PartitionKey, u64>>) {
+async fn clean_one(
+    state: &ShardState,
+    key: PartitionKey,
+    log: &PartitionLog,
+    compacted: &RefCell<HashMap<PartitionKey, u64>>,
+) {
+    // A topic deleted while its partition is cleaned takes the files away mid-way: the errors
+    // that follow are expected, not worth a warning.
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        if state.partitions.get(key).is_some() {
+            warn!(topic = %key.topic, partition = key.partition, error = %e, "{what} failed");
+        } else {
+            debug!(topic = %key.topic, partition = key.partition, error = %e, "{what} of a deleted partition stopped");
+        }
+    };
     // The storage engine logs what it deleted and compacted, with the log's directory.
     if let Err(e) = log.enforce_retention().await {
-        warn!(topic = %key.topic, partition = key.partition, error = %e, "retention failed");
+        failed("retention", &e);
     }
     let active = log.active_segment_base();
     if !needs_compaction(
@@ -194,7 +212,7 @@ async fn clean_one(key: PartitionKey, log: &PartitionLog, compacted: &RefCell<Ha
                 compacted.borrow_mut().insert(key, active);
             }
         }
-        Err(e) => warn!(topic = %key.topic, partition = key.partition, error = %e, "compaction failed"),
+        Err(e) => failed("compaction", &e),
     }
 }
 

@@ -16,11 +16,16 @@ use keel_storage::{
     io::{dma::DmaDir, SystemClock},
     Log, LogConfig, StorageError,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metadata::{Topic, TopicId};
 
 pub type PartitionLog = Log<DmaDir, SystemClock>;
+
+/// Attempts, and the pause between them, at removing a deleted partition's directory while a
+/// last holder of its log still adds files to it.
+const REMOVE_RETRIES: u32 = 50;
+const REMOVE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A partition of a topic, by topic id (stable across renames and re-creations).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,16 +127,37 @@ impl Partitions {
             let key = PartitionKey { topic: topic.id, partition };
             let log = self.logs.borrow_mut().remove(&key);
             if let Some(log) = log {
-                close(log).await;
+                match Rc::try_unwrap(log) {
+                    Ok(log) => {
+                        if let Err(e) = log.close().await {
+                            debug!(topic = %topic.name, partition, error = %e, "closing a deleted partition's log failed");
+                        }
+                    }
+                    // A request or the maintenance round still holds it: its files go now, and
+                    // it must not add any (a roll, a checkpoint) while they do.
+                    Err(log) => {
+                        log.refuse_writes("its topic was deleted");
+                        debug!(topic = %topic.name, partition, "a deleted partition's log is still in use");
+                    }
+                }
             }
             let path = self.dir_of(topic, partition);
-            // Unlinking a partition's segments can take long (a large file's extents are freed
-            // synchronously), so it runs on glommio's blocking thread, not on the shard.
-            let removing = path.clone();
-            match glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(removing)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StorageError::io("removing", path.display().to_string(), e)),
+            let mut retries = 0;
+            loop {
+                // Unlinking a partition's segments can take long (a large file's extents are freed
+                // synchronously), so it runs on glommio's blocking thread, not on the shard.
+                let removing = path.clone();
+                match glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(removing)).await {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // Whoever still held the log (an append that rolled a segment, a retention
+                    // round already under way) created a file after the listing: go again.
+                    Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && retries < REMOVE_RETRIES => {
+                        retries += 1;
+                        glommio::timer::sleep(REMOVE_RETRY_PAUSE).await;
+                    }
+                    Err(e) => return Err(StorageError::io("removing", path.display().to_string(), e)),
+                }
             }
         }
         let topic_dir = self.root.join(format!("{}-{}", topic.name, topic.id));

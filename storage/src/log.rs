@@ -355,6 +355,18 @@ impl<D: Dir, C: Clock> Log<D, C> {
         self.changed.notify_all();
     }
 
+    /// Refuses writes from now on, without calling the log failed: for a log whose partition is
+    /// being deleted while a request or a background task still holds it, so that it appends,
+    /// rolls and compacts nothing more in a directory that is going away. Reads go on.
+    pub fn refuse_writes(&self, reason: &str) {
+        let mut st = self.state.borrow_mut();
+        if st.failed.is_none() {
+            st.failed = Some(reason.to_string());
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
     /// Completes once a read at `offset` can return something (the readable end moved past it),
     /// or the log failed or closed: the wake-up of a consumer's long poll.
     pub async fn wait_for_readable(&self, offset: u64) {

@@ -218,6 +218,27 @@ fn eio_on_write_fails_the_log_until_reopened() {
     assert_acked_prefix(&served(&open_slow(&disk, &clock)), &all, &[], "power loss after recovery");
 }
 
+/// `refuse_writes` (a partition deleted while something still holds its log): appends, rolls
+/// and flushes are refused with the reason, nothing more is written, reads go on.
+#[test]
+fn a_log_told_to_refuse_writes_writes_nothing_more() {
+    let disk = SimDisk::new(5);
+    let clock = SimClock::new(1_000);
+    let log = open_slow(&disk, &clock);
+    let acked = append_all(&log, 0..10);
+    let before = log.offsets();
+    log.refuse_writes("its topic was deleted");
+    let refused = block_on(log.append(&tagged_batch(100), TERM));
+    assert!(
+        matches!(&refused, Err(keel_storage::StorageError::Failed { reason }) if reason == "its topic was deleted"),
+        "{refused:?}"
+    );
+    assert!(is_failed(&block_on(log.roll())));
+    assert_eq!(log.offsets(), before, "nothing appended, written or synced after");
+    assert_eq!(log.segment_bases().len(), 1, "no segment rolled");
+    assert!(served(&log) == acked, "reads go on");
+}
+
 // ------------------------------------------------------------------------------------------------
 // (b) A failed fdatasync
 
