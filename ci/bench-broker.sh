@@ -18,6 +18,8 @@
 #         p99.99 (target <= 5 ms) of read time - intended send time, plus the check that every
 #         acknowledged record was read exactly once, in order;
 #   3. the broker's peak RSS (VmHWM) against --memory, then SIGTERM and a check that it exits 0.
+# Each measurement's line also says how much of its window the machine itself stood still
+# (keel-bench's stall watchdog; on a virtual machine the host can freeze the whole guest).
 # Each topic is deleted after its run. Results (JSON) land in $RESULTS/ and a summary is printed.
 #
 # Environment: BENCH_DIR (./bench-data), BROKER_SECS (60s per measurement, after
@@ -126,6 +128,15 @@ def ms(us):
     return f"{us / 1000:.2f} ms"
 def verdict(ok):
     return "yes" if ok else "NO"
+def stalls(res):
+    # The share of the window the machine itself stood still (keel-bench's stall watchdog): a
+    # frozen virtual machine delays every record in the stretch, whatever the broker does.
+    m = res.get("machine_stalls")
+    if not m:
+        return ""
+    steal = f", CPU steal {m['steal_share']:.1%}" if m.get("steal_share") is not None else ""
+    return (f"; machine stalled {m['share']:.1%} of the window ({m['count']} stalls over {m['threshold_ms']:.0f} ms, "
+            f"longest {m['longest_ms']:.0f} ms{steal})")
 base = load("baseline-disk")
 b_mb = base["mb_per_s"]
 print()
@@ -140,7 +151,7 @@ if r:
     print(f"a. produce, closed loop, {r['producers']} producers, acks={r['acks']}, {r['partitions']} partitions, "
           f"fsync.policy=never: {r['mb_per_s']:.0f} MB/s ({r['records_per_s']:.0f} records/s) = {r['mb_per_s'] / b_mb:.1%} "
           f"of the disk baseline (target >= 50%: {verdict(r['mb_per_s'] >= 0.5 * b_mb)}); "
-          f"ack p50 {ms(r['latency_us']['p50'])}, p99 {ms(r['latency_us']['p99'])}")
+          f"ack p50 {ms(r['latency_us']['p50'])}, p99 {ms(r['latency_us']['p99'])}{stalls(r)}")
 else:
     print("a. produce throughput: no result")
 def cpu(name, res):
@@ -159,7 +170,7 @@ for name, label, client in (("produce-throughput-kafka", "a'", "librdkafka: one 
         ratio = f" = {k['mb_per_s'] / r['mb_per_s']:.2f}x the native throughput" if r and r["mb_per_s"] > 0 else ""
         print(f"{label}. the same over the Kafka listener ({k['target']}, {client}): {k['mb_per_s']:.0f} MB/s "
               f"({k['records_per_s']:.0f} records/s){ratio}; ack p50 {ms(k['latency_us']['p50'])}, "
-              f"p99 {ms(k['latency_us']['p99'])}{cpu(name, k)}")
+              f"p99 {ms(k['latency_us']['p99'])}{cpu(name, k)}{stalls(k)}")
     else:
         print(f"{label}. produce throughput over Kafka ({client}): no result")
 r = load("produce-latency")
@@ -168,7 +179,7 @@ if r:
     print(f"b. produce at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
           f"fsync.policy=always: p50 {ms(l['p50'])}, p99 {ms(l['p99'])} (target <= 1 ms: {verdict(l['p99'] <= 1000)}), "
           f"p99.9 {ms(l['p999'])} (target <= 2 ms: {verdict(l['p999'] <= 2000)}), p99.99 {ms(l['p9999'])}, max {ms(l['max'])}; "
-          f"achieved {r['mb_per_s']:.1f} MB/s")
+          f"achieved {r['mb_per_s']:.1f} MB/s{stalls(r)}")
     f = base["fsync_latency_us"]
     print(f"   the disk's own floor: one 4 KiB write+fdatasync alone takes p50 {ms(f['p50'])}, p99 {ms(f['p99'])}, "
           f"p99.9 {ms(f['p999'])}: an acks=all append under fsync.policy=always waits for at least one")
@@ -181,7 +192,7 @@ if r:
           f"fsync.policy=never, {r['producers']} producers, {r['consumers']} consumers: end-to-end p50 {ms(e['p50'])}, "
           f"p99 {ms(e['p99'])} (target <= 2 ms: {verdict(e['p99'] <= 2000)}), p99.99 {ms(e['p9999'])} "
           f"(target <= 5 ms: {verdict(e['p9999'] <= 5000)}), max {ms(e['max'])}; produce-ack p99 {ms(a['p99'])}; "
-          f"consumed {r['consume_mb_per_s']:.1f} MB/s")
+          f"consumed {r['consume_mb_per_s']:.1f} MB/s{stalls(r)}")
     if w:
         print(f"   the disk's own floor: one 64 KiB write alone takes p99 {ms(w['p99'])}, p99.9 {ms(w['p999'])}: a record "
               f"is readable once the write holding it is done")
