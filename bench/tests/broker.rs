@@ -930,6 +930,12 @@ fn a_stopped_machine_is_reported_as_stalls() {
     let in_series: f64 = series.iter().map(|s| s["stalled_ms"].as_f64().expect("stalled_ms per second")).sum();
     assert!(in_series >= stopped_ms * 0.95, "{in_series} ms in the series");
     assert!(series.iter().all(|s| s["stalled_ms"].as_f64().unwrap() <= 1000.0), "{series:?}");
+    // The progress lines after the stop say so too.
+    let in_lines: u64 = rest
+        .iter()
+        .filter_map(|l| l.split("; machine stalled ").nth(1)?.strip_suffix(" ms")?.parse::<u64>().ok())
+        .sum();
+    assert!(in_lines as f64 >= stopped_ms * 0.95, "{in_lines} ms in the progress lines: {rest:?}");
     // Stopping the client loses nothing.
     assert_eq!(v["verification"]["ok"], true, "{}", v["verification"]);
     drop(broker);

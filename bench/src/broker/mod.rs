@@ -684,7 +684,7 @@ impl Load {
         let mut series = Vec::new();
         let mut window_steal = None;
         if let Ok(clock) = &started {
-            (series, window_steal) = monitor(&shared, clock, c.report_interval, || {
+            (series, window_steal) = monitor(&shared, clock, c.report_interval, &watchdog, || {
                 p_handles.iter().all(|h| h.is_finished()) && c_handles.iter().all(|h| h.is_finished())
             });
         }
@@ -726,12 +726,14 @@ fn monitor(
     shared: &Shared,
     clock: &Clock,
     interval: Duration,
+    watchdog: &stalls::Watchdog,
     finished: impl Fn() -> bool,
 ) -> (Vec<SecondSample>, Option<f64>) {
     let tick = Duration::from_millis(50);
     // The progress counters (records, bytes produced; records, bytes consumed) at the last
     // progress line and at the last whole second.
     let mut last_line = Snapshot { at: Instant::now(), counters: [0; 4], cpu: None };
+    let mut stalled_at_last_line = watchdog.stalled();
     let mut last_second = Snapshot { at: clock.t0, counters: [0; 4], cpu: CpuTimes::read() };
     // CPU times at the first sample at or after the window's start, and at or after its end.
     let (mut window_cpu_from, mut window_cpu_to) = (None, None);
@@ -793,8 +795,11 @@ fn monitor(
             h.p99(second).map(|us| format!("; {what} p99 {}", report::fmt_us(us))).unwrap_or_default()
         };
         let rate = |i: usize| now.rate(&last_line, i);
+        let stalled = watchdog.stalled();
+        let stalled_now = stalled.saturating_sub(stalled_at_last_line);
+        stalled_at_last_line = stalled;
         eprintln!(
-            "[{:>6.1} s {phase}] produced {:.1} MB/s, {:.0} records/s; consumed {:.1} MB/s, {:.0} records/s{}{}",
+            "[{:>6.1} s {phase}] produced {:.1} MB/s, {:.0} records/s; consumed {:.1} MB/s, {:.0} records/s{}{}{}",
             elapsed.as_secs_f64(),
             rate(1) / 1e6,
             rate(0),
@@ -802,6 +807,11 @@ fn monitor(
             rate(2),
             p99(&shared.ack_by_second, "ack"),
             p99(&shared.e2e_by_second, "e2e"),
+            if stalled_now.is_zero() {
+                String::new()
+            } else {
+                format!("; machine stalled {} ms", stalled_now.as_millis())
+            },
         );
         last_line = now;
     }

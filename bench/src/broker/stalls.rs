@@ -15,7 +15,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -41,6 +41,8 @@ pub struct Stall {
 pub struct Watchdog {
     stop: Arc<AtomicBool>,
     handle: Option<JoinHandle<(Vec<Stall>, bool)>>,
+    /// Stalled microseconds so far, for the progress lines.
+    stalled_us: Arc<AtomicU64>,
 }
 
 impl Watchdog {
@@ -48,9 +50,15 @@ impl Watchdog {
     /// stall figures).
     pub fn start() -> Watchdog {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new().name("stall-watchdog".into()).spawn(move || watch(&flag)).ok();
-        Watchdog { stop, handle }
+        let stalled_us = Arc::new(AtomicU64::new(0));
+        let (flag, total) = (stop.clone(), stalled_us.clone());
+        let handle = std::thread::Builder::new().name("stall-watchdog".into()).spawn(move || watch(&flag, &total)).ok();
+        Watchdog { stop, handle, stalled_us }
+    }
+
+    /// Stalled time so far (0 if the watchdog could not start).
+    pub fn stalled(&self) -> Duration {
+        Duration::from_micros(self.stalled_us.load(Ordering::Relaxed))
     }
 
     /// Stops the watchdog; returns its stalls and whether it ran at real-time priority.
@@ -66,7 +74,7 @@ impl Drop for Watchdog {
     }
 }
 
-fn watch(stop: &AtomicBool) -> (Vec<Stall>, bool) {
+fn watch(stop: &AtomicBool, stalled_us: &AtomicU64) -> (Vec<Stall>, bool) {
     let realtime = make_realtime();
     let mut stalls = Vec::new();
     let mut last = Instant::now();
@@ -74,8 +82,10 @@ fn watch(stop: &AtomicBool) -> (Vec<Stall>, bool) {
         std::thread::sleep(NAP);
         let now = Instant::now();
         let due = last + NAP;
-        if now.saturating_duration_since(due) > THRESHOLD {
+        let late = now.saturating_duration_since(due);
+        if late > THRESHOLD {
             stalls.push(Stall { from: due, to: now });
+            stalled_us.fetch_add(late.as_micros() as u64, Ordering::Relaxed);
         }
         last = now;
     }
