@@ -27,14 +27,15 @@
 
 use std::{collections::HashMap, rc::Rc};
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     batch::{BatchBuilder, BatchView, ATTR_COMPRESSION_MASK},
     error::{Result, StorageError},
+    files,
     index::{SealInfo, SegmentIndex},
     io::{align_down, Clock, Dir, File, IoBuf},
-    log::{index_name, log_name, time_index_name, Log},
+    log::{index_name, log_name, time_index_name, Log, CLEANER_CHECKPOINT},
 };
 
 /// What one retention pass did.
@@ -312,8 +313,21 @@ impl<D: Dir, C: Clock> Log<D, C> {
         for c in candidates.into_iter().filter(|c| c.base < mapped_to) {
             self.compact_segment(c, &latest, horizon, &mut outcome).await?;
         }
-        self.first_dirty.set(mapped_to);
+        if mapped_to > first_dirty {
+            self.first_dirty.set(mapped_to);
+            self.save_first_dirty().await;
+        }
         Ok(outcome)
+    }
+
+    /// Persists the first dirty offset (best effort: without it a restart maps from the log
+    /// start again, which costs time, not correctness; a stale one only leaves duplicates in
+    /// place longer, since a record is dropped only for a newer one of its key in the map).
+    pub(crate) async fn save_first_dirty(&self) {
+        let first_dirty = self.first_dirty.get();
+        if let Err(e) = files::write_checkpoint(&self.dir, CLEANER_CHECKPOINT, first_dirty).await {
+            warn!(dir = %self.dir.describe(""), error = %e, first_dirty, "writing the compaction checkpoint failed");
+        }
     }
 
     /// The latest offset of each key of the candidates' records from `first_dirty` on, until

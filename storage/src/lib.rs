@@ -41,6 +41,7 @@
 //! 00000000000000000000.index      sparse offset index   (written when the segment is sealed)
 //! 00000000000000000000.timeindex  sparse time index     (written when the segment is sealed)
 //! log-start.checkpoint            first offset served (retention, delete-records)
+//! cleaner.checkpoint              compaction's first dirty offset (where the next one maps from)
 //! truncate.checkpoint             present only while a suffix truncation runs
 //! clean.shutdown                  present only between a clean close and the next open
 //! producers.snapshot              idempotent producers: state below an offset (roll, clean close)

@@ -44,6 +44,9 @@ pub(crate) const CLEAN_SHUTDOWN: &str = "clean.shutdown";
 /// fdatasyncs of one log in flight at once (group commit overlaps at most two rounds).
 const MAX_SYNCS_IN_FLIGHT: usize = 2;
 pub(crate) const LOG_START_CHECKPOINT: &str = "log-start.checkpoint";
+/// Compaction's first dirty offset ([`Log::compact`]), so a restart does not map again every
+/// key below it. Only an optimisation: absent or damaged, compaction maps from the log start.
+pub(crate) const CLEANER_CHECKPOINT: &str = "cleaner.checkpoint";
 pub(crate) const TRUNCATE_CHECKPOINT: &str = "truncate.checkpoint";
 
 pub(crate) fn log_name(base: u64) -> String {
@@ -270,6 +273,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
             }
         }
         let offsets = log.offsets();
+        // Where the last compaction left off; never past the log end (a truncation since).
+        match files::read_checkpoint(&log.dir, CLEANER_CHECKPOINT).await {
+            Ok(Some(first_dirty)) => log.first_dirty.set(first_dirty.min(offsets.log_end)),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(dir = %log.dir.describe(""), error = %e, "ignoring the compaction checkpoint; the next compaction maps from the log start")
+            }
+        }
         report.log_start = offsets.log_start;
         report.log_end = offsets.log_end;
         // One line per log is noise with thousands of partitions; say more only when recovery
@@ -1097,6 +1108,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
         if snapshot.and_then(|b| ProducerStates::decode(&b, self.config.max_producers)).is_none_or(|(c, _)| c > new_end)
         {
             self.remove_if_exists(SNAPSHOT_FILE).await?;
+        }
+        // Compaction's checkpoint may lie past the cut, over offsets about to be appended anew.
+        if files::read_checkpoint(&self.dir, CLEANER_CHECKPOINT).await.ok().flatten().is_none_or(|d| d > new_end) {
+            self.remove_if_exists(CLEANER_CHECKPOINT).await?;
         }
         self.sync_dir().await?;
         // Drop whole segments above the cut, newest first.

@@ -99,3 +99,60 @@ fn a_bounded_key_map_compacts_in_rounds_to_the_same_log() {
     let k7: Vec<u64> = served(&log).into_iter().filter(|r| r.0 == key).map(|r| r.1).collect();
     assert_eq!(k7, [info.base_offset], "the new k7 supersedes the one the rounds kept");
 }
+
+/// Compaction's first dirty offset survives a reopen (`cleaner.checkpoint`), so the rounds of a
+/// bounded map go on where they were instead of mapping from the log start again. A suffix
+/// truncation below it drops the checkpoint, so what is appended there anew is mapped.
+#[test]
+fn compaction_goes_on_from_where_it_was_after_a_reopen() {
+    let clock = SimClock::new(1_000);
+    let budget = map_entry_bytes(3) * 10;
+    let config = LogConfig { cleanup_policy: CleanupPolicy::Compact, compaction_map_bytes: budget, ..small_config() };
+    let disk = SimDisk::new(4);
+    let log = open(&disk, &clock, config.clone());
+    let latest = fill(&log);
+    let first = block_on(log.compact()).unwrap();
+    assert!(!first.complete && first.keys_mapped == 10, "{first:?}");
+    block_on(log.close()).unwrap();
+
+    // Reopened: the next round maps from where the first stopped, not from offset 0.
+    let log = open(&disk, &clock, config.clone());
+    let second = block_on(log.compact()).unwrap();
+    assert!(second.mapped_to > first.mapped_to, "went on: {first:?} then {second:?}");
+    drop(log);
+    // A crash (no clean close) keeps it too: the checkpoint is written when a round ends.
+    disk.crash();
+    let log = open(&disk, &clock, config.clone());
+    let mut rounds = vec![first.clone(), second.clone()];
+    loop {
+        let outcome = block_on(log.compact()).unwrap();
+        assert!(outcome.mapped_to > rounds.last().unwrap().mapped_to || outcome.complete, "{rounds:?} {outcome:?}");
+        rounds.push(outcome.clone());
+        if outcome.complete {
+            break;
+        }
+        assert!(rounds.len() < 50, "compaction does not progress: {rounds:?}");
+    }
+    let served = served(&log);
+    assert_eq!(served.len(), KEYS as usize, "one record per key in the end");
+    for (key, (offset, value)) in &latest {
+        assert!(served.contains(&(key.clone(), *offset, value.clone())), "lost the latest {key:?}");
+    }
+
+    // Truncating below the checkpoint drops it. Otherwise, with the log grown past the old
+    // checkpoint again, a reopen would skip what was appended between the cut and it.
+    let checkpoint = rounds.last().unwrap().mapped_to;
+    let cut = read_all(&log)
+        .into_iter()
+        .map(|(base, _, _)| base)
+        .filter(|&base| base > 0 && base < checkpoint)
+        .max()
+        .expect("a surviving batch below the checkpoint");
+    block_on(log.truncate_suffix(cut)).unwrap();
+    fill(&log);
+    assert!(log.offsets().log_end > checkpoint);
+    block_on(log.close()).unwrap();
+    let log = open(&disk, &clock, config);
+    let again = block_on(log.compact()).unwrap();
+    assert!(again.keys_mapped == 10 && again.mapped_to <= cut, "mapped from the start again (cut {cut}): {again:?}");
+}
