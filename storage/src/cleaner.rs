@@ -300,6 +300,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         };
         // Pass 1: the latest offset of each key of the records not mapped before.
         let first_dirty = self.first_dirty.get();
+        debug_assert!(first_dirty <= self.offsets().log_end, "the first dirty offset lies inside the log");
         let closed_end = candidates.last().map_or(first_dirty, |c| c.next_offset).max(first_dirty);
         let (latest, map_bytes, mapped_to) = self.map_keys(&candidates, first_dirty, closed_end).await?;
         debug_assert!(mapped_to >= first_dirty, "compaction never maps backwards");
@@ -323,7 +324,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// Persists the first dirty offset (best effort: without it a restart maps from the log
     /// start again, which costs time, not correctness; a stale one only leaves duplicates in
     /// place longer, since a record is dropped only for a newer one of its key in the map).
-    pub(crate) async fn save_first_dirty(&self) {
+    async fn save_first_dirty(&self) {
         let first_dirty = self.first_dirty.get();
         if let Err(e) = files::write_checkpoint(&self.dir, CLEANER_CHECKPOINT, first_dirty).await {
             warn!(dir = %self.dir.describe(""), error = %e, first_dirty, "writing the compaction checkpoint failed");

@@ -209,8 +209,8 @@ pub struct Log<D: Dir, C: Clock> {
     /// Bytes of recent appends kept in memory; starts at `config.tail_cache_bytes`, lowered by
     /// the owner of many logs to keep their caches within a budget ([`Log::set_cache_limit`]).
     cache_limit: std::cell::Cell<usize>,
-    /// Compaction has mapped the keys of every record below this offset (in memory: after a
-    /// restart the first compaction maps from the start again). See [`Log::compact`].
+    /// Compaction has mapped the keys of every record below this offset; never past the log end.
+    /// Kept in `cleaner.checkpoint` across restarts. See [`Log::compact`].
     pub(crate) first_dirty: std::cell::Cell<u64>,
 }
 
@@ -357,25 +357,31 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// Puts the log in the failed state: it refuses writes until reopened, and nothing written
     /// after this point is called durable.
     pub(crate) fn fail(&self, reason: String) {
-        let mut st = self.state.borrow_mut();
-        if st.failed.is_none() {
+        if self.refuse(&reason) {
             warn!(dir = %self.dir.describe(""), %reason, "log failed: refusing writes until reopened");
-            st.failed = Some(reason);
         }
-        drop(st);
-        self.changed.notify_all();
     }
 
     /// Refuses writes from now on, without calling the log failed: for a log whose partition is
     /// being deleted while a request or a background task still holds it, so that it appends,
     /// rolls and compacts nothing more in a directory that is going away. Reads go on.
     pub fn refuse_writes(&self, reason: &str) {
-        let mut st = self.state.borrow_mut();
-        if st.failed.is_none() {
-            st.failed = Some(reason.to_string());
-        }
-        drop(st);
+        self.refuse(reason);
+    }
+
+    /// Records the first reason to refuse writes and wakes every waiter (appenders, long polls);
+    /// true if it is the first.
+    fn refuse(&self, reason: &str) -> bool {
+        let first = {
+            let mut st = self.state.borrow_mut();
+            let first = st.failed.is_none();
+            if first {
+                st.failed = Some(reason.to_string());
+            }
+            first
+        };
         self.changed.notify_all();
+        first
     }
 
     /// Completes once a read at `offset` can return something (the readable end moved past it),

@@ -86,9 +86,7 @@ pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
     let produced = ProducedFigures::new(&load.producers, &load.clock, p);
     let mut result = BrokerResult::new("broker_produce", config(c, Some(p), 0, None), created);
     result.fill_produced(&produced, p, c);
-    result.series = load.series;
-    result.phases = load.phases;
-    result.set_machine_stalls(load.stalls);
+    result.fill_over_time(load.series, load.phases, load.stalls);
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     Ok(result)
 }
@@ -161,9 +159,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
         ));
     }
     result.verification = Some(verification);
-    result.series = load.series;
-    result.phases = load.phases;
-    result.set_machine_stalls(load.stalls);
+    result.fill_over_time(load.series, load.phases, load.stalls);
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     Ok((result, failed))
 }
@@ -234,9 +230,7 @@ pub fn run_consume(args: &ConsumeArgs) -> Result<(), String> {
         warnings.push("no record was received in the measurement window".into());
     }
     result.warnings.extend(warnings);
-    result.series = load.series;
-    result.phases = load.phases;
-    result.set_machine_stalls(load.stalls);
+    result.fill_over_time(load.series, load.phases, load.stalls);
     result.client_cpu_s = own_cpu_seconds() - cpu0;
     emit(&result, c.json)
 }
@@ -682,9 +676,8 @@ impl Load {
         let watchdog = stalls::Watchdog::start();
         let started = shared.start(warmup, duration);
         let mut series = Vec::new();
-        let mut window_steal = None;
         if let Ok(clock) = &started {
-            (series, window_steal) = monitor(&shared, clock, c.report_interval, &watchdog, || {
+            series = monitor(&shared, clock, c.report_interval, &watchdog, || {
                 p_handles.iter().all(|h| h.is_finished()) && c_handles.iter().all(|h| h.is_finished())
             });
         }
@@ -712,7 +705,7 @@ impl Load {
                 let end = clock.t0 + Duration::from_secs(sample.t_s);
                 sample.stalled_ms = Some(stalls::stalled_ms_in_second(&seen, end));
             }
-            stalls = Some(StallSummary::of(&seen, clock.warm_end, clock.end, realtime, window_steal));
+            stalls = Some(StallSummary::of(&seen, clock.warm_end, clock.end, realtime, window_steal(&series)));
         }
         let phases = phase_figures(c, producer_args, &series, &acks, &e2e);
         Ok(Load { clock, producers, consumers, series, phases, stalls })
@@ -721,22 +714,20 @@ impl Load {
 
 /// Waits until `finished()`, printing a progress line to stderr every `interval` (if not zero),
 /// and samples the progress counters and the CPU times at every whole second since t0 (the time
-/// series). Also returns the CPU steal share of the measurement window's whole seconds.
+/// series).
 fn monitor(
     shared: &Shared,
     clock: &Clock,
     interval: Duration,
     watchdog: &stalls::Watchdog,
     finished: impl Fn() -> bool,
-) -> (Vec<SecondSample>, Option<f64>) {
+) -> Vec<SecondSample> {
     let tick = Duration::from_millis(50);
     // The progress counters (records, bytes produced; records, bytes consumed) at the last
     // progress line and at the last whole second.
     let mut last_line = Snapshot { at: Instant::now(), counters: [0; 4], cpu: None };
     let mut stalled_at_last_line = watchdog.stalled();
     let mut last_second = Snapshot { at: clock.t0, counters: [0; 4], cpu: CpuTimes::read() };
-    // CPU times at the first sample at or after the window's start, and at or after its end.
-    let (mut window_cpu_from, mut window_cpu_to) = (None, None);
     let mut series = Vec::new();
     while !finished() {
         // Wake at the next whole second (or sooner, to notice the end): a sample's counters are
@@ -756,12 +747,6 @@ fn monitor(
                 (Some(now), Some(then)) => now.steal_share_since(&then),
                 _ => None,
             };
-            if next_second >= clock.warm_end && window_cpu_from.is_none() {
-                window_cpu_from = Some(last_second.cpu);
-            }
-            if now.at >= clock.end && window_cpu_to.is_none() {
-                window_cpu_to = Some(now.cpu);
-            }
             while now.at >= next_second {
                 series.push(SecondSample {
                     t_s: series.len() as u64 + 1,
@@ -815,11 +800,14 @@ fn monitor(
         );
         last_line = now;
     }
-    let window_steal = match (window_cpu_from.flatten(), window_cpu_to.flatten()) {
-        (Some(from), Some(to)) => to.steal_share_since(&from),
-        _ => None,
-    };
-    (series, window_steal)
+    series
+}
+
+/// The CPU steal share of the measurement window: the mean over its seconds (each second's
+/// share is of the same CPU time, so the mean is the window's share).
+fn window_steal(series: &[SecondSample]) -> Option<f64> {
+    let shares: Vec<f64> = series.iter().filter(|s| s.measured).filter_map(|s| s.steal_share).collect();
+    (!shares.is_empty()).then(|| shares.iter().sum::<f64>() / shares.len() as f64)
 }
 
 /// The shared progress counters at one moment.
@@ -1241,10 +1229,14 @@ impl BrokerResult {
         }
     }
 
-    fn set_machine_stalls(&mut self, stalls: Option<StallSummary>) {
+    /// The figures of the run over time: per second, per phase, and the machine's stalls (with
+    /// their warning).
+    fn fill_over_time(&mut self, series: Vec<SecondSample>, phases: Vec<PhaseFigures>, stalls: Option<StallSummary>) {
         if let Some(w) = stalls.as_ref().and_then(StallSummary::warning) {
             self.warnings.push(w);
         }
+        self.series = series;
+        self.phases = phases;
         self.machine_stalls = stalls;
     }
 
@@ -1483,6 +1475,31 @@ fn print_human(r: &BrokerResult) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_window_steal_share_is_the_mean_of_its_seconds() {
+        let second = |t_s, measured, steal_share| SecondSample {
+            t_s,
+            measured,
+            produced_mb_per_s: 0.0,
+            produced_records_per_s: 0.0,
+            consumed_mb_per_s: 0.0,
+            consumed_records_per_s: 0.0,
+            ack_p99_us: None,
+            e2e_p99_us: None,
+            stalled_ms: None,
+            steal_share,
+        };
+        // The warmup second and a second without a reading are left out.
+        let series = [
+            second(1, false, Some(0.9)),
+            second(2, true, Some(0.1)),
+            second(3, true, None),
+            second(4, true, Some(0.3)),
+        ];
+        assert!((window_steal(&series).unwrap() - 0.2).abs() < 1e-12);
+        assert_eq!(window_steal(&series[..1]), None, "no measured second");
+    }
 
     /// One producer's tally: `acked` records acknowledged per partition, offsets from 0.
     fn produced(acked: &[u64]) -> ProducerTally {
