@@ -17,7 +17,18 @@
 #         2 consumers tailing, acks=1, fsync.policy=never, 8 partitions; p99 (target <= 2 ms) and
 #         p99.99 (target <= 5 ms) of read time - intended send time, plus the check that every
 #         acknowledged record was read exactly once, in order;
-#   3. the broker's peak RSS (VmHWM) against --memory, then SIGTERM and a check that it exits 0.
+#   3. the broker's peak RSS (VmHWM) against --memory, then SIGTERM and a check that it exits 0;
+#   4. b and c again against a second broker started with --cores $LATENCY_CORES (1 by default),
+#      which leaves the other core to keel-bench: on a 2-core machine the load generator competes
+#      with every shard otherwise;
+#   5. the disk's own latency floor at b's and c's loads, without Keel (tools/machine-stalls.py):
+#      b's shape (2 writers, 16 KiB O_DIRECT write + fdatasync, 50 MB/s) and c's (8 writers,
+#      32 KiB writes, 200 MB/s), each on a quiet machine and beside one busy CPU (a broker and a
+#      load generator keep at least one busy), with the share of the time the machine stalled;
+#   6. c once more against a broker with --cores $LATENCY_CORES whose data lives in memory
+#      (tmpfs under $MEMORY_DIR, /dev/shm by default, --preallocate-bytes 0, retention bounding it
+#      to about 2.5 GiB): Keel's own end-to-end path without the disk and its stalls. Skipped when
+#      MEMORY_DIR is empty or has less than 4 GiB free.
 # Each measurement's line also says how much of its window the machine itself stood still
 # (keel-bench's stall watchdog; on a virtual machine the host can freeze the whole guest).
 # Each topic is deleted after its run. Results (JSON) land in $RESULTS/ and a summary is printed.
@@ -27,7 +38,8 @@
 # (target/release/keel), KEEL_BENCH_BIN (target/release/keel-bench), BROKER_RETENTION_BYTES
 # (retention.bytes per partition of run a, 1073741824; -1 = none) and BROKER_MIN_FREE_BYTES
 # (5368709120: a run is stopped if free space under BENCH_DIR falls below it), KEEP_DATA=1 to
-# keep the broker's data directory.
+# keep the broker's data directory, LATENCY_CORES (1; empty skips step 4), FLOOR_SECS (10 per
+# floor measurement; 0 skips step 5), MEMORY_DIR (/dev/shm; empty skips step 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/broker-lib.sh
@@ -40,6 +52,9 @@ KEEL_BIN=${KEEL_BIN:-target/release/keel}
 KEEL_BENCH_BIN=${KEEL_BENCH_BIN:-target/release/keel-bench}
 BROKER_RETENTION_BYTES=${BROKER_RETENTION_BYTES:-1073741824}
 BROKER_MIN_FREE_BYTES=${BROKER_MIN_FREE_BYTES:-5368709120}
+LATENCY_CORES=${LATENCY_CORES-1}
+FLOOR_SECS=${FLOOR_SECS:-10}
+MEMORY_DIR=${MEMORY_DIR-/dev/shm}
 
 prepare_bench_run keel-broker
 FAILED=()
@@ -116,9 +131,47 @@ stop_broker "$BROKER_PID" || BROKER_RC=$?
 BROKER_PID=
 echo "{\"vm_hwm_kib\": $HWM_KB, \"vm_rss_kib\": $RSS_KB, \"memory\": \"$BROKER_MEMORY\", \"exit_code\": $BROKER_RC}" >"$RESULTS/broker-process.json"
 
-python3 - "$RESULTS" "$BROKER_MEMORY" "$HWM_KB" "$BROKER_RC" <<'PY'
+if [ -n "$LATENCY_CORES" ]; then
+  rm -rf "$DATA"
+  start_keel "$DATA" "$BROKER_MEMORY" "$RESULTS/broker-cores-$LATENCY_CORES.log" --cores "$LATENCY_CORES"
+  TARGET=keel://$ADDR
+  run produce-latency-cores "$TARGET" bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
+    --topic-config fsync.policy=always
+  run e2e-cores "$TARGET" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
+    --topic-config fsync.policy=never
+  echo "== stopping keel serve --cores $LATENCY_CORES (SIGTERM)"
+  stop_broker "$BROKER_PID" || { echo "error: keel serve --cores $LATENCY_CORES did not exit cleanly" >&2; FAILED+=(cores); }
+  BROKER_PID=
+fi
+
+if [ -n "$LATENCY_CORES" ] && [ -n "$MEMORY_DIR" ] && [ -d "$MEMORY_DIR" ] \
+  && [ "$(df --output=avail -B1 "$MEMORY_DIR" | tail -1 | tr -d ' ')" -ge $((4 << 30)) ]; then
+  MEM_DATA="$MEMORY_DIR/keel-bench-broker-$$"
+  rm -rf "$MEM_DATA"
+  start_keel "$MEM_DATA" "$BROKER_MEMORY" "$RESULTS/broker-memory.log" --cores "$LATENCY_CORES" --preallocate-bytes 0
+  run e2e-memory "keel://$ADDR" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
+    --topic-config fsync.policy=never --topic-config retention.bytes=268435456 --topic-config segment.bytes=67108864
+  stop_broker "$BROKER_PID" || { echo "error: keel serve on $MEM_DATA did not exit cleanly" >&2; FAILED+=(memory); }
+  BROKER_PID=
+  rm -rf "$MEM_DATA"
+fi
+
+if [ "$FLOOR_SECS" != 0 ]; then
+  rm -rf "$DATA"
+  mkdir -p "$DATA"
+  for burners in 0 1; do
+    echo "== the disk's floor at b's load, $burners busy CPU(s)"
+    python3 tools/machine-stalls.py --dir "$DATA" --seconds "$FLOOR_SECS" --mb-per-s 50 --writers 2 \
+      --write-bytes 16384 --sync --burners "$burners" --json | tee "$RESULTS/floor-b-$burners.json"
+    echo "== the disk's floor at c's load, $burners busy CPU(s)"
+    python3 tools/machine-stalls.py --dir "$DATA" --seconds "$FLOOR_SECS" --mb-per-s 200 --writers 8 \
+      --write-bytes 32768 --burners "$burners" --json | tee "$RESULTS/floor-c-$burners.json"
+  done
+fi
+
+python3 - "$RESULTS" "$BROKER_MEMORY" "$HWM_KB" "$BROKER_RC" "$LATENCY_CORES" <<'PY'
 import json, os, re, sys
-d, memory, hwm_kb, rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+d, memory, hwm_kb, rc, latency_cores = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 def load(n):
     try:
         return json.load(open(os.path.join(d, n + ".json")))
@@ -173,33 +226,60 @@ for name, label, client in (("produce-throughput-kafka", "a'", "librdkafka: one 
               f"p99 {ms(k['latency_us']['p99'])}{cpu(name, k)}{stalls(k)}")
     else:
         print(f"{label}. produce throughput over Kafka ({client}): no result")
-r = load("produce-latency")
-if r:
+def floor(shape, what):
+    # The disk's own latency at this load without Keel (tools/machine-stalls.py): quiet, and beside
+    # one busy CPU.
+    parts = []
+    for burners in (0, 1):
+        f = load(f"floor-{shape}-{burners}")
+        if f and f.get("latency_ms"):
+            l = f["latency_ms"]
+            parts.append(f"{'quiet' if burners == 0 else 'beside one busy CPU'}: p50 {l['p50']:.2f} ms, p99 {l['p99']:.2f} ms, "
+                         f"p99.9 {l['p999']:.2f} ms, max {l['max']:.2f} ms, {f['mb_per_s']:.0f} MB/s done, "
+                         f"machine stalled {f['stall_share']:.1%}")
+    if parts:
+        print(f"   the disk's own floor at this load, without Keel ({what}):")
+        for p in parts:
+            print(f"     {p}")
+def latency_b(name, label):
+    r = load(name)
+    if not r:
+        print(f"{label}. produce latency: no result")
+        return
     l = r["latency_us"]
-    print(f"b. produce at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
+    print(f"{label}. produce at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
           f"fsync.policy=always: p50 {ms(l['p50'])}, p99 {ms(l['p99'])} (target <= 1 ms: {verdict(l['p99'] <= 1000)}), "
           f"p99.9 {ms(l['p999'])} (target <= 2 ms: {verdict(l['p999'] <= 2000)}), p99.99 {ms(l['p9999'])}, max {ms(l['max'])}; "
           f"achieved {r['mb_per_s']:.1f} MB/s{stalls(r)}")
-    f = base["fsync_latency_us"]
-    print(f"   the disk's own floor: one 4 KiB write+fdatasync alone takes p50 {ms(f['p50'])}, p99 {ms(f['p99'])}, "
-          f"p99.9 {ms(f['p999'])}: an acks=all append under fsync.policy=always waits for at least one")
-else:
-    print("b. produce latency: no result")
-r = load("e2e")
-if r:
+def latency_c(name, label):
+    r = load(name)
+    if not r:
+        print(f"{label}. e2e: no result")
+        return
     e, a, v = r["e2e_latency_us"], r["latency_us"], r["verification"]
-    print(f"c. e2e at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
+    print(f"{label}. e2e at {r['offered_mb_per_s']:.0f} MB/s offered (open loop), acks={r['acks']}, {r['partitions']} partitions, "
           f"fsync.policy=never, {r['producers']} producers, {r['consumers']} consumers: end-to-end p50 {ms(e['p50'])}, "
           f"p99 {ms(e['p99'])} (target <= 2 ms: {verdict(e['p99'] <= 2000)}), p99.99 {ms(e['p9999'])} "
           f"(target <= 5 ms: {verdict(e['p9999'] <= 5000)}), max {ms(e['max'])}; produce-ack p99 {ms(a['p99'])}; "
           f"consumed {r['consume_mb_per_s']:.1f} MB/s{stalls(r)}")
-    if w:
-        print(f"   the disk's own floor: one 64 KiB write alone takes p99 {ms(w['p99'])}, p99.9 {ms(w['p999'])}: a record "
-              f"is readable once the write holding it is done")
     print(f"   records: {r['records_acked']} acknowledged, {r['records_consumed']} consumed, {v['missing']} missing, "
           f"{v['duplicates']} duplicates, {v['out_of_order']} out of order -> {'verified' if v['ok'] else 'VERIFICATION FAILED'}")
-else:
-    print("c. e2e: no result")
+latency_b("produce-latency", "b")
+if latency_cores:
+    latency_b("produce-latency-cores", f"b (keel serve --cores {latency_cores})")
+f = base["fsync_latency_us"]
+print(f"   one 4 KiB write+fdatasync alone takes p50 {ms(f['p50'])}, p99 {ms(f['p99'])}, p99.9 {ms(f['p999'])}: an acks=all "
+      f"append under fsync.policy=always waits for at least one")
+floor("b", "2 files, 16 KiB write + fdatasync each, 50 MB/s in all")
+latency_c("e2e", "c")
+if latency_cores:
+    latency_c("e2e-cores", f"c (keel serve --cores {latency_cores})")
+if w:
+    print(f"   one 64 KiB write alone takes p99 {ms(w['p99'])}, p99.9 {ms(w['p999'])}: a record is readable once the "
+          f"write holding it is done")
+floor("c", "8 files, 32 KiB writes, 200 MB/s in all")
+if latency_cores:
+    latency_c("e2e-memory", f"c (keel serve --cores {latency_cores}, data on tmpfs: Keel's own path, no disk)")
 units = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,
          "kb": 10**3, "mb": 10**6, "gb": 10**9}
 m = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", memory)

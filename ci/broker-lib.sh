@@ -1,11 +1,13 @@
 # Shared by the benchmark scripts (sourced): a release `keel serve` with both listeners on free
 # loopback ports.
 
-# Starts `$KEEL_BIN serve` with data in $1, --memory $2, its log in $3, on two free ports below
+# Starts `$KEEL_BIN serve` with data in $1, --memory $2, its log in $3 (any further arguments go
+# to `keel serve` as they are), on two free ports below
 # the ephemeral range (no outgoing connection can hold them); waits until it answers. Sets
 # BROKER_PID, ADDR and KAFKA_ADDR (HOST:PORT of the native and Kafka listeners).
 start_keel() {
   local data=$1 memory=$2 log=$3 port kafka_port i
+  shift 3
   read -r port kafka_port < <(python3 - <<'PY'
 import random, socket
 found = []
@@ -27,9 +29,9 @@ PY
 )
   ADDR=127.0.0.1:$port
   KAFKA_ADDR=127.0.0.1:$kafka_port
-  echo "== keel serve on $ADDR (Kafka listener $KAFKA_ADDR), data in $data, --memory $memory (log: $log)"
+  echo "== keel serve on $ADDR (Kafka listener $KAFKA_ADDR), data in $data, --memory $memory $* (log: $log)"
   "$KEEL_BIN" serve --data-dir "$data" --listen "$ADDR" --admin-listen 127.0.0.1:0 --kafka-listen "$KAFKA_ADDR" \
-    --memory "$memory" >"$log" 2>&1 &
+    --memory "$memory" "$@" >"$log" 2>&1 &
   BROKER_PID=$!
   for i in $(seq 300); do
     if "$KEEL_BIN" cluster status --bootstrap "$ADDR" >/dev/null 2>&1; then return 0; fi
@@ -71,4 +73,6 @@ prepare_bench_run() {
 cleanup_bench_run() {
   if [ -n "$BROKER_PID" ] && kill -0 "$BROKER_PID" 2>/dev/null; then stop_broker "$BROKER_PID" || true; fi
   [ "${KEEP_DATA:-0}" = 1 ] || rm -rf "$DATA"
+  # Data kept in memory (tmpfs) is never kept: it holds the machine's RAM.
+  if [ -n "${MEM_DATA:-}" ]; then rm -rf "$MEM_DATA"; fi
 }
