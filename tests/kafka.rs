@@ -7,8 +7,8 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    path::Path,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -37,73 +37,24 @@ use kafka_protocol::{
 use keel_protocol::{
     decode_frame, decode_response, encode_request,
     messages::{
-        ApiVersionsRequest as NativeApiVersions, ConfigEntry, CreateTopicRequest, FetchCommittedRequest,
-        FetchPartition as NativeFetchPartition, FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic,
-        ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest as NativeMetadata, OffsetQuery,
-        ProducePartition as NativeProducePartition, ProduceRequest as NativeProduce,
-        ProduceTopic as NativeProduceTopic,
+        ConfigEntry, CreateTopicRequest, FetchCommittedRequest, FetchPartition as NativeFetchPartition,
+        FetchRequest as NativeFetch, FetchTopic as NativeFetchTopic, ListOffsetsPartition, ListOffsetsRequest,
+        ListOffsetsTopic, MetadataRequest as NativeMetadata, OffsetQuery, ProducePartition as NativeProducePartition,
+        ProduceRequest as NativeProduce, ProduceTopic as NativeProduceTopic,
     },
-    ApiKey, ErrorCode, Offset, PartitionId, Request, Response,
+    ErrorCode, Offset, PartitionId, Request, Response,
 };
 use keel_storage::batch::BatchBuilder;
+use keel_testkit::{free_port, Broker, BrokerConfig};
 
-struct Broker {
-    child: Child,
-    /// The native listener.
-    addr: SocketAddr,
-    /// The Kafka listener.
-    kafka: SocketAddr,
+/// `keel serve` on `data` with both listeners.
+fn start_broker(data: &Path) -> Broker {
+    start_broker_with(data, &[])
 }
 
-impl Broker {
-    fn start(data: &Path) -> Broker {
-        Broker::start_with(data, &[])
-    }
-
-    /// With extra `keel serve` flags.
-    fn start_with(data: &Path, extra_args: &[&str]) -> Broker {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let kafka: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--kafka-listen", &kafka.to_string(), "--admin-listen", &admin.to_string()])
-            .args(["--memory", "256MiB"])
-            .args(extra_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start keel serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Ready = a native ApiVersions round trip; each shard binds its Kafka listener before it
-        // accepts native connections.
-        while !answers_api_versions(addr) {
-            assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, addr, kafka }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port below the ephemeral range, so no outgoing connection can be using it.
-/// Never the same port twice in this process (two brokers start here at once).
-fn free_port() -> u16 {
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let port = (0..1000u32)
-        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
-        .find(|&p| !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port");
-    handed_out.push(port);
-    port
+/// The same with further `keel serve` flags.
+fn start_broker_with(data: &Path, extra_args: &[&str]) -> Broker {
+    BrokerConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_keel")), data).kafka().args(extra_args).start()
 }
 
 /// Reads one length-prefixed frame; `None` if the peer closed the connection.
@@ -145,24 +96,6 @@ fn native_call(stream: &mut TcpStream, request: Request) -> Response {
     stream.write_all(&out).unwrap();
     let payload = read_frame(stream).expect("a native response");
     decode_response(api, 1, &payload).unwrap().1.expect("no top-level error")
-}
-
-fn answers_api_versions(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr) else { return false };
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let header = keel_protocol::RequestHeader {
-        api_key: ApiKey::ApiVersions.code(),
-        api_version: 1,
-        correlation_id: 1,
-        client_id: String::new(),
-    };
-    let mut out = Vec::new();
-    encode_request(&header, &Request::ApiVersions(NativeApiVersions {}), &mut out);
-    if stream.write_all(&out).is_err() {
-        return false;
-    }
-    let Some(payload) = read_frame(&mut stream) else { return false };
-    matches!(decode_response(ApiKey::ApiVersions, 1, &payload), Ok((1, Ok(_))))
 }
 
 fn native_latest(stream: &mut TcpStream, topic: &str, partition: u32) -> Option<Offset> {
@@ -279,8 +212,8 @@ fn run_python(module: &str, script: &str, args: &[&str]) -> String {
 #[test]
 fn kafka_python_client_round_trip() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path());
-    run_python("kafka", "kafka_python_basic.py", &[&broker.kafka.to_string()]);
+    let broker = start_broker(tmp.path());
+    run_python("kafka", "kafka_python_basic.py", &[&broker.kafka_addr().to_string()]);
 }
 
 /// kafka-python's admin client (DescribeConfigs, AlterConfigs, FindCoordinator, OffsetFetch,
@@ -290,8 +223,8 @@ fn kafka_python_client_round_trip() {
 #[test]
 fn kafka_python_admin_and_committed_offsets() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path());
-    let stdout = run_python("kafka", "kafka_python_admin.py", &[&broker.kafka.to_string(), "py-group"]);
+    let broker = start_broker(tmp.path());
+    let stdout = run_python("kafka", "kafka_python_admin.py", &[&broker.kafka_addr().to_string(), "py-group"]);
     let from_kafka: Vec<String> = stdout.lines().map(str::to_string).collect();
     assert_eq!(from_kafka.len(), 2, "{stdout}");
 
@@ -323,8 +256,8 @@ fn kafka_python_admin_and_committed_offsets() {
 #[test]
 fn confluent_kafka_round_trip() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path());
-    run_python("confluent_kafka", "confluent_basic.py", &[&broker.kafka.to_string()]);
+    let broker = start_broker(tmp.path());
+    run_python("confluent_kafka", "confluent_basic.py", &[&broker.kafka_addr().to_string()]);
 }
 
 /// confluent-kafka consumer groups (`tests/kafka/confluent_group.py`): a group on a 6-partition
@@ -334,8 +267,8 @@ fn confluent_kafka_round_trip() {
 #[test]
 fn confluent_kafka_consumer_group() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
-    let stdout = run_python("confluent_kafka", "confluent_group.py", &[&broker.kafka.to_string()]);
+    let broker = start_broker_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let stdout = run_python("confluent_kafka", "confluent_group.py", &[&broker.kafka_addr().to_string()]);
     assert!(stdout.contains("exactly once"), "{stdout}");
 }
 
@@ -344,8 +277,8 @@ fn confluent_kafka_consumer_group() {
 #[test]
 fn kafka_python_consumer_group() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
-    let stdout = run_python("kafka", "kafka_python_group.py", &[&broker.kafka.to_string()]);
+    let broker = start_broker_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let stdout = run_python("kafka", "kafka_python_group.py", &[&broker.kafka_addr().to_string()]);
     assert!(stdout.contains("330 records once"), "{stdout}");
 }
 
@@ -370,7 +303,7 @@ fn broker_restart_under_a_consumer_group() {
 #[test]
 fn delete_records_moves_the_log_start() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path());
+    let broker = start_broker(tmp.path());
     let mut native = connect(broker.addr);
     for (name, configs) in
         [("dr", vec![]), ("dr-compact", vec![ConfigEntry { key: "cleanup.policy".into(), value: "compact".into() }])]
@@ -383,7 +316,7 @@ fn delete_records_moves_the_log_start() {
         };
         assert_eq!(r.error_code, ErrorCode::None);
     }
-    let mut kafka = connect(broker.kafka);
+    let mut kafka = connect(broker.kafka_addr());
     for i in 0..5u8 {
         let mut builder = BatchBuilder::new();
         builder.push(1_700_000_000_000, Some(&[b'k', i]), Some(&[b'v', i]), &[]);
@@ -435,7 +368,7 @@ fn idempotent_batch(producer: (i64, i16, i32), value: &str) -> Vec<u8> {
 #[test]
 fn idempotent_producer_on_raw_sockets() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut broker = Broker::start(tmp.path());
+    let mut broker = start_broker(tmp.path());
     let mut native = connect(broker.addr);
     let Response::CreateTopic(r) = native_call(
         &mut native,
@@ -444,7 +377,7 @@ fn idempotent_producer_on_raw_sockets() {
         panic!()
     };
     assert_eq!(r.error_code, ErrorCode::None);
-    let mut kafka = connect(broker.kafka);
+    let mut kafka = connect(broker.kafka_addr());
     let init = |kafka: &mut TcpStream, version: i16, req: InitProducerIdRequest| {
         let r = kafka_call(kafka, version, &req.with_transactional_id(None));
         (r.error_code, r.producer_id.0, r.producer_epoch)
@@ -480,8 +413,8 @@ fn idempotent_producer_on_raw_sockets() {
 
     // SIGKILL and restart: the state comes back from the log.
     drop(broker);
-    broker = Broker::start(tmp.path());
-    let mut kafka = connect(broker.kafka);
+    broker = start_broker(tmp.path());
+    let mut kafka = connect(broker.kafka_addr());
     let mut native = connect(broker.addr);
     assert_eq!(send(&mut kafka, (pid, 1, 0), "c"), (0, 3), "a retry from before the restart is still a retry");
     assert_eq!(send(&mut kafka, (pid, 1, 1), "e"), (0, 4));
@@ -523,7 +456,7 @@ fn commit_code(response: &kafka_protocol::messages::OffsetCommitResponse) -> i16
 #[test]
 fn group_protocol_versions_on_raw_sockets() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "0"]);
+    let broker = start_broker_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "0"]);
     let mut native = connect(broker.addr);
     let Response::CreateTopic(r) = native_call(
         &mut native,
@@ -532,7 +465,7 @@ fn group_protocol_versions_on_raw_sockets() {
         panic!()
     };
     assert_eq!(r.error_code, ErrorCode::None);
-    let (mut a, mut b) = (connect(broker.kafka), connect(broker.kafka));
+    let (mut a, mut b) = (connect(broker.kafka_addr()), connect(broker.kafka_addr()));
     let group = || GroupId(StrBytes::from_static_str("raw-group"));
 
     // v0: no MEMBER_ID_REQUIRED; alone, the member is answered once the (0 ms) delay passes.
@@ -664,8 +597,8 @@ fn group_protocol_versions_on_raw_sockets() {
 #[test]
 fn aiokafka_producer_and_group() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
-    let stdout = run_python("aiokafka", "aiokafka_group.py", &[&broker.kafka.to_string()]);
+    let broker = start_broker_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let stdout = run_python("aiokafka", "aiokafka_group.py", &[&broker.kafka_addr().to_string()]);
     assert!(stdout.contains("read once by the group"), "{stdout}");
 }
 
@@ -674,7 +607,7 @@ fn aiokafka_producer_and_group() {
 #[test]
 fn kafkajs_producer_and_group() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let broker = start_broker_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kafka/kafkajs");
     assert!(
         dir.join("node_modules/kafkajs").is_dir(),
@@ -682,7 +615,7 @@ fn kafkajs_producer_and_group() {
     );
     let out = Command::new("node")
         .arg(dir.join("produce_consume.js"))
-        .arg(broker.kafka.to_string())
+        .arg(broker.kafka_addr().to_string())
         .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
         .stderr(Stdio::inherit())
         .output()
@@ -696,12 +629,12 @@ fn kafkajs_producer_and_group() {
 #[test]
 fn raw_requests_and_bad_input() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path());
+    let broker = start_broker(tmp.path());
     let mut native = connect(broker.addr);
-    let mut good = connect(broker.kafka);
+    let mut good = connect(broker.kafka_addr());
 
     // ApiVersions above what is served: error 35 with a v0 body listing the APIs served.
-    let mut probe = connect(broker.kafka);
+    let mut probe = connect(broker.kafka_addr());
     // By hand: the codecs cannot write a version they do not know. Header v2 (ApiVersions v3+):
     // key, version, correlation id, client id, no tagged fields; then a body nobody can read.
     let mut frame = vec![0, 0, 0, 14];
@@ -736,7 +669,7 @@ fn raw_requests_and_bad_input() {
     let metadata = kafka_call(&mut good, 12, &MetadataRequest::default().with_topics(None));
     assert_eq!(metadata.brokers.len(), 1);
     assert_eq!(metadata.brokers[0].host.as_str(), "127.0.0.1");
-    assert_eq!(metadata.brokers[0].port, i32::from(broker.kafka.port()));
+    assert_eq!(metadata.brokers[0].port, i32::from(broker.kafka_addr().port()));
     let raw = metadata.topics.iter().find(|t| t.name.as_ref().map(|n| n.0.as_str()) == Some("raw")).unwrap();
     assert_eq!(raw.partitions.len(), 2);
     assert!(!raw.topic_id.is_nil());
@@ -819,7 +752,7 @@ fn raw_requests_and_bad_input() {
     for version in [0, 3] {
         let found =
             kafka_call(&mut good, version, &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")));
-        assert_eq!((found.error_code, found.node_id.0, found.port), (0, 0, i32::from(broker.kafka.port())));
+        assert_eq!((found.error_code, found.node_id.0, found.port), (0, 0, i32::from(broker.kafka_addr().port())));
         assert_eq!(found.host.as_str(), "127.0.0.1");
     }
     let found = kafka_call(
@@ -895,16 +828,16 @@ fn raw_requests_and_bad_input() {
     assert_eq!(validate.responses[0].error_code, 42, "INVALID_REQUEST for validate_only");
 
     // Garbage closes only its own connection.
-    let mut oversize = connect(broker.kafka);
+    let mut oversize = connect(broker.kafka_addr());
     oversize.write_all(&[0x7F, 0xFF, 0xFF, 0xF0, 1, 2, 3]).unwrap();
     assert!(read_frame(&mut oversize).is_none(), "a length over max_frame_bytes closes the connection");
-    let mut negative = connect(broker.kafka);
+    let mut negative = connect(broker.kafka_addr());
     negative.write_all(&[0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3]).unwrap();
     assert!(read_frame(&mut negative).is_none(), "a negative length closes the connection");
-    let mut short = connect(broker.kafka);
+    let mut short = connect(broker.kafka_addr());
     short.write_all(&[0, 0, 0, 3, 0, 18, 0]).unwrap();
     assert!(read_frame(&mut short).is_none(), "a frame without a header closes the connection");
-    let mut malformed = connect(broker.kafka);
+    let mut malformed = connect(broker.kafka_addr());
     let mut frame = vec![0, 0, 0, 12];
     frame.extend_from_slice(&3i16.to_be_bytes()); // Metadata
     frame.extend_from_slice(&12i16.to_be_bytes());
@@ -914,7 +847,7 @@ fn raw_requests_and_bad_input() {
     assert!(read_frame(&mut malformed).is_none(), "a body that does not decode closes the connection");
     // A 25-byte Produce claiming 2^31 - 1 topics: refused before the decoder reserves memory for
     // them (that allocation would abort the broker).
-    let mut huge_count = connect(broker.kafka);
+    let mut huge_count = connect(broker.kafka_addr());
     let mut frame = vec![0, 0, 0, 22];
     frame.extend_from_slice(&0i16.to_be_bytes()); // Produce
     frame.extend_from_slice(&3i16.to_be_bytes());
@@ -927,7 +860,7 @@ fn raw_requests_and_bad_input() {
     huge_count.write_all(&frame).unwrap();
     assert!(read_frame(&mut huge_count).is_none(), "an array count beyond the frame closes the connection");
     // An unknown API key with a readable header: UNSUPPORTED_VERSION, and the connection stays.
-    let mut unknown = connect(broker.kafka);
+    let mut unknown = connect(broker.kafka_addr());
     let mut frame = vec![0, 0, 0, 14];
     frame.extend_from_slice(&999i16.to_be_bytes());
     frame.extend_from_slice(&0i16.to_be_bytes());
@@ -977,9 +910,9 @@ fn native_partitions(stream: &mut TcpStream, topic: &str) -> Option<usize> {
 #[test]
 fn auto_created_topics_and_leader_epochs() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--default-partitions", "3"]);
+    let broker = start_broker_with(tmp.path(), &["--default-partitions", "3"]);
     let mut native = connect(broker.addr);
-    let mut kafka = connect(broker.kafka);
+    let mut kafka = connect(broker.kafka_addr());
 
     let refused = kafka_call(&mut kafka, 12, &metadata_for("not-allowed", false));
     assert_eq!(refused.topics[0].error_code, 3, "{refused:?}");
@@ -1044,9 +977,9 @@ fn auto_created_topics_and_leader_epochs() {
 #[test]
 fn auto_creation_switched_off() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--auto-create-topics", "false"]);
+    let broker = start_broker_with(tmp.path(), &["--auto-create-topics", "false"]);
     let mut native = connect(broker.addr);
-    let mut kafka = connect(broker.kafka);
+    let mut kafka = connect(broker.kafka_addr());
     let answer = kafka_call(&mut kafka, 1, &metadata_for("unknown", true));
     assert_eq!(answer.topics[0].error_code, 3, "{answer:?}");
     assert_eq!(native_partitions(&mut native, "unknown"), None);
@@ -1078,8 +1011,8 @@ fn kcat(args: &[&str], input: &str) -> String {
 #[test]
 fn kcat_metadata_produce_consume() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
-    let bootstrap = broker.kafka.to_string();
+    let broker = start_broker_with(tmp.path(), &["--group-initial-rebalance-delay-ms", "300"]);
+    let bootstrap = broker.kafka_addr().to_string();
     let mut native = connect(broker.addr);
     let Response::CreateTopic(r) = native_call(
         &mut native,

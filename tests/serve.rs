@@ -7,8 +7,8 @@
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    path::Path,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -23,84 +23,16 @@ use keel_protocol::{
     ApiKey, ErrorCode, Offset, PartitionId, Request, RequestHeader, Response, TopLevelError,
 };
 use keel_storage::batch::{BatchBuilder, BatchView};
+use keel_testkit::{answers_api_versions, free_port, Broker, BrokerConfig};
 
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    /// The admin HTTP listener (`/metrics`).
-    admin: SocketAddr,
+/// `keel serve` on `data` (kept for a restart), its native listener on `port`.
+fn start_broker(data: &Path, port: u16) -> Broker {
+    start_broker_with(data, port, &[])
 }
 
-impl Broker {
-    fn start(data: &Path, port: u16) -> Broker {
-        Broker::start_with(data, port, &[])
-    }
-
-    fn start_with(data: &Path, port: u16, extra_args: &[&str]) -> Broker {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", &admin.to_string(), "--memory", "256MiB", "--kafka-listen", "off"])
-            .args(extra_args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start keel serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Ready = an ApiVersions round trip (a bare connect can "succeed" by connecting to itself
-        // while nothing listens yet).
-        while !answers_api_versions(addr) {
-            assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, addr, admin }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "keel serve did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers_api_versions(addr: SocketAddr) -> bool {
-    let Ok(stream) = TcpStream::connect(addr) else { return false };
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut c = Client { stream, next_id: 1 };
-    let id = c.send(&Request::ApiVersions(ApiVersionsRequest {}));
-    let Some(payload) = c.read_frame() else { return false };
-    matches!(decode_response(ApiKey::ApiVersions, 1, &payload), Ok((cid, Ok(_))) if cid == id)
-}
-
-/// A free port below the ephemeral range, so no outgoing connection can be using it (see
-/// `/proc/sys/net/ipv4/ip_local_port_range`).
-fn free_port() -> u16 {
-    // Never the same port twice in this process: a test that restarts its broker on its port
-    // must not find another test's listener there (the broker refuses a port in use).
-    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    let port = (0..1000u32)
-        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
-        .find(|&p| !handed_out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port");
-    handed_out.push(port);
-    port
+/// The same with further `keel serve` flags.
+fn start_broker_with(data: &Path, port: u16, extra_args: &[&str]) -> Broker {
+    BrokerConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_keel")), data).port(port).args(extra_args).start()
 }
 
 struct Client {
@@ -260,7 +192,7 @@ fn fetch_all(client: &mut Client, topic: &str, partition: u32) -> Vec<Vec<u8>> {
 fn produce_fetch_restart_and_bad_input() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let port = free_port();
-    let broker = Broker::start(tmp.path(), port);
+    let broker = start_broker(tmp.path(), port);
     let mut client = Client::connect(broker.addr);
 
     let Ok(Response::ApiVersions(v)) = client.call(Request::ApiVersions(ApiVersionsRequest {})) else { panic!() };
@@ -372,7 +304,7 @@ fn produce_fetch_restart_and_bad_input() {
     assert!(status.success(), "keel serve exits 0 on SIGTERM: {status}");
 
     // Restart: metadata and every record are still there.
-    let broker = Broker::start(tmp.path(), port);
+    let broker = start_broker(tmp.path(), port);
     let mut client = Client::connect(broker.addr);
     check(&mut client, &sent);
     let req = ListOffsetsRequest {
@@ -401,7 +333,7 @@ fn produce_fetch_restart_and_bad_input() {
 fn sigkill_during_produce_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let port = free_port();
-    let mut broker = Broker::start(tmp.path(), port);
+    let mut broker = start_broker(tmp.path(), port);
     let mut client = Client::connect(broker.addr);
     assert_eq!(create(&mut client, "durable", 3), ErrorCode::None);
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
@@ -449,16 +381,14 @@ fn sigkill_during_produce_loses_nothing_acknowledged() {
             got
         });
         std::thread::sleep(kill_after);
-        broker.child.kill().unwrap(); // SIGKILL
-        broker.child.wait().unwrap();
+        broker.kill();
         let got = producer.join().unwrap();
         i += got.len() as u32 + 1;
         for (p, base, b) in got {
             assert_eq!(base, acked[p as usize].len() as u64 * 3, "cycle {cycle}: dense offsets on p{p}");
             acked[p as usize].push(b);
         }
-        drop(broker);
-        broker = Broker::start(tmp.path(), port);
+        broker = start_broker(tmp.path(), port);
         let mut client = Client::connect(broker.addr);
         for p in 0..3u32 {
             let got = fetch_all(&mut client, "durable", p);
@@ -486,7 +416,7 @@ fn sigkill_during_produce_loses_nothing_acknowledged() {
 #[test]
 fn cli_create_produce_consume_describe_delete() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path(), free_port());
+    let broker = start_broker(tmp.path(), free_port());
     let bootstrap = broker.addr.to_string();
     let keel = |args: &[&str], stdin: Option<&str>| -> (i32, String, String) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_keel"))
@@ -611,7 +541,7 @@ fn default_relative_data_dir_works() {
 #[test]
 fn concurrent_connections_across_shards() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = Broker::start(tmp.path(), free_port());
+    let broker = start_broker(tmp.path(), free_port());
     let mut admin = Client::connect(broker.addr);
     const PARTITIONS: u32 = 6;
     const CONNECTIONS: u32 = 16;
@@ -661,7 +591,7 @@ fn concurrent_connections_across_shards() {
 fn background_retention_and_compaction() {
     use keel_client::{Consumer, Producer, ProducerConfig, StartAt};
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start_with(dir.path(), free_port(), &["--maintenance-interval-ms", "100"]);
+    let broker = start_broker_with(dir.path(), free_port(), &["--maintenance-interval-ms", "100"]);
     let mut client = keel_client::Client::connect(&broker.addr.to_string(), "maintenance-test").unwrap();
     let cfg = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
     // Each append after 50 ms rolls the segment; closed segments older than 300 ms are deleted.
@@ -752,7 +682,7 @@ fn sample(metrics: &str, series: &str) -> Option<f64> {
 fn metrics_on_the_admin_listener() {
     use keel_client::{Producer, ProducerConfig};
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), free_port());
+    let broker = start_broker(dir.path(), free_port());
     let mut client = keel_client::Client::connect(&broker.addr.to_string(), "metrics-test").unwrap();
     client.create_topic("watched", 3, &[]).unwrap();
     let mut producer = Producer::new(&mut client, "watched", ProducerConfig::default()).unwrap();
@@ -811,7 +741,7 @@ fn history_reads_take_turns_for_a_slot() {
     let dir = tempfile::tempdir().unwrap();
     let slots = |n: &str| ["--cores", "1", "--history-reads-per-shard", n].map(String::from);
     let port = free_port();
-    let start = |n: &str| Broker::start_with(dir.path(), port, &slots(n).each_ref().map(String::as_str));
+    let start = |n: &str| start_broker_with(dir.path(), port, &slots(n).each_ref().map(String::as_str));
     let broker = start("1");
     let mut client = Client::connect(broker.addr);
     assert_eq!(create(&mut client, "history", 4), ErrorCode::None);
@@ -873,7 +803,7 @@ fn history_reads_take_turns_for_a_slot() {
 #[test]
 fn fetch_waits_for_min_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), free_port());
+    let broker = start_broker(dir.path(), free_port());
     let mut client = Client::connect(broker.addr);
     assert_eq!(create(&mut client, "mb", 2), ErrorCode::None);
     let request = |min_bytes: u32, max_wait_ms: u32| fetch_from_start("mb", 2, max_wait_ms, min_bytes, 1 << 20);
@@ -913,7 +843,7 @@ fn fetch_waits_for_min_bytes() {
 #[test]
 fn acks_leader_under_fsync_always_becomes_readable_without_an_acks_all_append() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), free_port());
+    let broker = start_broker(dir.path(), free_port());
     let mut client = Client::connect(broker.addr);
     assert_eq!(create(&mut client, "a1", 2), ErrorCode::None);
     let mut sent = [Vec::new(), Vec::new()];
@@ -944,7 +874,7 @@ fn acks_leader_under_fsync_always_becomes_readable_without_an_acks_all_append() 
 #[test]
 fn produce_times_out_per_partition_and_the_append_may_still_land() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path(), free_port());
+    let broker = start_broker(dir.path(), free_port());
     let mut client = Client::connect(broker.addr);
     assert_eq!(create(&mut client, "slow", 1), ErrorCode::None);
     let big = |i: u8| {
@@ -1000,7 +930,7 @@ fn preallocation_reserves_disk_ahead_unless_turned_off() {
         [(&[][..], 64u64 << 10, u64::MAX), (&["--preallocate-bytes", "0"][..], 0, 8 << 10)]
     {
         let dir = tempfile::tempdir().unwrap();
-        let broker = Broker::start_with(dir.path(), free_port(), extra);
+        let broker = start_broker_with(dir.path(), free_port(), extra);
         let mut client = Client::connect(broker.addr);
         assert_eq!(create(&mut client, "pre", 1), ErrorCode::None);
         let answer = produce_with(&mut client, "pre", 0, batch(0, 1), Acks::All, 10_000);
@@ -1034,7 +964,7 @@ fn deleting_a_topic_under_load_removes_it_whole() {
         Arc,
     };
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start_with(dir.path(), free_port(), &["--maintenance-interval-ms", "10"]);
+    let broker = start_broker_with(dir.path(), free_port(), &["--maintenance-interval-ms", "10"]);
     let addr = broker.addr.to_string();
     let mut admin = keel_client::Client::connect(&addr, "admin").unwrap();
     let config = vec![("segment.ms".to_string(), "20".to_string()), ("retention.ms".to_string(), "40".to_string())];

@@ -9,126 +9,34 @@
 //! directory (built by `cargo test --workspace`; alone: `cargo build --bin keel`).
 
 use std::{
-    net::{SocketAddr, TcpListener},
     path::PathBuf,
-    process::{Child, Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Output, Stdio},
+    time::Duration,
 };
 
+use keel_testkit::{free_port, Broker, BrokerConfig};
 use serde_json::Value;
 
-fn keel_bin() -> PathBuf {
-    let path = match std::env::var_os("KEEL_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_keel-bench")).with_file_name("keel"),
-    };
-    assert!(
-        path.is_file(),
-        "the keel broker binary is missing at {}: build it with `cargo build --bin keel` (same profile and \
-         CARGO_TARGET_DIR), run `cargo test --workspace`, or point KEEL_BIN at it",
-        path.display()
-    );
-    path
+/// `keel serve` on a scratch data directory under the target directory; with `kafka`, its
+/// Kafka listener on too. The binary is `keel` next to `keel-bench` unless `KEEL_BIN` says
+/// otherwise.
+fn start_broker(kafka: bool) -> Broker {
+    let bin = keel_testkit::keel_bin(Some(&PathBuf::from(env!("CARGO_BIN_EXE_keel-bench")).with_file_name("keel")));
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "keel-bench-broker-{}-{}",
+        std::process::id(),
+        keel_testkit::free_port()
+    ));
+    let config = BrokerConfig::scratch(bin, data);
+    if kafka { config.kafka() } else { config }.start()
 }
 
-/// A free port below the ephemeral range (so no outgoing connection, and no connection to
-/// itself, can be using it; see `/proc/sys/net/ipv4/ip_local_port_range`).
-fn free_port() -> u16 {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    (0..1000u32)
-        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
-        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port")
+fn target(broker: &Broker) -> String {
+    format!("keel://{}", broker.addr)
 }
 
-struct Broker {
-    child: Option<Child>,
-    addr: SocketAddr,
-    kafka_addr: Option<SocketAddr>,
-    data: PathBuf,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        Broker::start_with(false)
-    }
-
-    /// With `kafka`, the Kafka listener is on too (on another free port).
-    fn start_with(kafka: bool) -> Broker {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let kafka_addr: Option<SocketAddr> = kafka.then(|| loop {
-            let a: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            if a != addr {
-                break a;
-            }
-        });
-        let kafka_listen = kafka_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
-        // Under the target directory, not /tmp: the log writes with O_DIRECT, which tmpfs refuses.
-        let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "keel-bench-broker-{}-{}",
-            std::process::id(),
-            addr.port()
-        ));
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data).unwrap();
-        let child = Command::new(keel_bin())
-            .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB", "--kafka-listen", &kafka_listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start keel serve");
-        // Ready = an ApiVersions round trip (Client::connect negotiates versions), not a bare
-        // connect.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while keel_client::Client::connect(&addr.to_string(), "readiness-probe").is_err() {
-            assert!(Instant::now() < deadline, "keel serve did not answer on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if let Some(k) = kafka_addr {
-            while std::net::TcpStream::connect(k).is_err() {
-                assert!(Instant::now() < deadline, "keel serve's Kafka listener did not open on {k}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Broker { child: Some(child), addr, kafka_addr, data }
-    }
-
-    fn target(&self) -> String {
-        format!("keel://{}", self.addr)
-    }
-
-    fn kafka_target(&self) -> String {
-        format!("kafka://{}", self.kafka_addr.expect("started with the Kafka listener"))
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: plain syscall on the pid of a child we have not reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("keel serve did not exit within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
+fn kafka_target(broker: &Broker) -> String {
+    format!("kafka://{}", broker.kafka_addr())
 }
 
 fn bench(args: &[&str]) -> Output {
@@ -204,8 +112,8 @@ const SHORT: [&str; 4] = ["--duration", "2s", "--warmup", "500ms"];
 
 #[test]
 fn subcommands_against_a_real_broker() {
-    let broker = Broker::start();
-    let target = broker.target();
+    let broker = start_broker(false);
+    let target = target(&broker);
     let t = target.as_str();
 
     // produce, closed loop, acks=1.
@@ -364,8 +272,8 @@ fn subcommands_against_a_real_broker() {
 
 #[test]
 fn kafka_target_against_a_real_broker() {
-    let broker = Broker::start_with(true);
-    let target = broker.kafka_target();
+    let broker = start_broker(true);
+    let target = kafka_target(&broker);
     let t = target.as_str();
 
     // produce, closed loop, acks=1: the topic is created through Kafka's CreateTopics.
@@ -548,8 +456,8 @@ fn kafka_target_against_a_real_broker() {
 /// once, and every partition of every topic holding exactly what was acknowledged in all.
 #[test]
 fn several_topics_on_every_path() {
-    let broker = Broker::start_with(true);
-    let (keel, kafka) = (broker.target(), broker.kafka_target());
+    let broker = start_broker(true);
+    let (keel, kafka) = (target(&broker), kafka_target(&broker));
     let mut admin = keel_client::Client::connect(&broker.addr.to_string(), "test-admin").unwrap();
     let runs: [(&str, &str, &[&str]); 5] = [
         ("m-native", &keel, &["--key-bytes", "8", "--key-distribution", "uniform", "--consumers", "4"]),
@@ -608,7 +516,7 @@ fn several_topics_on_every_path() {
 /// non-zero, consistent figures.
 #[test]
 fn run_a_workload_against_both_listeners_and_compare() {
-    let broker = Broker::start_with(true);
+    let broker = start_broker(true);
     let (dir, workload) = workload_file(
         "run",
         r#"
@@ -634,7 +542,7 @@ paused_for = "1500ms"
     );
     std::fs::create_dir_all(dir.join("disk")).unwrap();
     let out = dir.join("out");
-    let (native, kafka) = (broker.target(), broker.kafka_target());
+    let (native, kafka) = (target(&broker), kafka_target(&broker));
     let run = bench(&[
         "run",
         workload.to_str().unwrap(),
@@ -760,7 +668,7 @@ paused_for = "1500ms"
 /// it asked for, and every acknowledged record is still read exactly once.
 #[test]
 fn a_workload_in_phases() {
-    let broker = Broker::start_with(true);
+    let broker = start_broker(true);
     let (dir, workload) = workload_file(
         "phases",
         r#"
@@ -791,7 +699,7 @@ rate = 0
 "#,
     );
     let out = dir.join("out");
-    let (native, kafka) = (broker.target(), broker.kafka_target());
+    let (native, kafka) = (target(&broker), kafka_target(&broker));
     let args = ["run", workload.to_str().unwrap(), "--target", &native, "--target", &kafka];
     let run = bench(&[&args[..], &["--out", out.to_str().unwrap(), "--no-baselines", "--quiet"]].concat());
     assert!(run.status.success(), "{run:?}\n{}", String::from_utf8_lossy(&run.stderr));
@@ -877,8 +785,8 @@ fn bad_targets_and_unreachable_brokers() {
 #[test]
 fn a_stopped_machine_is_reported_as_stalls() {
     use std::io::{BufRead, BufReader};
-    let broker = Broker::start();
-    let target = broker.target();
+    let broker = start_broker(false);
+    let target = target(&broker);
     let mut child = Command::new(env!("CARGO_BIN_EXE_keel-bench"))
         .args(["e2e", "--target", &target, "--topic", "stalls", "--partitions", "2", "--consumers", "1"])
         .args(["--rate", "2000", "--record-bytes", "100", "--warmup", "1s", "--duration", "4s"])

@@ -8,9 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::{SocketAddr, TcpListener},
     path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -20,87 +18,12 @@ use keel_client::{
     ProducerConfig, StartAt,
 };
 use keel_storage::batch::BatchBuilder;
+use keel_testkit::{Broker, BrokerConfig};
 
-fn keel_bin() -> PathBuf {
-    let path = match (std::env::var_os("KEEL_BIN"), std::env::var_os("CARGO_TARGET_DIR")) {
-        (Some(bin), _) => PathBuf::from(bin),
-        (None, Some(target)) => PathBuf::from(target).join("debug").join("keel"),
-        (None, None) => {
-            let exe = std::env::current_exe().expect("the test's own path");
-            exe.parent().and_then(|deps| deps.parent()).expect("target/debug/deps/<test>").join("keel")
-        }
-    };
-    assert!(
-        path.is_file(),
-        "the keel broker binary is missing at {}: build it with `cargo build -p keel --bin keel` \
-         (same CARGO_TARGET_DIR) or point KEEL_BIN at it",
-        path.display()
-    );
-    path
-}
-
-/// A free port below the ephemeral range, so no outgoing connection can be using it (see
-/// `/proc/sys/net/ipv4/ip_local_port_range`).
-fn free_port() -> u16 {
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    (0..1000u32)
-        .map(|i| 20_000 + ((seed.wrapping_add(i.wrapping_mul(7919)) ^ std::process::id()) % 12_000) as u16)
-        .find(|&p| TcpListener::bind(("127.0.0.1", p)).is_ok())
-        .expect("a free port")
-}
-
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    data: PathBuf,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let data =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("keel-client-broker-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data).unwrap();
-        let child = Command::new(keel_bin())
-            .args(["serve", "--data-dir", data.to_str().unwrap(), "--listen", &addr.to_string()])
-            .args(["--admin-listen", "127.0.0.1:0", "--memory", "256MiB", "--kafka-listen", "off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start keel serve");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Ready = an ApiVersions round trip (a bare connect can "succeed" by connecting to itself
-        // while nothing listens yet).
-        while Client::connect(&addr.to_string(), "readiness-probe").is_err() {
-            assert!(Instant::now() < deadline, "keel serve did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, addr, data }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "keel serve did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
+/// `keel serve` on a scratch data directory under the target directory.
+fn start_broker() -> Broker {
+    let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("keel-client-broker-{}", std::process::id()));
+    BrokerConfig::scratch(keel_testkit::keel_bin(None), data).start()
 }
 
 /// Polls until `n` records have arrived (fails after 20 s).
@@ -126,7 +49,7 @@ fn key(i: usize) -> String {
 
 #[test]
 fn client_against_the_real_broker() {
-    let broker = Broker::start();
+    let broker = start_broker();
     let addr = broker.addr.to_string();
     let mut client = Client::connect(&addr, "client-test").unwrap();
     assert!(!client.broker_version().is_empty());
