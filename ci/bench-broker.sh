@@ -108,6 +108,11 @@ run() { # name target topic, then keel-bench arguments
   "$KEEL_BIN" topic delete "$topic" --bootstrap "$ADDR" >/dev/null 2>&1 || echo "warning: could not delete topic $topic" >&2
 }
 
+# The latency targets' loads, run against every broker below. The disk floors at the end mirror
+# them: (b) 2 partitions at 50 MB/s (2 files, write + fdatasync), (c) 8 at 200 MB/s (8 files).
+B_LOAD=(produce --partitions 2 --producers 2 --acks all --rate 48828.125 --topic-config fsync.policy=always)
+C_LOAD=(e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 --topic-config fsync.policy=never)
+
 RETENTION=()
 if [ "$BROKER_RETENTION_BYTES" != -1 ]; then
   RETENTION=(--topic-config "retention.bytes=$BROKER_RETENTION_BYTES" --topic-config segment.bytes=268435456)
@@ -118,10 +123,8 @@ run produce-throughput-kafka "$KAFKA_TARGET" bench-produce-kafka produce --parti
   --topic-config fsync.policy=never "${RETENTION[@]}"
 run produce-throughput-kafka-wire "$KAFKA_TARGET" bench-produce-kafka-wire produce --partitions 8 --producers 4 \
   --acks 1 --kafka-producer wire --topic-config fsync.policy=never "${RETENTION[@]}"
-run produce-latency "$TARGET" bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
-  --topic-config fsync.policy=always
-run e2e "$TARGET" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
-  --topic-config fsync.policy=never
+run produce-latency "$TARGET" bench-latency "${B_LOAD[@]}"
+run e2e "$TARGET" bench-e2e "${C_LOAD[@]}"
 
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$BROKER_PID/status")
 RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$BROKER_PID/status")
@@ -135,10 +138,8 @@ if [ -n "$LATENCY_CORES" ]; then
   rm -rf "$DATA"
   start_keel "$DATA" "$BROKER_MEMORY" "$RESULTS/broker-cores-$LATENCY_CORES.log" --cores "$LATENCY_CORES"
   TARGET=keel://$ADDR
-  run produce-latency-cores "$TARGET" bench-latency produce --partitions 2 --producers 2 --acks all --rate 48828.125 \
-    --topic-config fsync.policy=always
-  run e2e-cores "$TARGET" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
-    --topic-config fsync.policy=never
+  run produce-latency-cores "$TARGET" bench-latency "${B_LOAD[@]}"
+  run e2e-cores "$TARGET" bench-e2e "${C_LOAD[@]}"
   echo "== stopping keel serve --cores $LATENCY_CORES (SIGTERM)"
   stop_broker "$BROKER_PID" || { echo "error: keel serve --cores $LATENCY_CORES did not exit cleanly" >&2; FAILED+=(cores); }
   BROKER_PID=
@@ -149,8 +150,8 @@ if [ -n "$LATENCY_CORES" ] && [ -n "$MEMORY_DIR" ] && [ -d "$MEMORY_DIR" ] \
   MEM_DATA="$MEMORY_DIR/keel-bench-broker-$$"
   rm -rf "$MEM_DATA"
   start_keel "$MEM_DATA" "$BROKER_MEMORY" "$RESULTS/broker-memory.log" --cores "$LATENCY_CORES" --preallocate-bytes 0
-  run e2e-memory "keel://$ADDR" bench-e2e e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 \
-    --topic-config fsync.policy=never --topic-config retention.bytes=268435456 --topic-config segment.bytes=67108864
+  run e2e-memory "keel://$ADDR" bench-e2e "${C_LOAD[@]}" \
+    --topic-config retention.bytes=268435456 --topic-config segment.bytes=67108864
   stop_broker "$BROKER_PID" || { echo "error: keel serve on $MEM_DATA did not exit cleanly" >&2; FAILED+=(memory); }
   BROKER_PID=
   rm -rf "$MEM_DATA"
