@@ -21,10 +21,13 @@
 #   4. b and c again against a second broker started with --cores $LATENCY_CORES (1 by default),
 #      which leaves the other core to keel-bench: on a 2-core machine the load generator competes
 #      with every shard otherwise;
-#   5. the disk's own latency floor at b's and c's loads, without Keel (tools/machine-stalls.py):
-#      b's shape (2 writers, 16 KiB O_DIRECT write + fdatasync, 50 MB/s) and c's (8 writers,
-#      32 KiB writes, 200 MB/s), each on a quiet machine and beside one busy CPU (a broker and a
-#      load generator keep at least one busy), with the share of the time the machine stalled;
+#   5. the disk's own latency floor at b's and c's loads, without Keel (keel-bench baseline log):
+#      an ideal log (each partition file gets every record due in one O_DIRECT write, + fdatasync
+#      for b) fed the same records on the same schedule, latency measured from the due time as for
+#      Keel; b's shape (2 files, a thread each, 50 MB/s, fdatasync) and c's (8 files written in
+#      turn by one thread, as one shard would, 200 MB/s), each on a quiet machine and beside one
+#      busy thread (a broker and a load generator keep at least one CPU busy), with the share of
+#      the time the machine stalled and Keel's figures over the floor's;
 #   6. c once more against a broker with --cores $LATENCY_CORES whose data lives in memory
 #      (tmpfs under $MEMORY_DIR, /dev/shm by default, --preallocate-bytes 0, retention bounding it
 #      to about 2.5 GiB): Keel's own end-to-end path without the disk and its stalls. Skipped when
@@ -160,13 +163,17 @@ fi
 if [ "$FLOOR_SECS" != 0 ]; then
   rm -rf "$DATA"
   mkdir -p "$DATA"
-  for burners in 0 1; do
-    echo "== the disk's floor at b's load, $burners busy CPU(s)"
-    python3 tools/machine-stalls.py --dir "$DATA" --seconds "$FLOOR_SECS" --mb-per-s 50 --writers 2 \
-      --write-bytes 16384 --sync --burners "$burners" --json | tee "$RESULTS/floor-b-$burners.json"
-    echo "== the disk's floor at c's load, $burners busy CPU(s)"
-    python3 tools/machine-stalls.py --dir "$DATA" --seconds "$FLOOR_SECS" --mb-per-s 200 --writers 8 \
-      --write-bytes 32768 --burners "$burners" --json | tee "$RESULTS/floor-c-$burners.json"
+  for busy in 0 1; do
+    for shape in b c; do
+      case $shape in
+        b) floor=(--rate 48828.125 --files 2 --sync) ;;
+        c) floor=(--rate 195312.5 --files 8 --threads 1) ;;
+      esac
+      cmd=("$KEEL_BENCH_BIN" baseline log --dir "$DATA" "${floor[@]}" --record-bytes 1024
+        --duration-secs "$FLOOR_SECS" --busy-threads "$busy" --json)
+      echo "== the disk's floor at $shape's load, $busy busy thread(s): ${cmd[*]}"
+      "${cmd[@]}" | tee "$RESULTS/floor-$shape-$busy.json" || FAILED+=("floor-$shape-$busy")
+    done
   done
 fi
 
@@ -227,19 +234,37 @@ for name, label, client in (("produce-throughput-kafka", "a'", "librdkafka: one 
               f"p99 {ms(k['latency_us']['p99'])}{cpu(name, k)}{stalls(k)}")
     else:
         print(f"{label}. produce throughput over Kafka ({client}): no result")
-def floor(shape, what):
-    # The disk's own latency at this load without Keel (tools/machine-stalls.py): quiet, and beside
-    # one busy CPU.
+def per_record(name, res):
+    # (broker, keel-bench) CPU microseconds per record sent, or None.
+    b = load(name + ".broker-cpu")
+    n = res.get("records_sent") or 0
+    return (b["broker_cpu_s"] * 1e6 / n, res["client_cpu_s"] * 1e6 / n) if b and n else None
+k = load("produce-throughput-kafka")
+native_cpu, kafka_cpu = (per_record("produce-throughput", r) if r else None), (per_record("produce-throughput-kafka", k) if k else None)
+if native_cpu and kafka_cpu and r["records_per_s"] > 0:
+    # librdkafka's own CPU shares the machine with the broker: even a broker that served its
+    # one-partition requests as cheaply as the native ones could not go past this.
+    cpus = os.cpu_count()
+    bound = cpus / ((kafka_cpu[1] + native_cpu[0]) * 1e-6)
+    print(f"   CPU ceiling of a': {cpus} CPUs / (librdkafka's {kafka_cpu[1]:.2f} us + the native broker's {native_cpu[0]:.2f} us "
+          f"per record) = {bound:.0f} records/s = {bound / r['records_per_s']:.2f}x a's records/s, with every CPU busy")
+def floor(shape, what, keel):
+    # An ideal log's latency at this load on this disk, without Keel (keel-bench baseline log),
+    # measured from the due time as Keel's is: quiet, and beside one busy thread. `keel` is Keel's
+    # summary for the same percentiles, so each figure is also given as Keel / floor.
     parts = []
-    for burners in (0, 1):
-        f = load(f"floor-{shape}-{burners}")
-        if f and f.get("latency_ms"):
-            l = f["latency_ms"]
-            parts.append(f"{'quiet' if burners == 0 else 'beside one busy CPU'}: p50 {l['p50']:.2f} ms, p99 {l['p99']:.2f} ms, "
-                         f"p99.9 {l['p999']:.2f} ms, max {l['max']:.2f} ms, {f['mb_per_s']:.0f} MB/s done, "
-                         f"machine stalled {f['stall_share']:.1%}")
+    for busy in (0, 1):
+        f = load(f"floor-{shape}-{busy}")
+        if f and f.get("latency_us"):
+            l = f["latency_us"]
+            names = {"p99": "p99", "p999": "p99.9", "p9999": "p99.99"}
+            ratios = ", ".join(f"{names[q]} {keel[q] / l[q]:.1f}x" for q in names if keel and keel.get(q) and l.get(q))
+            parts.append(f"{'quiet' if busy == 0 else 'beside one busy thread'}: p50 {ms(l['p50'])}, p99 {ms(l['p99'])}, "
+                         f"p99.9 {ms(l['p999'])}, p99.99 {ms(l['p9999'])}, max {ms(l['max'])}; "
+                         f"{f['mb_per_s']:.0f} MB/s in writes of {f['mean_write_bytes'] / 1024:.1f} KiB on average, "
+                         f"machine stalled {f['machine_stalls']['share']:.1%}" + (f"; Keel / floor: {ratios}" if ratios else ""))
     if parts:
-        print(f"   the disk's own floor at this load, without Keel ({what}):")
+        print(f"   the disk's own floor at this load, an ideal log without Keel ({what}):")
         for p in parts:
             print(f"     {p}")
 def latency_b(name, label):
@@ -271,14 +296,14 @@ if latency_cores:
 f = base["fsync_latency_us"]
 print(f"   one 4 KiB write+fdatasync alone takes p50 {ms(f['p50'])}, p99 {ms(f['p99'])}, p99.9 {ms(f['p999'])}: an acks=all "
       f"append under fsync.policy=always waits for at least one")
-floor("b", "2 files, 16 KiB write + fdatasync each, 50 MB/s in all")
+floor("b", "2 files, write + fdatasync of every record due, 50 MB/s in all", (load("produce-latency") or {}).get("latency_us"))
 latency_c("e2e", "c")
 if latency_cores:
     latency_c("e2e-cores", f"c (keel serve --cores {latency_cores})")
 if w:
     print(f"   one 64 KiB write alone takes p99 {ms(w['p99'])}, p99.9 {ms(w['p999'])}: a record is readable once the "
           f"write holding it is done")
-floor("c", "8 files, 32 KiB writes, 200 MB/s in all")
+floor("c", "8 files written in turn by one thread, one write of every record due, 200 MB/s in all", (load("e2e") or {}).get("e2e_latency_us"))
 if latency_cores:
     latency_c("e2e-memory", f"c (keel serve --cores {latency_cores}, data on tmpfs: Keel's own path, no disk)")
 units = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,

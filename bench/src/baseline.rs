@@ -102,13 +102,7 @@ pub struct DiskBaseline {
 }
 
 pub fn run_disk(args: &DiskArgs) -> Result<(), String> {
-    let result = measure_disk(args)?;
-    if args.json {
-        report::print_json(&result)
-    } else {
-        print_human(&result);
-        Ok(())
-    }
+    report::print_result(&measure_disk(args)?, args.json, print_human)
 }
 
 /// Runs both measurements on a pinned executor.

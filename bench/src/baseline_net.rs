@@ -50,15 +50,11 @@ pub struct NetBaseline {
 }
 
 pub fn run_net(args: &NetArgs) -> Result<(), String> {
-    let r = measure_net(args)?;
-    if args.json {
-        report::print_json(&r)
-    } else {
+    report::print_result(&measure_net(args)?, args.json, |r| {
         println!("baseline net (loopback TCP, one connection)");
         println!("  stream throughput: {:.0} MB/s over {:.1} s", r.mb_per_s, r.duration_s);
         println!("  64-byte round trip: {}", r.round_trip_us.human());
-        Ok(())
-    }
+    })
 }
 
 pub fn measure_net(args: &NetArgs) -> Result<NetBaseline, String> {

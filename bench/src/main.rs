@@ -39,6 +39,7 @@
 //! result is still printed in the last case).
 
 mod baseline;
+mod baseline_log;
 mod baseline_net;
 mod broker;
 mod compare;
@@ -97,6 +98,9 @@ enum BaselineCommand {
     Disk(baseline::DiskArgs),
     /// Loopback TCP: stream throughput and 64-byte round-trip latency.
     Net(baseline_net::NetArgs),
+    /// The latency floor of an ideal log on the disk under --dir at a given load (records due
+    /// on a schedule, group-committed per file, latency from the due time, as for Keel).
+    Log(baseline_log::LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Baseline(BaselineCommand::Disk(args)) => baseline::run_disk(args),
         Command::Baseline(BaselineCommand::Net(args)) => baseline_net::run_net(args),
+        Command::Baseline(BaselineCommand::Log(args)) => baseline_log::run_log(args),
         Command::Run(args) => run::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Storage(args) => storage::run(args),

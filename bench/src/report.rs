@@ -97,6 +97,16 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), String> {
     Ok(())
 }
 
+/// Prints a subcommand's result: one JSON object with `--json`, `human` lines otherwise.
+pub fn print_result<T: Serialize>(value: &T, json: bool, human: impl FnOnce(&T)) -> Result<(), String> {
+    if json {
+        print_json(value)
+    } else {
+        human(value);
+        Ok(())
+    }
+}
+
 /// MB/s with MB = 10^6 bytes; 0 for an empty interval.
 pub fn mb_per_s(bytes: u64, secs: f64) -> f64 {
     if secs > 0.0 {

@@ -185,12 +185,7 @@ pub fn run(args: &StorageArgs) -> Result<(), String> {
     validate(args)?;
     let args2 = args.clone();
     let result = crate::run_pinned(args.cpu, async move { measure(&args2).await })??;
-    if args.json {
-        report::print_json(&result)
-    } else {
-        print_human(&result);
-        Ok(())
-    }
+    report::print_result(&result, args.json, print_human)
 }
 
 fn validate(args: &StorageArgs) -> Result<(), String> {

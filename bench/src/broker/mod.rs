@@ -34,9 +34,9 @@ mod kafka_wire;
 mod keys;
 mod payload;
 mod producer;
-mod shared;
+pub(crate) mod shared;
 mod sizes;
-mod stalls;
+pub(crate) mod stalls;
 
 use std::{
     collections::BTreeMap,
