@@ -84,9 +84,10 @@ pub struct LogArgs {
     /// load generator).
     #[arg(long, default_value_t = 0)]
     pub busy_threads: u32,
-    /// Size at which a file wraps to its start; preallocated at the start.
-    #[arg(long, default_value = "1GiB", value_parser = crate::parse_size)]
-    pub file_bytes: u64,
+    /// Size at which a file wraps to its start; preallocated at the start (default: what the run
+    /// writes to one file, warm-up and a second more included, at least 4 MiB and at most 1 GiB).
+    #[arg(long, value_parser = crate::parse_size)]
+    pub file_bytes: Option<u64>,
     /// Print exactly one JSON object on stdout instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +105,8 @@ pub struct LogBaseline {
     pub offered_mb_per_s: f64,
     pub sync: bool,
     pub busy_threads: u32,
+    /// Where each file wraps to its start.
+    pub file_bytes: u64,
     pub duration_s: f64,
     /// Record bytes written in the window, 10^6 bytes per second.
     pub mb_per_s: f64,
@@ -131,7 +134,7 @@ fn validate(args: &LogArgs) -> Result<(), String> {
     if args.max_write_bytes < args.record_bytes || !args.max_write_bytes.is_multiple_of(ALIGN) {
         return Err(format!("--max-write-bytes must be a multiple of {ALIGN} and hold one record"));
     }
-    if args.file_bytes < 2 * args.max_write_bytes + ALIGN {
+    if file_bytes(args) < 2 * args.max_write_bytes + ALIGN {
         return Err("--file-bytes must hold at least two of the largest writes".into());
     }
     if !(args.duration_secs > 0.0 && args.warmup_secs >= 0.0) {
@@ -141,6 +144,16 @@ fn validate(args: &LogArgs) -> Result<(), String> {
         return Err(format!("{} is not a directory", args.dir.display()));
     }
     Ok(())
+}
+
+/// `--file-bytes`, or enough for what the run writes to one file (bounded).
+fn file_bytes(args: &LogArgs) -> u64 {
+    args.file_bytes.unwrap_or_else(|| {
+        let secs = args.warmup_secs + args.duration_secs + 1.0;
+        let per_file = args.rate * args.record_bytes as f64 * secs / f64::from(args.files.max(1));
+        let per_file = if per_file.is_finite() { per_file as u64 } else { u64::MAX };
+        (per_file.saturating_add(2 * args.max_write_bytes)).clamp(4 << 20, 1 << 30).div_ceil(ALIGN) * ALIGN
+    })
 }
 
 /// When record `k` is due, and which records are due by a given time.
@@ -172,7 +185,19 @@ struct WriterResult {
 
 pub fn measure_log(args: &LogArgs) -> Result<LogBaseline, String> {
     validate(args)?;
-    let files: Vec<i32> = (0..args.files).map(|i| open_scratch(args, i)).collect::<Result<_, _>>()?;
+    let mut files: Vec<i32> = Vec::new();
+    for i in 0..args.files {
+        match open_scratch(args, i) {
+            Ok(fd) => files.push(fd),
+            Err(e) => {
+                for &fd in &files {
+                    // SAFETY: closing descriptors this function opened and nothing else uses.
+                    unsafe { libc::close(fd) };
+                }
+                return Err(e);
+            }
+        }
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let busy: Vec<_> = (0..args.busy_threads)
         .map(|_| {
@@ -245,6 +270,7 @@ pub fn measure_log(args: &LogArgs) -> Result<LogBaseline, String> {
         offered_mb_per_s: args.rate * args.record_bytes as f64 / 1e6,
         sync: args.sync,
         busy_threads: args.busy_threads,
+        file_bytes: file_bytes(args),
         duration_s: args.duration_secs,
         mb_per_s: report::mb_per_s(bytes, args.duration_secs),
         writes,
@@ -270,10 +296,14 @@ fn open_scratch(args: &LogArgs, i: u32) -> Result<i32, String> {
             return Err(format!("cannot open {} with O_DIRECT: {}", path.display(), std::io::Error::last_os_error()));
         }
         libc::unlink(c_path.as_ptr());
-        if libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, args.file_bytes as libc::off_t) != 0 {
+        // As Keel reserves its segments' space; a file system without fallocate writes without.
+        let bytes = file_bytes(args);
+        if libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, bytes as libc::off_t) != 0 {
             let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(format!("cannot preallocate {} bytes under {}: {e}", args.file_bytes, args.dir.display()));
+            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+                libc::close(fd);
+                return Err(format!("cannot preallocate {bytes} bytes under {}: {e}", args.dir.display()));
+            }
         }
         Ok(fd)
     }
@@ -333,6 +363,7 @@ fn write_files(
     tighten_timer_slack();
     let files = u64::from(args.files);
     let per_write = (args.max_write_bytes / args.record_bytes).max(1);
+    let file_size = file_bytes(args);
     let buf = AlignedBuf::new((args.max_write_bytes + ALIGN) as usize);
     let mut out = WriterResult {
         latency: report::latency_histogram(),
@@ -376,7 +407,7 @@ fn write_files(
             // Records k, k + files, ... below due_end are due: at most per_write of them.
             let n = ((due_end - 1 - k) / files + 1).min(per_write);
             let bytes = n * args.record_bytes;
-            if f.end + bytes + ALIGN > args.file_bytes {
+            if f.end + bytes + ALIGN > file_size {
                 f.end = 0;
             }
             let start = f.end / ALIGN * ALIGN;
@@ -457,6 +488,30 @@ mod tests {
     }
 
     #[test]
+    fn files_hold_what_the_run_writes_within_bounds() {
+        let args = |rate: f64, file_bytes: Option<u64>| LogArgs {
+            dir: PathBuf::from("."),
+            rate,
+            record_bytes: 1024,
+            files: 2,
+            threads: None,
+            sync: true,
+            duration_secs: 10.0,
+            warmup_secs: 2.0,
+            max_write_bytes: 1 << 20,
+            busy_threads: 0,
+            file_bytes,
+            json: false,
+        };
+        // 48,828 records/s of 1 KiB for 13 s over 2 files, plus two largest writes, page-rounded.
+        let b = file_bytes(&args(48_828.125, None));
+        assert_eq!(b, (325_000_000u64 + (2 << 20)).div_ceil(4096) * 4096);
+        assert_eq!(file_bytes(&args(1.0, None)), 4 << 20);
+        assert_eq!(file_bytes(&args(1e9, None)), 1 << 30);
+        assert_eq!(file_bytes(&args(1e9, Some(8 << 20))), 8 << 20);
+    }
+
+    #[test]
     fn an_ideal_log_writes_everything_due_and_measures_from_the_due_time() {
         let dir = std::env::temp_dir().join(format!("keel-bench-log-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -471,7 +526,7 @@ mod tests {
             warmup_secs: 0.1,
             max_write_bytes: 64 << 10,
             busy_threads: 0,
-            file_bytes: 1 << 20,
+            file_bytes: Some(1 << 20),
             json: true,
         };
         let r = match measure_log(&args) {
