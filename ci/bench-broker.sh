@@ -111,10 +111,15 @@ run() { # name target topic, then keel-bench arguments
   "$KEEL_BIN" topic delete "$topic" --bootstrap "$ADDR" >/dev/null 2>&1 || echo "warning: could not delete topic $topic" >&2
 }
 
-# The latency targets' loads, run against every broker below. The disk floors at the end mirror
-# them: (b) 2 partitions at 50 MB/s (2 files, write + fdatasync), (c) 8 at 200 MB/s (8 files).
-B_LOAD=(produce --partitions 2 --producers 2 --acks all --rate 48828.125 --topic-config fsync.policy=always)
-C_LOAD=(e2e --partitions 8 --producers 2 --consumers 2 --acks 1 --rate 195312.5 --topic-config fsync.policy=never)
+# The latency targets' loads, run against every broker below, and the disk floors at the end
+# that mirror them (keel-bench baseline log: the same records on the same schedule, one file per
+# partition): b's with an fdatasync after each write, a thread per file; c's files written in
+# turn by one thread, as one shard would.
+B_RATE=48828.125 B_PARTITIONS=2 C_RATE=195312.5 C_PARTITIONS=8
+B_LOAD=(produce --partitions $B_PARTITIONS --producers 2 --acks all --rate $B_RATE --topic-config fsync.policy=always)
+C_LOAD=(e2e --partitions $C_PARTITIONS --producers 2 --consumers 2 --acks 1 --rate $C_RATE --topic-config fsync.policy=never)
+B_FLOOR=(--rate $B_RATE --files $B_PARTITIONS --sync)
+C_FLOOR=(--rate $C_RATE --files $C_PARTITIONS --threads 1)
 
 RETENTION=()
 if [ "$BROKER_RETENTION_BYTES" != -1 ]; then
@@ -165,10 +170,7 @@ if [ "$FLOOR_SECS" != 0 ]; then
   mkdir -p "$DATA"
   for busy in 0 1; do
     for shape in b c; do
-      case $shape in
-        b) floor=(--rate 48828.125 --files 2 --sync) ;;
-        c) floor=(--rate 195312.5 --files 8 --threads 1) ;;
-      esac
+      if [ $shape = b ]; then floor=("${B_FLOOR[@]}"); else floor=("${C_FLOOR[@]}"); fi
       cmd=("$KEEL_BENCH_BIN" baseline log --dir "$DATA" "${floor[@]}" --record-bytes 1024
         --duration-secs "$FLOOR_SECS" --busy-threads "$busy" --json)
       echo "== the disk's floor at $shape's load, $busy busy thread(s): ${cmd[*]}"
@@ -215,13 +217,14 @@ if r:
           f"ack p50 {ms(r['latency_us']['p50'])}, p99 {ms(r['latency_us']['p99'])}{stalls(r)}")
 else:
     print("a. produce throughput: no result")
-def cpu(name, res):
+def per_record(name, res):
+    # (broker, keel-bench) CPU microseconds per record sent, or None.
     b = load(name + ".broker-cpu")
     n = res.get("records_sent") or 0
-    if not b or not n:
-        return ""
-    return (f"; CPU per record: broker {b['broker_cpu_s'] * 1e6 / n:.2f} us, "
-            f"keel-bench {res['client_cpu_s'] * 1e6 / n:.2f} us")
+    return (b["broker_cpu_s"] * 1e6 / n, res["client_cpu_s"] * 1e6 / n) if b and n else None
+def cpu(name, res):
+    c = per_record(name, res)
+    return f"; CPU per record: broker {c[0]:.2f} us, keel-bench {c[1]:.2f} us" if c else ""
 if r:
     print(f"   {cpu('produce-throughput', r).lstrip('; ')}")
 for name, label, client in (("produce-throughput-kafka", "a'", "librdkafka: one partition per request"),
@@ -234,13 +237,9 @@ for name, label, client in (("produce-throughput-kafka", "a'", "librdkafka: one 
               f"p99 {ms(k['latency_us']['p99'])}{cpu(name, k)}{stalls(k)}")
     else:
         print(f"{label}. produce throughput over Kafka ({client}): no result")
-def per_record(name, res):
-    # (broker, keel-bench) CPU microseconds per record sent, or None.
-    b = load(name + ".broker-cpu")
-    n = res.get("records_sent") or 0
-    return (b["broker_cpu_s"] * 1e6 / n, res["client_cpu_s"] * 1e6 / n) if b and n else None
 k = load("produce-throughput-kafka")
-native_cpu, kafka_cpu = (per_record("produce-throughput", r) if r else None), (per_record("produce-throughput-kafka", k) if k else None)
+native_cpu = per_record("produce-throughput", r) if r else None
+kafka_cpu = per_record("produce-throughput-kafka", k) if k else None
 if native_cpu and kafka_cpu and r["records_per_s"] > 0:
     # librdkafka's own CPU shares the machine with the broker: even a broker that served its
     # one-partition requests as cheaply as the native ones could not go past this.
@@ -248,14 +247,17 @@ if native_cpu and kafka_cpu and r["records_per_s"] > 0:
     bound = cpus / ((kafka_cpu[1] + native_cpu[0]) * 1e-6)
     print(f"   CPU ceiling of a': {cpus} CPUs / (librdkafka's {kafka_cpu[1]:.2f} us + the native broker's {native_cpu[0]:.2f} us "
           f"per record) = {bound:.0f} records/s = {bound / r['records_per_s']:.2f}x a's records/s, with every CPU busy")
-def floor(shape, what, keel):
+def floor(shape, keel):
     # An ideal log's latency at this load on this disk, without Keel (keel-bench baseline log),
     # measured from the due time as Keel's is: quiet, and beside one busy thread. `keel` is Keel's
     # summary for the same percentiles, so each figure is also given as Keel / floor.
-    parts = []
+    parts, what = [], None
     for busy in (0, 1):
         f = load(f"floor-{shape}-{busy}")
         if f and f.get("latency_us"):
+            what = (f"{f['files']} files, {f['threads']} writer thread(s), "
+                    f"{'write + fdatasync' if f['sync'] else 'one write'} of every record due, "
+                    f"{f['offered_mb_per_s']:.0f} MB/s in all")
             l = f["latency_us"]
             names = {"p99": "p99", "p999": "p99.9", "p9999": "p99.99"}
             ratios = ", ".join(f"{names[q]} {keel[q] / l[q]:.1f}x" for q in names if keel and keel.get(q) and l.get(q))
@@ -296,14 +298,14 @@ if latency_cores:
 f = base["fsync_latency_us"]
 print(f"   one 4 KiB write+fdatasync alone takes p50 {ms(f['p50'])}, p99 {ms(f['p99'])}, p99.9 {ms(f['p999'])}: an acks=all "
       f"append under fsync.policy=always waits for at least one")
-floor("b", "2 files, write + fdatasync of every record due, 50 MB/s in all", (load("produce-latency") or {}).get("latency_us"))
+floor("b", (load("produce-latency") or {}).get("latency_us"))
 latency_c("e2e", "c")
 if latency_cores:
     latency_c("e2e-cores", f"c (keel serve --cores {latency_cores})")
 if w:
     print(f"   one 64 KiB write alone takes p99 {ms(w['p99'])}, p99.9 {ms(w['p999'])}: a record is readable once the "
           f"write holding it is done")
-floor("c", "8 files written in turn by one thread, one write of every record due, 200 MB/s in all", (load("e2e") or {}).get("e2e_latency_us"))
+floor("c", (load("e2e") or {}).get("e2e_latency_us"))
 if latency_cores:
     latency_c("e2e-memory", f"c (keel serve --cores {latency_cores}, data on tmpfs: Keel's own path, no disk)")
 units = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gib": 1 << 30,

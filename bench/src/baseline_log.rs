@@ -21,14 +21,17 @@
 //! they are open, so they vanish on every exit; a file wraps to its start at `--file-bytes`.
 
 use std::{
-    alloc::{self, Layout},
-    ffi::CString,
-    os::unix::ffi::OsStrExt,
+    fs::File,
+    os::{
+        fd::AsRawFd,
+        unix::fs::{FileExt, OpenOptionsExt},
+    },
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -185,30 +188,8 @@ struct WriterResult {
 
 pub fn measure_log(args: &LogArgs) -> Result<LogBaseline, String> {
     validate(args)?;
-    let mut files: Vec<i32> = Vec::new();
-    for i in 0..args.files {
-        match open_scratch(args, i) {
-            Ok(fd) => files.push(fd),
-            Err(e) => {
-                for &fd in &files {
-                    // SAFETY: closing descriptors this function opened and nothing else uses.
-                    unsafe { libc::close(fd) };
-                }
-                return Err(e);
-            }
-        }
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let busy: Vec<_> = (0..args.busy_threads)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::hint::spin_loop();
-                }
-            })
-        })
-        .collect();
+    let files = (0..args.files).map(|i| open_scratch(args, i)).collect::<Result<Vec<File>, _>>()?;
+    let busy = BusyThreads::start(args.busy_threads);
     let watchdog = Watchdog::start();
     let t0 = Instant::now() + Duration::from_millis(50);
     let from = t0 + Duration::from_secs_f64(args.warmup_secs);
@@ -219,33 +200,29 @@ pub fn measure_log(args: &LogArgs) -> Result<LogBaseline, String> {
         CpuTimes::read()
     });
     let threads = args.threads.unwrap_or(args.files).clamp(1, args.files);
-    let writers: Vec<_> = (0..threads)
-        .map(|t| {
-            let args = args.clone();
-            // Thread t writes files t, t + threads, t + 2 threads, ...
-            let mine: Vec<(u64, i32)> = files
-                .iter()
-                .enumerate()
-                .skip(t as usize)
-                .step_by(threads as usize)
-                .map(|(i, &fd)| (i as u64, fd))
-                .collect();
-            std::thread::Builder::new()
-                .name(format!("log-writer-{t}"))
-                .spawn(move || write_files(mine, &args, schedule, (from, to)))
-                .map_err(|e| format!("cannot start a writer thread: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let results: Vec<Result<WriterResult, String>> =
-        writers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a writer thread panicked".into()))).collect();
+    let results: Vec<Result<WriterResult, String>> = std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..threads as usize)
+            .map(|t| {
+                // Thread t writes files t, t + threads, t + 2 threads, ...
+                let mine: Vec<(u64, &File)> =
+                    files.iter().enumerate().skip(t).step_by(threads as usize).map(|(i, f)| (i as u64, f)).collect();
+                std::thread::Builder::new()
+                    .name(format!("log-writer-{t}"))
+                    .spawn_scoped(scope, move || write_files(mine, args, schedule, (from, to)))
+            })
+            .collect();
+        writers
+            .into_iter()
+            .map(|w| match w {
+                Ok(writer) => writer.join().unwrap_or_else(|_| Err("a writer thread panicked".into())),
+                Err(e) => Err(format!("cannot start a writer thread: {e}")),
+            })
+            .collect()
+    });
     let cpu_at_end = CpuTimes::read();
-    stop.store(true, Ordering::Relaxed);
-    busy.into_iter().for_each(|b| drop(b.join()));
+    drop(busy);
     let (stalls, realtime) = watchdog.finish().unwrap_or_default();
-    for fd in files {
-        // SAFETY: closing descriptors this function opened and no thread uses any more.
-        unsafe { libc::close(fd) };
-    }
+    drop(files);
     let mut latency = report::latency_histogram();
     let (mut writes, mut written, mut bytes, mut not_written) = (0, 0, 0, 0);
     for r in results {
@@ -282,68 +259,64 @@ pub fn measure_log(args: &LogArgs) -> Result<LogBaseline, String> {
 }
 
 /// Opens scratch file `i` under the directory with O_DIRECT, unlinks it, preallocates it.
-fn open_scratch(args: &LogArgs, i: u32) -> Result<i32, String> {
+fn open_scratch(args: &LogArgs, i: u32) -> Result<File, String> {
     let path = args.dir.join(format!(".keel-bench-log-{}-{i}", std::process::id()));
-    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| "path with a NUL byte".to_string())?;
-    // SAFETY: open/unlink/fallocate on a valid C string and the descriptor just returned.
-    unsafe {
-        let fd = libc::open(
-            c_path.as_ptr(),
-            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_DIRECT | libc::O_CLOEXEC,
-            0o600,
-        );
-        if fd < 0 {
-            return Err(format!("cannot open {} with O_DIRECT: {}", path.display(), std::io::Error::last_os_error()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .map_err(|e| format!("cannot open {} with O_DIRECT: {e}", path.display()))?;
+    // Unlinked at once, so it vanishes however the run ends; the open descriptor keeps it.
+    let _ = std::fs::remove_file(&path);
+    // As Keel reserves its segments' space; a file system without fallocate writes without.
+    let bytes = file_bytes(args);
+    // SAFETY: fallocate on the descriptor `file` owns, with integer arguments.
+    if unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, bytes as libc::off_t) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(format!("cannot preallocate {bytes} bytes under {}: {e}", args.dir.display()));
         }
-        libc::unlink(c_path.as_ptr());
-        // As Keel reserves its segments' space; a file system without fallocate writes without.
-        let bytes = file_bytes(args);
-        if libc::fallocate(fd, libc::FALLOC_FL_KEEP_SIZE, 0, bytes as libc::off_t) != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-                libc::close(fd);
-                return Err(format!("cannot preallocate {bytes} bytes under {}: {e}", args.dir.display()));
-            }
-        }
-        Ok(fd)
+    }
+    Ok(file)
+}
+
+/// `--busy-threads`: threads that only spin, until dropped (on every return path).
+struct BusyThreads {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl BusyThreads {
+    fn start(n: u32) -> BusyThreads {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        BusyThreads { stop, threads }
     }
 }
 
-/// A page-aligned buffer for O_DIRECT writes.
-struct AlignedBuf {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    fn new(len: usize) -> AlignedBuf {
-        let layout = Layout::from_size_align(len, ALIGN as usize).expect("valid layout");
-        // SAFETY: a non-zero size (len holds at least one page).
-        let ptr = unsafe { alloc::alloc_zeroed(layout) };
-        if ptr.is_null() {
-            alloc::handle_alloc_error(layout);
-        }
-        let mut buf = AlignedBuf { ptr, layout };
-        report::fill_pseudo_random(buf.as_mut_slice(), len as u64);
-        buf
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: ptr points to layout.size() initialised bytes owned by self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
-    }
-}
-
-impl Drop for AlignedBuf {
+impl Drop for BusyThreads {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { alloc::dealloc(self.ptr, self.layout) }
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.drain(..).for_each(|t| drop(t.join()));
     }
 }
 
 /// One file of a writer thread: records i, i + files, i + 2 files, ...
-struct FileState {
-    fd: i32,
+struct FileState<'a> {
+    file: &'a File,
     i: u64,
     /// Logical end of the file; the next write starts at the page holding it.
     end: u64,
@@ -355,7 +328,7 @@ struct FileState {
 /// A writer thread: its files in turn, each time writing every record due for a file, until the
 /// window's records are written (or `DRAIN_LIMIT` after it).
 fn write_files(
-    fds: Vec<(u64, i32)>,
+    files_of_thread: Vec<(u64, &File)>,
     args: &LogArgs,
     schedule: Schedule,
     (from, to): (Instant, Instant),
@@ -364,7 +337,14 @@ fn write_files(
     let files = u64::from(args.files);
     let per_write = (args.max_write_bytes / args.record_bytes).max(1);
     let file_size = file_bytes(args);
-    let buf = AlignedBuf::new((args.max_write_bytes + ALIGN) as usize);
+    // A page-aligned region of a vector (O_DIRECT needs aligned memory): the largest write plus
+    // the partly filled page it may start with.
+    let buf_len = (args.max_write_bytes + ALIGN) as usize;
+    let mut raw = vec![0u8; buf_len + ALIGN as usize];
+    let at = (raw.as_ptr() as usize).next_multiple_of(ALIGN as usize) - raw.as_ptr() as usize;
+    let buf = &mut raw[at..at + buf_len];
+    report::fill_pseudo_random(buf, buf_len as u64);
+    let buf = &*buf;
     let mut out = WriterResult {
         latency: report::latency_histogram(),
         writes: 0,
@@ -373,7 +353,7 @@ fn write_files(
         not_written: 0,
     };
     let mut states: Vec<FileState> =
-        fds.into_iter().map(|(i, fd)| FileState { fd, i, end: 0, next: 0, done: false }).collect();
+        files_of_thread.into_iter().map(|(i, file)| FileState { file, i, end: 0, next: 0, done: false }).collect();
     let last_in_window = schedule.due_end(to).saturating_sub(1);
     while states.iter().any(|f| !f.done) {
         let mut wrote = false;
@@ -410,16 +390,17 @@ fn write_files(
             if f.end + bytes + ALIGN > file_size {
                 f.end = 0;
             }
+            // validate() keeps two of the largest writes within a file, so one fits after a wrap.
+            debug_assert!(f.end + bytes + ALIGN <= file_size);
             let start = f.end / ALIGN * ALIGN;
-            let len = (f.end + bytes).div_ceil(ALIGN) * ALIGN - start;
-            // SAFETY: buf holds max_write_bytes + ALIGN >= len bytes, aligned; fd is open.
-            let written = unsafe { libc::pwrite(f.fd, buf.ptr.cast(), len as usize, start as libc::off_t) };
-            if written != len as isize {
-                return Err(format!("O_DIRECT write of {len} bytes failed: {}", std::io::Error::last_os_error()));
+            let len = ((f.end + bytes).div_ceil(ALIGN) * ALIGN - start) as usize;
+            match f.file.write_at(&buf[..len], start) {
+                Ok(n) if n == len => {}
+                Ok(n) => return Err(format!("short O_DIRECT write at {start}: {n} of {len} bytes")),
+                Err(e) => return Err(format!("O_DIRECT write of {len} bytes failed: {e}")),
             }
-            // SAFETY: fd is open.
-            if args.sync && unsafe { libc::fdatasync(f.fd) } != 0 {
-                return Err(format!("fdatasync failed: {}", std::io::Error::last_os_error()));
+            if args.sync {
+                f.file.sync_data().map_err(|e| format!("fdatasync failed: {e}"))?;
             }
             let done = Instant::now();
             for j in 0..n {
