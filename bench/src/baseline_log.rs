@@ -17,8 +17,13 @@
 //! `--busy-threads N` runs N threads that only spin meanwhile: on a 2-core machine a broker and
 //! its load generator keep at least one CPU busy, and the disk's latency depends on it.
 //!
-//! Files are preallocated (`fallocate`, keeping the size, as Keel does) and unlinked as soon as
-//! they are open, so they vanish on every exit; a file wraps to its start at `--file-bytes`.
+//! Files are preallocated (`fallocate`, keeping the size) and unlinked as soon as they are open,
+//! so they vanish on every exit; a file wraps to its start at `--file-bytes`. So each write
+//! appends to unwritten space: ext4 then changes the file's size and converts the extent, and
+//! every fdatasync commits its journal. `--zeroed` writes each file full of zeros first (and
+//! syncs it), so every write overwrites written blocks inside the file's size and an fdatasync
+//! is only the data and a cache flush: the floor of a log that keeps a zeroed runway ahead of
+//! its end, as Keel does under `fsync.policy=always`.
 
 use std::{
     fs::File,
@@ -91,6 +96,10 @@ pub struct LogArgs {
     /// writes to one file, warm-up and a second more included, at least 4 MiB and at most 1 GiB).
     #[arg(long, value_parser = crate::parse_size)]
     pub file_bytes: Option<u64>,
+    /// Write every file full of zeros (and fdatasync it) before the run, so writes overwrite
+    /// written blocks instead of appending to preallocated space.
+    #[arg(long)]
+    pub zeroed: bool,
     /// Print exactly one JSON object on stdout instead of human-readable lines.
     #[arg(long)]
     pub json: bool,
@@ -107,6 +116,8 @@ pub struct LogBaseline {
     pub rate: f64,
     pub offered_mb_per_s: f64,
     pub sync: bool,
+    /// Files were written full of zeros first (writes overwrite; see `--zeroed`).
+    pub zeroed: bool,
     pub busy_threads: u32,
     /// Where each file wraps to its start.
     pub file_bytes: u64,
@@ -246,6 +257,7 @@ pub fn measure_log(args: &LogArgs) -> Result<LogBaseline, String> {
         rate: args.rate,
         offered_mb_per_s: args.rate * args.record_bytes as f64 / 1e6,
         sync: args.sync,
+        zeroed: args.zeroed,
         busy_threads: args.busy_threads,
         file_bytes: file_bytes(args),
         duration_s: args.duration_secs,
@@ -281,7 +293,31 @@ fn open_scratch(args: &LogArgs, i: u32) -> Result<File, String> {
             return Err(format!("cannot preallocate {bytes} bytes under {}: {e}", args.dir.display()));
         }
     }
+    if args.zeroed {
+        write_zeros(&file, bytes).map_err(|e| format!("cannot write zeros to {}: {e}", path.display()))?;
+    }
     Ok(file)
+}
+
+/// The page-aligned region of `len` bytes inside `raw` (which must hold `len + ALIGN`): O_DIRECT
+/// needs aligned memory.
+fn aligned(raw: &mut [u8], len: usize) -> &mut [u8] {
+    let at = (raw.as_ptr() as usize).next_multiple_of(ALIGN as usize) - raw.as_ptr() as usize;
+    &mut raw[at..at + len]
+}
+
+/// Fills `[0, bytes)` of an O_DIRECT file with zeros and makes them durable.
+fn write_zeros(file: &File, bytes: u64) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 20;
+    let mut backing = vec![0u8; CHUNK + ALIGN as usize];
+    let zeros = aligned(&mut backing, CHUNK);
+    let mut pos = 0;
+    while pos < bytes {
+        let len = (bytes - pos).min(CHUNK as u64) as usize;
+        file.write_all_at(&zeros[..len], pos)?;
+        pos += len as u64;
+    }
+    file.sync_data()
 }
 
 /// `--busy-threads`: threads that only spin, until dropped (on every return path).
@@ -341,8 +377,7 @@ fn write_files(
     // the partly filled page it may start with.
     let buf_len = (args.max_write_bytes + ALIGN) as usize;
     let mut raw = vec![0u8; buf_len + ALIGN as usize];
-    let at = (raw.as_ptr() as usize).next_multiple_of(ALIGN as usize) - raw.as_ptr() as usize;
-    let buf = &mut raw[at..at + buf_len];
+    let buf = aligned(&mut raw, buf_len);
     report::fill_pseudo_random(buf, buf_len as u64);
     let buf = &*buf;
     let mut out = WriterResult {
@@ -434,7 +469,12 @@ fn print_human(r: &LogBaseline) {
         r.record_bytes,
         r.rate,
         r.offered_mb_per_s,
-        if r.sync { "write + fdatasync" } else { "write only" },
+        match (r.sync, r.zeroed) {
+            (true, false) => "write + fdatasync",
+            (true, true) => "write + fdatasync over zeroed files",
+            (false, false) => "write only",
+            (false, true) => "write only over zeroed files",
+        },
         if r.busy_threads > 0 { format!(", beside {} busy thread(s)", r.busy_threads) } else { String::new() },
     );
     println!(
@@ -482,6 +522,7 @@ mod tests {
             max_write_bytes: 1 << 20,
             busy_threads: 0,
             file_bytes,
+            zeroed: false,
             json: false,
         };
         // 48,828 records/s of 1 KiB for 13 s over 2 files, plus two largest writes, page-rounded.
@@ -508,6 +549,7 @@ mod tests {
             max_write_bytes: 64 << 10,
             busy_threads: 0,
             file_bytes: Some(1 << 20),
+            zeroed: false,
             json: true,
         };
         let r = match measure_log(&args) {
@@ -528,5 +570,31 @@ mod tests {
         assert!(r.latency_us.max < 2_000_000, "{r:?}");
         assert!(validate(&LogArgs { rate: 0.0, ..args.clone() }).is_err());
         assert!(validate(&LogArgs { max_write_bytes: 1000, ..args }).is_err());
+    }
+
+    #[test]
+    fn zeroed_files_are_written_full_of_zeros() {
+        let path = std::env::temp_dir().join(format!("keel-bench-zeros-test-{}", std::process::id()));
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+        {
+            Ok(f) => f,
+            // tmpfs before Linux 6.6 refuses O_DIRECT: nothing to measure there.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return,
+            Err(e) => panic!("{e}"),
+        };
+        // Not a whole number of chunks, and over bytes that were not zero.
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let bytes = (1 << 20) + 3 * ALIGN;
+        write_zeros(&file, bytes).unwrap();
+        let content = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(content.len() as u64, bytes);
+        assert!(content.iter().all(|&b| b == 0));
     }
 }
