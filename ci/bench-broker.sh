@@ -24,7 +24,8 @@
 #   5. the disk's own latency floor at b's and c's loads, without Keel (keel-bench baseline log):
 #      an ideal log (each partition file gets every record due in one O_DIRECT write, + fdatasync
 #      for b) fed the same records on the same schedule, latency measured from the due time as for
-#      Keel; b's shape (2 files, a thread each, 50 MB/s, fdatasync) and c's (8 files written in
+#      Keel; b's shape (2 files, a thread each, 50 MB/s, fdatasync, files zeroed first as Keel's
+#      runway is) and c's (8 files written in
 #      turn by one thread, as one shard would, 200 MB/s), each on a quiet machine and beside one
 #      busy thread (a broker and a load generator keep at least one CPU busy), with the share of
 #      the time the machine stalled and Keel's figures over the floor's;
@@ -118,7 +119,9 @@ run() { # name target topic, then keel-bench arguments
 B_RATE=48828.125 B_PARTITIONS=2 C_RATE=195312.5 C_PARTITIONS=8
 B_LOAD=(produce --partitions $B_PARTITIONS --producers 2 --acks all --rate $B_RATE --topic-config fsync.policy=always)
 C_LOAD=(e2e --partitions $C_PARTITIONS --producers 2 --consumers 2 --acks 1 --rate $C_RATE --topic-config fsync.policy=never)
-B_FLOOR=(--rate $B_RATE --files $B_PARTITIONS --sync)
+# b's files are written full of zeros first (--zeroed): under fsync.policy=always Keel keeps a
+# zeroed runway ahead of each log's end, so its appends overwrite written blocks too.
+B_FLOOR=(--rate $B_RATE --files $B_PARTITIONS --sync --zeroed)
 C_FLOOR=(--rate $C_RATE --files $C_PARTITIONS --threads 1)
 
 RETENTION=()
@@ -256,7 +259,8 @@ def floor(shape, keel):
         f = load(f"floor-{shape}-{busy}")
         if f and f.get("latency_us"):
             what = (f"{f['files']} files, {f['threads']} writer thread(s), "
-                    f"{'write + fdatasync' if f['sync'] else 'one write'} of every record due, "
+                    f"{'write + fdatasync' if f['sync'] else 'one write'} of every record due"
+                    f"{' over zeroed files' if f.get('zeroed') else ''}, "
                     f"{f['offered_mb_per_s']:.0f} MB/s in all")
             l = f["latency_us"]
             names = {"p99": "p99", "p999": "p99.9", "p9999": "p99.99"}

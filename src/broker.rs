@@ -69,11 +69,40 @@ pub struct ShardState {
     /// queue behind at most this many history reads on the device.
     history_reads: glommio::sync::Semaphore,
     /// Partitions holding `acks=1` appends under `fsync=always` that are written but not yet
-    /// fdatasync'ed (see [`ShardState::sync_soon`]); at most one entry per partition.
-    unsynced: RefCell<std::collections::HashSet<PartitionKey>>,
-    /// Rung when `unsynced` gains an entry; one pending ring is enough (capacity 1).
-    unsynced_bell:
-        (glommio::channels::local_channel::LocalSender<()>, glommio::channels::local_channel::LocalReceiver<()>),
+    /// fdatasync'ed (see [`ShardState::sync_soon`]).
+    unsynced: PartitionsToVisit,
+    /// Partitions whose zeroed runway is low (see [`ShardState::runway_soon`]).
+    runways: PartitionsToVisit,
+}
+
+/// Partitions a background task of the shard should visit soon: each at most once however often
+/// it is asked for, and a bell that wakes the task.
+struct PartitionsToVisit {
+    keys: RefCell<std::collections::HashSet<PartitionKey>>,
+    /// Rung when `keys` gains an entry; one pending ring is enough (capacity 1).
+    bell: (glommio::channels::local_channel::LocalSender<()>, glommio::channels::local_channel::LocalReceiver<()>),
+}
+
+impl PartitionsToVisit {
+    fn new() -> Self {
+        PartitionsToVisit { keys: RefCell::default(), bell: glommio::channels::local_channel::new_bounded(1) }
+    }
+
+    fn add(&self, key: PartitionKey) {
+        if self.keys.borrow_mut().insert(key) {
+            let _ = self.bell.0.try_send(()); // full: a ring is already pending
+        }
+    }
+
+    /// Waits until some partition was added (None if the shard stops first), then takes them.
+    async fn take(&self, shard: &BrokerShard) -> Option<Vec<PartitionKey>> {
+        let rung = future::or(async { self.bell.1.recv().await.is_some() }, async {
+            shard.stopping().await;
+            false
+        })
+        .await;
+        rung.then(|| self.keys.borrow_mut().drain().collect())
+    }
 }
 
 impl ShardState {
@@ -94,19 +123,23 @@ impl ShardState {
     /// `fsync=always` returns once written, and is readable only once durable, so someone must
     /// run the fdatasync the producer did not wait for.
     pub fn sync_soon(&self, key: PartitionKey) {
-        if self.unsynced.borrow_mut().insert(key) {
-            let _ = self.unsynced_bell.0.try_send(()); // full: a ring is already pending
-        }
+        self.unsynced.add(key);
     }
 
-    /// Waits until some partition needs a sync (false if the shard stops first), then takes them.
+    /// Waits until some partition needs a sync (None if the shard stops first), then takes them.
     pub async fn next_unsynced(&self) -> Option<Vec<PartitionKey>> {
-        let rung = future::or(async { self.unsynced_bell.1.recv().await.is_some() }, async {
-            self.shard.stopping().await;
-            false
-        })
-        .await;
-        rung.then(|| self.unsynced.borrow_mut().drain().collect())
+        self.unsynced.take(&self.shard).await
+    }
+
+    /// Has the shard's runway task refill `key`'s zeroed runway soon (`keel_storage::runway`):
+    /// appends ask when they leave it low, and the zero writes run beside them.
+    pub fn runway_soon(&self, key: PartitionKey) {
+        self.runways.add(key);
+    }
+
+    /// Waits until some partition's runway is low (None if the shard stops first), then takes them.
+    pub async fn next_runways(&self) -> Option<Vec<PartitionKey>> {
+        self.runways.take(&self.shard).await
     }
 
     /// The owning shard of a partition, if the topic and partition exist.
@@ -252,6 +285,7 @@ async fn shard_main(
     let base = LogConfig {
         compaction_map_bytes: usize::try_from(config.compaction_map_bytes).unwrap_or(usize::MAX),
         preallocate_bytes: config.preallocate_bytes,
+        runway_bytes: config.runway_bytes,
         ..LogConfig::default()
     };
     let partitions =
@@ -278,8 +312,8 @@ async fn shard_main(
         metrics,
         controller: glommio::sync::Semaphore::new(1),
         history_reads: glommio::sync::Semaphore::new(config.history_reads_per_shard as u64),
-        unsynced: RefCell::default(),
-        unsynced_bell: glommio::channels::local_channel::new_bounded(1),
+        unsynced: PartitionsToVisit::new(),
+        runways: PartitionsToVisit::new(),
     });
     for topic in metadata.topics() {
         let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == shard.id().0).map(|p| p.partition).collect();
@@ -614,6 +648,9 @@ async fn produce(
     }
     if wait == AppendWait::Written && matches!(log.config().fsync, FsyncPolicy::Always) {
         state.sync_soon(key);
+    }
+    if log.wants_runway() {
+        state.runway_soon(key);
     }
     Ok((base.expect("at least one batch"), offsets_of(&log)))
 }

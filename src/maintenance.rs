@@ -10,6 +10,10 @@
 //! - **Syncs after `acks=1` appends** under `fsync.policy=always`: such an append returns once
 //!   written; its fdatasync (which makes it durable and readable) starts here right away.
 //!
+//! - **Zeroed runways** under `fsync.policy=always` (`keel_storage::runway`): when an append
+//!   leaves a log's runway low ([`ShardState::runway_soon`]), zeros are written ahead of its end
+//!   here, one log at a time, while appends go on.
+//!
 //! - **Consumer group timer**: session and rebalance timeouts of the groups this shard
 //!   coordinates (`coordinator::GroupService::run_timer`; asleep while there are none).
 //!
@@ -49,13 +53,14 @@ pub fn start(state: &Rc<ShardState>) -> Vec<glommio::task::JoinHandle<()>> {
         .detach();
     let syncer = glommio::spawn_local(sync_loop(state.clone())).detach();
     let durability = glommio::spawn_local(durability_loop(state.clone())).detach();
+    let runways = glommio::spawn_local(runway_loop(state.clone())).detach();
     let publisher = glommio::spawn_local(publish_loop(state.clone())).detach();
     let group_timer = glommio::spawn_local({
         let state = state.clone();
         async move { state.groups.run_timer(&state).await }
     })
     .detach();
-    vec![cleaner, syncer, durability, publisher, group_timer]
+    vec![cleaner, syncer, durability, runways, publisher, group_timer]
 }
 
 /// Sleeps for `period`; false if the shard began stopping first.
@@ -150,6 +155,20 @@ async fn durability_loop(state: Rc<ShardState>) {
             },
         );
         keel_storage::io::join_all(syncs.collect()).await;
+    }
+}
+
+/// Refills the zeroed runways that appends left low ([`ShardState::runway_soon`]), one log at a
+/// time (each refill is a few MiB of writes; they need not compete with one another).
+async fn runway_loop(state: Rc<ShardState>) {
+    while let Some(keys) = state.next_runways().await {
+        for key in keys {
+            let Some(log) = state.partitions.get(key) else { continue };
+            if let Err(e) = log.extend_runway().await {
+                // Appends go on without one (a failed fdatasync has failed the log, which says so).
+                warn!(topic = %key.topic, partition = key.partition, error = %e, "zeroing ahead of the log failed");
+            }
+        }
     }
 }
 

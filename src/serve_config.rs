@@ -56,6 +56,7 @@ pub struct ServeConfig {
     /// Disk space reserved ahead of each active segment's end (fallocate), at most this many
     /// bytes ahead, so a full disk is found before anything is written; 0 = off.
     pub preallocate_bytes: u64,
+    pub runway_bytes: u64,
     /// Kafka's `auto.create.topics.enable`, on the Kafka listener only: a Metadata request naming
     /// a topic that does not exist (and allowing auto-creation) creates it.
     pub auto_create_topics: bool,
@@ -84,6 +85,7 @@ impl Default for ServeConfig {
             history_reads_per_shard: 1,
             compaction_map_bytes: 32 << 20,
             preallocate_bytes: 32 << 20,
+            runway_bytes: 8 << 20,
             auto_create_topics: true,
             default_partitions: 1,
             group_initial_rebalance_delay_ms: 3_000,
@@ -156,6 +158,14 @@ pub struct ServeArgs {
     /// zeroes the memory at once. Bytes or KiB/MiB; a multiple of 4096 [default: 32MiB]
     #[arg(long, env = "KEEL_PREALLOCATE_BYTES", value_name = "BYTES", value_parser = parse_size)]
     pub preallocate_bytes: Option<u64>,
+    /// Partitions with fsync.policy=always keep up to this much of zeros written ahead of their
+    /// data (once the active segment holds 1 MiB; at most as far ahead as it holds), so appends
+    /// overwrite written blocks: on ext4 their fdatasyncs then commit no file-system metadata
+    /// and their writes go to the disk without a kernel worker thread. Costs writing those bytes
+    /// twice. Other fsync policies never zero. 0 turns it off. Bytes or KiB/MiB; a multiple of
+    /// 4096 [default: 8MiB]
+    #[arg(long, env = "KEEL_RUNWAY_BYTES", value_name = "BYTES", value_parser = parse_size)]
+    pub runway_bytes: Option<u64>,
     /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with
     /// --default-partitions partitions and default configs, as Kafka's auto.create.topics.enable
     /// [default: true]
@@ -214,6 +224,7 @@ struct FileConfig {
     history_reads_per_shard: Option<usize>,
     compaction_map_bytes: Option<u64>,
     preallocate_bytes: Option<u64>,
+    runway_bytes: Option<u64>,
     auto_create_topics: Option<bool>,
     default_partitions: Option<u32>,
     group_initial_rebalance_delay_ms: Option<u64>,
@@ -275,6 +286,7 @@ impl ServeArgs {
                 .or(file.compaction_map_bytes)
                 .unwrap_or(d.compaction_map_bytes),
             preallocate_bytes: self.preallocate_bytes.or(file.preallocate_bytes).unwrap_or(d.preallocate_bytes),
+            runway_bytes: self.runway_bytes.or(file.runway_bytes).unwrap_or(d.runway_bytes),
             auto_create_topics: self.auto_create_topics.or(file.auto_create_topics).unwrap_or(d.auto_create_topics),
             default_partitions: self.default_partitions.or(file.default_partitions).unwrap_or(d.default_partitions),
             group_initial_rebalance_delay_ms: self
@@ -338,11 +350,13 @@ impl ServeConfig {
                 self.compaction_map_bytes
             )));
         }
-        if !self.preallocate_bytes.is_multiple_of(4096) {
-            return Err(ConfigError(format!(
-                "preallocate_bytes ({}) must be a multiple of 4096 (0 turns preallocation off)",
-                self.preallocate_bytes
-            )));
+        for (name, value, what) in [
+            ("preallocate_bytes", self.preallocate_bytes, "preallocation"),
+            ("runway_bytes", self.runway_bytes, "the zeroed runway"),
+        ] {
+            if !value.is_multiple_of(4096) {
+                return Err(ConfigError(format!("{name} ({value}) must be a multiple of 4096 (0 turns {what} off)")));
+            }
         }
         // Every shard binds the listeners' address (SO_REUSEPORT): port 0 would give each shard
         // its own port.
@@ -478,6 +492,10 @@ mod tests {
         assert!(err.0.contains("preallocate_bytes"), "{err}");
         let c = ServeArgs { preallocate_bytes: Some(0), ..ServeArgs::default() }.resolve(2).unwrap();
         assert_eq!(c.preallocate_bytes, 0);
+        let err = ServeArgs { runway_bytes: Some(5000), ..ServeArgs::default() }.resolve(2).unwrap_err();
+        assert!(err.0.contains("runway_bytes (5000) must be a multiple of 4096"), "{err}");
+        assert_eq!(ServeArgs::default().resolve(2).unwrap().runway_bytes, 8 << 20);
+        assert_eq!(ServeArgs { runway_bytes: Some(0), ..ServeArgs::default() }.resolve(2).unwrap().runway_bytes, 0);
         let missing = ServeArgs { config: Some("/nonexistent/keel.toml".into()), ..ServeArgs::default() };
         assert!(missing.resolve(2).unwrap_err().0.contains("cannot read"));
     }

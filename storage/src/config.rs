@@ -62,6 +62,10 @@ pub struct LogConfig {
     /// Reserve disk space for the active segment in steps of this many bytes, so an append
     /// finds a full disk before it writes anything (0 = off).
     pub preallocate_bytes: u64,
+    /// Under `fsync=always`, keep up to this many bytes of zeros written ahead of the active
+    /// segment's end, so appends overwrite instead of growing the file and their fdatasyncs
+    /// commit no metadata (0 = off). Kept by [`crate::Log::extend_runway`]; see [`crate::runway`].
+    pub runway_bytes: u64,
     /// Idempotent producers whose state the log keeps at most; a new producer beyond this makes
     /// the log forget the one whose last batch is oldest.
     pub max_producers: usize,
@@ -90,6 +94,7 @@ impl Default for LogConfig {
             writes_in_flight: 4,
             tail_cache_bytes: 4 << 20,
             preallocate_bytes: 32 << 20,
+            runway_bytes: 8 << 20,
             max_producers: 10_000,
             producer_id_expiration_ms: 24 * 3600 * 1000,
             compaction_map_bytes: 32 << 20,
@@ -115,6 +120,7 @@ impl LogConfig {
             self.preallocate_bytes.is_multiple_of(crate::io::ALIGN as u64),
             "preallocate_bytes must be a multiple of 4096"
         );
+        assert!(self.runway_bytes.is_multiple_of(crate::io::ALIGN as u64), "runway_bytes must be a multiple of 4096");
         assert!(self.max_producers >= 1, "max_producers must be at least 1");
     }
 }

@@ -15,6 +15,8 @@
 //! - [`index`]: sparse offset and time indexes and their on-disk form.
 //! - `pipeline` (private): which bytes of the active segment to write next, several writes in
 //!   flight, never two on one page.
+//! - [`runway`]: under `fsync=always`, zeros written ahead of the active segment's end so
+//!   appends overwrite written blocks and their fdatasyncs commit no file system metadata.
 //! - [`cleaner`]: retention (delete old segments) and compaction (keep the latest record per key).
 //! - [`io`]: the disk as two small traits, with the glommio O_DIRECT implementation
 //!   ([`io::dma`]) and a simulated disk with faults and power loss ([`io::sim`]).
@@ -62,6 +64,7 @@ mod open;
 mod pipeline;
 pub mod producers;
 pub mod recovery;
+pub mod runway;
 mod tail;
 
 pub use config::{CleanupPolicy, FsyncPolicy, LogConfig};

@@ -187,13 +187,22 @@ pub(crate) struct State<F: File> {
     bytes_since_sync: u64,
     last_sync_ms: i64,
     /// Bytes of the active segment file with disk space reserved.
-    allocated: u64,
+    pub(crate) allocated: u64,
+    /// The active segment file holds durable zeros up to here, past its data (the runway, see
+    /// [`crate::runway`]); 0 when it has none. Reset whenever the file is cut or replaced.
+    pub(crate) zeroed: u64,
+    /// A runway zero write is in flight from this position: appends must not write at or past
+    /// it, and exclusive work (roll, truncation) waits for it to end.
+    pub(crate) zeroing: Option<u64>,
+    /// Making the runway failed (a full disk, say): none again for this segment file, rather
+    /// than a failing attempt after every append.
+    pub(crate) runway_refused: bool,
     /// A roll, truncation or preallocation is running: appends wait.
-    exclusive: bool,
+    pub(crate) exclusive: bool,
     /// Retention, compaction or truncation is running: other maintenance waits.
     pub(crate) maintenance: bool,
-    failed: Option<String>,
-    closed: bool,
+    pub(crate) failed: Option<String>,
+    pub(crate) closed: bool,
     pub(crate) damaged: Vec<DamagedRange>,
     /// Idempotent producers: epoch and last batches of each (see [`crate::producers`]).
     producers: ProducerStates,
@@ -251,6 +260,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 bytes_since_sync: 0,
                 last_sync_ms: now,
                 allocated: 0,
+                zeroed: 0,
+                zeroing: None,
+                runway_refused: false,
                 exclusive: false,
                 maintenance: false,
                 failed: None,
@@ -488,6 +500,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
             return Ok(Prepare::Roll);
         }
         let end = active.size + len;
+        if st.zeroing.is_some_and(|from| align_up(end) > from) {
+            return Ok(Prepare::Wait); // the runway's zero write in flight covers these pages
+        }
         if self.config.preallocate_bytes > 0 && end > st.allocated {
             return Ok(Prepare::Allocate(preallocation_target(
                 end,
@@ -673,6 +688,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
         st.written_end = end;
         st.pipeline = WritePipeline::new(pos);
         st.pending.clear();
+        st.zeroed = 0;
+        st.runway_refused = false;
         let active = st.segments.values_mut().next_back().expect("active segment");
         active.size = pos;
         warn!(dir = %self.dir.describe(""), log_end = end, "dropped bytes written after the last successful fdatasync");
@@ -693,6 +710,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
             wait.await;
         }
         let guard = ExclusiveGuard { state: &self.state, notify: &self.changed };
+        // A runway zero write in flight may not outlive the file it writes (roll, truncation).
+        loop {
+            let wait = self.changed.changed();
+            if self.state.borrow().zeroing.is_none() {
+                break;
+            }
+            wait.await;
+        }
         let end = self.state.borrow().log_end;
         if self.state.borrow().failed.is_none() {
             self.wait_written(end).await?;
@@ -748,6 +773,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.pipeline = WritePipeline::new(0);
             st.flushed_pos = 0;
             st.allocated = 0;
+            st.zeroed = 0;
+            st.runway_refused = false;
         }
         info!(dir = %self.dir.describe(""), base, "rolled to a new segment");
         self.write_producer_snapshot().await;
@@ -783,6 +810,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.flushed_end = st.written_end;
             st.flushed_pos = seal.log_size;
             st.allocated = 0;
+            st.zeroed = 0;
+            st.runway_refused = false;
         }
         self.write_index_files(base, &index, &seal).await
     }
@@ -1157,6 +1186,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.flushed_end = new_end;
             st.flushed_pos = position;
             st.allocated = 0;
+            st.zeroed = 0;
+            st.runway_refused = false;
             st.damaged.retain(|d| d.offsets.start < new_end);
             st.producers.truncate(new_end);
         }
@@ -1441,7 +1472,7 @@ impl<F: File> State<F> {
 }
 
 impl<F: File> Segment<F> {
-    fn file_is(&self, other: &Rc<F>) -> bool {
+    pub(crate) fn file_is(&self, other: &Rc<F>) -> bool {
         Rc::ptr_eq(&self.file, other)
     }
 }

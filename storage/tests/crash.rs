@@ -3,7 +3,8 @@
 //! A child process (this test binary re-run as `crash_child`) opens the log with
 //! `fsync=always`, appends from several concurrent tasks and prints `ACK <base> <last> <tag>` for
 //! every acknowledged batch. The parent SIGKILLs it at a random moment, reopens the log
-//! (recovery), and checks:
+//! (recovery), and checks (a task keeps the log's zeroed runway meanwhile, so kills also land
+//! during zero writes and recovery finds zeros after the data):
 //! - every acknowledged batch is present, at its offsets, byte-identical (rebuilt from its tag);
 //! - every batch the log serves is valid (CRC) and is one the child really appended (its records
 //!   match its tag), offsets contiguous — nothing corrupt or invented is served.
@@ -37,6 +38,8 @@ fn config() -> LogConfig {
         segment_bytes: 256 << 10,
         retention_ms: None,
         preallocate_bytes: 64 << 10,
+        // Small enough to be refilled many times per segment, so kills land during zero writes.
+        runway_bytes: 64 << 10,
         ..LogConfig::default()
     }
 }
@@ -90,6 +93,15 @@ fn crash_child() {
                 }
             }));
         }
+        // The zeroed runway, kept as the broker keeps it: refilled whenever low, beside appends.
+        tasks.push(glommio::spawn_local(async move {
+            loop {
+                if log.wants_runway() {
+                    log.extend_runway().await.expect("runway");
+                }
+                glommio::timer::sleep(Duration::from_micros(200)).await;
+            }
+        }));
         for t in tasks {
             t.await;
         }

@@ -9,13 +9,16 @@
 
 mod common;
 
-use std::{future::Future, io, pin::Pin, rc::Rc};
+use std::{future::Future, pin::Pin};
 
-use common::*;
+use common::{
+    turns::{Op, TurnsDir},
+    *,
+};
 use keel_storage::{
     io::{
-        sim::{FaultKind, SimBuf, SimClock, SimDir, SimDisk, SimFile},
-        Dir, File,
+        sim::{FaultKind, SimClock, SimDisk},
+        Dir,
     },
     AppendWait, Log, LogConfig, StorageError,
 };
@@ -27,80 +30,16 @@ const ENOSPC: i32 = 28;
 // ------------------------------------------------------------------------------------------------
 // A slower simulated disk, so appends overlap
 
-/// The simulated disk, except that every write and fdatasync yields to the executor once before it
-/// happens, so concurrent appends really wait behind one another (on the plain simulator every
-/// operation completes at once and appends never overlap).
-#[derive(Clone)]
-struct SlowDir(SimDir);
-struct SlowFile(SimFile);
-
-impl Dir for SlowDir {
-    type File = SlowFile;
-    async fn open(&self, name: &str, create: bool) -> io::Result<SlowFile> {
-        self.0.open(name, create).await.map(SlowFile)
-    }
-    async fn remove(&self, name: &str) -> io::Result<()> {
-        self.0.remove(name).await
-    }
-    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
-        self.0.rename(from, to).await
-    }
-    fn list(&self) -> io::Result<Vec<String>> {
-        self.0.list()
-    }
-    async fn sync(&self) -> io::Result<()> {
-        self.0.sync().await
-    }
-    fn describe(&self, name: &str) -> String {
-        self.0.describe(name)
-    }
+/// Every write and fdatasync yields to the executor once before it happens, so concurrent
+/// appends really wait behind one another.
+fn slow(op: Op<'_>) -> usize {
+    usize::from(matches!(op, Op::Write(_) | Op::Sync))
 }
 
-impl File for SlowFile {
-    type Buf = SimBuf;
-    fn alloc_buf(&self, len: usize) -> SimBuf {
-        self.0.alloc_buf(len)
-    }
-    async fn write_at(&self, buf: Rc<SimBuf>, pos: u64) -> io::Result<()> {
-        futures_lite::future::yield_now().await;
-        self.0.write_at(buf, pos).await
-    }
-    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.0.read_at(pos, len).await
-    }
-    async fn sync_data(&self) -> io::Result<()> {
-        futures_lite::future::yield_now().await;
-        self.0.sync_data().await
-    }
-    async fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len).await
-    }
-    async fn len(&self) -> io::Result<u64> {
-        self.0.len().await
-    }
-    async fn allocate(&self, len: u64) -> io::Result<()> {
-        self.0.allocate(len).await
-    }
-}
-
-type SlowLog = Log<SlowDir, SimClock>;
+type SlowLog = Log<TurnsDir, SimClock>;
 
 fn open_slow(disk: &SimDisk, clock: &SimClock) -> SlowLog {
-    block_on(Log::open(SlowDir(disk.dir(DIR)), clock.clone(), small_config())).expect("open").0
-}
-
-/// Every batch the log serves, from its start, for any disk.
-fn served<D: Dir>(log: &Log<D, SimClock>) -> Vec<Stored> {
-    let mut out = Vec::new();
-    let mut at = log.offsets().log_start;
-    loop {
-        let read = block_on(log.read(at, 1 << 16)).unwrap_or_else(|e| panic!("read {at}: {e}"));
-        if read.bytes.is_empty() {
-            return out;
-        }
-        out.extend(split(&read.bytes));
-        at = read.next_offset;
-    }
+    block_on(Log::open(TurnsDir::new(disk.dir(DIR), slow), clock.clone(), small_config())).expect("open").0
 }
 
 /// Appends `tags` one after another on any disk; each must succeed.

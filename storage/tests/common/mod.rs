@@ -1,6 +1,8 @@
 //! Helpers shared by the storage tests.
 #![allow(dead_code)]
 
+pub mod turns;
+
 use keel_storage::{
     batch::{BatchBuilder, BatchView},
     io::sim::{SimClock, SimDir, SimDisk},
@@ -39,6 +41,20 @@ pub fn small_config() -> LogConfig {
 pub fn open(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> SimLog {
     let (log, _report) = block_on(Log::open(disk.dir("p0"), clock.clone(), config)).expect("open");
     log
+}
+
+/// Every batch the log serves, from its start, for any disk, read 64 KiB at a time.
+pub fn served<D: keel_storage::io::Dir>(log: &Log<D, SimClock>) -> Vec<Stored> {
+    let mut out = Vec::new();
+    let mut at = log.offsets().log_start;
+    loop {
+        let read = block_on(log.read(at, 1 << 16)).unwrap_or_else(|e| panic!("read {at}: {e}"));
+        if read.bytes.is_empty() {
+            return out;
+        }
+        out.extend(split(&read.bytes));
+        at = read.next_offset;
+    }
 }
 
 /// Every batch from the log start to the end, as (base, last, bytes).

@@ -1,0 +1,264 @@
+//! The zeroed runway under `fsync=always` (`keel_storage::runway`), on the simulated disk:
+//! zeros land only past the data, appends overwrite them and never lose data to a zero write in
+//! flight, sealing trims them, a roll waits for them, recovery cuts them after a power loss
+//! without losing anything acknowledged, and a failing disk is handled as everywhere else.
+
+mod common;
+
+use common::{
+    turns::{Op, TurnsDir},
+    *,
+};
+use keel_storage::{
+    io::{
+        sim::{FaultKind, SimClock, SimDisk},
+        Dir,
+    },
+    recovery::DiskState,
+    FsyncPolicy, Log, LogConfig, StorageError,
+};
+
+const TERM: u32 = 4;
+const RUNWAY: u64 = 64 << 10;
+const ENOSPC: i32 = 28;
+const EIO: i32 = 5;
+
+fn config() -> LogConfig {
+    LogConfig {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 1 << 20,
+        runway_bytes: RUNWAY,
+        preallocate_bytes: 8192,
+        write_bytes: 8192,
+        tail_cache_bytes: 8192,
+        ..LogConfig::default()
+    }
+}
+
+/// An operation takes one executor turn, a write one more per 4 KiB, and a write of zeros (the
+/// runway's) 200: appends' writes complete while a zero write is in flight, as they can on a real
+/// disk.
+fn timed(op: Op<'_>) -> usize {
+    match op {
+        Op::Write(bytes) if bytes.iter().all(|&b| b == 0) => 200,
+        Op::Write(bytes) => 1 + bytes.len() / 4096,
+        Op::Sync | Op::SetLen | Op::Allocate => 1,
+    }
+}
+
+type TimedLog = Log<TurnsDir, SimClock>;
+
+fn open_timed(disk: &SimDisk, clock: &SimClock) -> TimedLog {
+    block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config())).expect("open").0
+}
+
+/// Appends tags one after another (each must succeed) until the log holds at least `bytes`.
+fn append_until<D: Dir>(log: &Log<D, SimClock>, first_tag: u64, bytes: u64) -> Vec<Stored> {
+    let mut out = Vec::new();
+    let mut tag = first_tag;
+    while log.size_bytes() < bytes {
+        let b = tagged_batch(tag);
+        let info = block_on(log.append(&b, TERM)).unwrap_or_else(|e| panic!("append {tag}: {e}"));
+        out.push((info.base_offset, info.last_offset, stored(&b, info.base_offset, TERM)));
+        tag += 1;
+    }
+    out
+}
+
+/// Appends write whole pages: the file ends at the page holding the data's end.
+fn page_up(bytes: u64) -> u64 {
+    bytes.div_ceil(4096) * 4096
+}
+
+fn active_file(disk: &SimDisk) -> Vec<u8> {
+    disk.file_bytes(DIR, &log_file(0)).expect("segment 0")
+}
+
+#[test]
+fn no_runway_unless_every_append_is_synced_and_the_segment_has_grown() {
+    let disk = SimDisk::new(1);
+    let clock = SimClock::new(1_000);
+    let log = open(&disk, &clock, config());
+    append_until(&log, 0, RUNWAY / 2);
+    assert!(!log.wants_runway(), "a segment smaller than the runway gets none");
+    let data = log.size_bytes();
+    block_on(log.extend_runway()).unwrap();
+    assert_eq!(active_file(&disk).len() as u64, page_up(data), "nothing zeroed");
+
+    for fsync in [FsyncPolicy::Never, FsyncPolicy::Interval { ms: Some(10), bytes: None }] {
+        let disk = SimDisk::new(2);
+        let log = open(&disk, &clock, LogConfig { fsync, ..config() });
+        append_until(&log, 0, 2 * RUNWAY);
+        assert!(!log.wants_runway(), "{fsync:?}: no runway");
+        let data = log.size_bytes();
+        block_on(log.extend_runway()).unwrap();
+        assert_eq!(active_file(&disk).len() as u64, page_up(data), "{fsync:?}: nothing zeroed");
+    }
+}
+
+#[test]
+fn zeros_go_past_the_data_appends_overwrite_them_and_sealing_trims_them() {
+    let disk = SimDisk::new(3);
+    let clock = SimClock::new(1_000);
+    let log = open(&disk, &clock, config());
+    let mut acked = append_until(&log, 0, RUNWAY);
+    assert!(log.wants_runway());
+    let data = log.size_bytes();
+    block_on(log.extend_runway()).unwrap();
+    assert!(!log.wants_runway(), "refilled");
+    let file = active_file(&disk);
+    // Up to `data` + what the segment holds (capped by the runway), page-rounded.
+    let target = page_up(page_up(data) + data.min(RUNWAY));
+    assert_eq!(file.len() as u64, target, "the file now reaches the runway's end");
+    assert!(file[data as usize..].iter().all(|&b| b == 0), "only zeros past the data");
+    assert_eq!(batches_in(&file).len(), acked.len(), "the data is intact");
+
+    // Appends go on into the zeros, and the file does not grow while they stay inside them.
+    acked.extend(append_until(&log, 1_000, data + RUNWAY / 4));
+    assert_eq!(active_file(&disk).len() as u64, target);
+    let end = log.offsets().log_end;
+    assert_serves(&log, &acked, 0, end);
+
+    // A roll seals the segment at its data.
+    let data = log.size_bytes();
+    block_on(log.roll()).unwrap();
+    assert_eq!(active_file(&disk).len() as u64, data, "sealed segments hold no zeros past their data");
+    let (log, report) = reopen(&disk, &clock, config());
+    assert_eq!(report.truncated_bytes, 0);
+    assert_serves(&log, &acked, 0, end);
+}
+
+#[test]
+fn appends_wait_for_a_zero_write_in_flight_and_none_is_lost_to_it() {
+    let disk = SimDisk::new(4);
+    let clock = SimClock::new(1_000);
+    // Space reserved far ahead, as the 32 MiB default does: an append reserving more would wait
+    // for the zero write anyway (a reservation waits for it). Reservations double the segment's
+    // size here: the one made past 144 KiB of data reaches about 300 KiB, beyond these appends.
+    let config = LogConfig { preallocate_bytes: 1 << 20, ..config() };
+    let log = block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config.clone())).expect("open").0;
+    let mut acked = append_until(&log, 0, 150 << 10);
+    let before = log.offsets().log_end;
+    let size_before = log.size_bytes();
+    // The runway's zero write (48 KiB from 16 KiB past the end, so many turns) runs while 60
+    // appends of up to 4 KiB go past its start: they must wait for it, not be overwritten by it.
+    type Task<'a> = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Option<(u64, keel_storage::Result<keel_storage::AppendInfo>)>> + 'a>,
+    >;
+    let mut tasks: Vec<Task<'_>> = vec![Box::pin(async {
+        log.extend_runway().await.expect("runway");
+        None
+    })];
+    for tag in 1_000..1_060u64 {
+        let log = &log;
+        tasks.push(Box::pin(async move {
+            let b = tagged_batch(tag);
+            Some((tag, log.append(&b, TERM).await))
+        }));
+    }
+    let mut appended: Vec<(u64, keel_storage::AppendInfo)> = join_all(tasks)
+        .into_iter()
+        .flatten()
+        .map(|(tag, r)| (tag, r.unwrap_or_else(|e| panic!("append {tag}: {e}"))))
+        .collect();
+    appended.sort_by_key(|(_, info)| info.base_offset);
+    assert!(log.size_bytes() > size_before + RUNWAY, "the appends reached past the zero write");
+    for (tag, info) in &appended {
+        acked.push((info.base_offset, info.last_offset, stored(&tagged_batch(*tag), info.base_offset, TERM)));
+    }
+    let end = log.offsets().log_end;
+    assert!(end > before);
+    assert!(served(&log) == acked, "every acknowledged batch is served byte-identical");
+    // And on disk, after a power loss: everything acknowledged, byte-identical.
+    disk.crash();
+    let (log, _) = reopen(&disk, &clock, config);
+    assert_serves(&log, &acked, 0, end);
+}
+
+#[test]
+fn a_roll_waits_for_the_zero_write_in_flight() {
+    let disk = SimDisk::new(5);
+    let clock = SimClock::new(1_000);
+    let log = open_timed(&disk, &clock);
+    append_until(&log, 0, RUNWAY);
+    let data = log.size_bytes();
+    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let tasks: Vec<Task<'_>> = vec![
+        Box::pin(async { log.extend_runway().await.expect("runway") }),
+        Box::pin(async { log.roll().await.expect("roll") }),
+    ];
+    join_all(tasks);
+    // Had the seal trimmed the file before the zero write landed, the write would have grown
+    // the sealed segment again.
+    assert_eq!(active_file(&disk).len() as u64, data, "the sealed segment holds only its data");
+    assert_eq!(log.active_segment_base(), log.offsets().log_end);
+}
+
+#[test]
+fn a_power_loss_with_a_runway_loses_nothing_acknowledged() {
+    for seed in 0..20 {
+        let disk = SimDisk::new(100 + seed);
+        let clock = SimClock::new(1_000);
+        let log = open(&disk, &clock, config());
+        let mut acked = append_until(&log, 0, RUNWAY);
+        block_on(log.extend_runway()).unwrap();
+        acked.extend(append_until(&log, 1_000, RUNWAY * 7 / 4));
+        // A second refill, then more appends into the first one's zeros.
+        assert!(log.wants_runway(), "seed {seed}: less than half the runway left");
+        block_on(log.extend_runway()).unwrap();
+        acked.extend(append_until(&log, 2_000, RUNWAY * 2));
+        let end = log.offsets().log_end;
+        disk.crash();
+        let (log, report) = reopen(&disk, &clock, config());
+        assert_serves(&log, &acked, 0, end);
+        assert!(
+            decisions_for(&report, &log_file(0)).contains(&DiskState::ZeroFilledTail),
+            "seed {seed}: the zeros were found and cut: {:?}",
+            report.decisions
+        );
+        assert_eq!(report.truncated_bytes, 0, "seed {seed}: zeros are not reported as cut data");
+        append_one_more(&log, 9_999, end);
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_the_log_without_a_runway_but_usable() {
+    let disk = SimDisk::new(6);
+    let clock = SimClock::new(1_000);
+    let log = open(&disk, &clock, config());
+    let mut acked = append_until(&log, 0, RUNWAY);
+    disk.fail_next(FaultKind::Allocate, 1, ENOSPC);
+    let r = block_on(log.extend_runway());
+    assert!(matches!(r, Err(StorageError::NoSpace(_)) | Err(StorageError::Io { .. })), "{r:?}");
+    assert!(log.failure().is_none(), "a runway that could not be reserved does not fail the log");
+    assert!(!log.wants_runway(), "no new attempt after every append");
+    acked.extend(append_until(&log, 1_000, RUNWAY + 4096));
+    let end = log.offsets().log_end;
+    assert_serves(&log, &acked, 0, end);
+    // The next segment tries again.
+    block_on(log.roll()).unwrap();
+    let sealed = log.size_bytes();
+    acked.extend(append_until(&log, 2_000, sealed + RUNWAY));
+    assert!(log.wants_runway());
+    block_on(log.extend_runway()).unwrap();
+    let end = log.offsets().log_end;
+    assert_serves(&log, &acked, 0, end);
+}
+
+#[test]
+fn a_failed_fdatasync_of_the_runway_fails_the_log_until_reopened() {
+    let disk = SimDisk::new(7);
+    let clock = SimClock::new(1_000);
+    let log = open(&disk, &clock, config());
+    let acked = append_until(&log, 0, RUNWAY);
+    let end = log.offsets().log_end;
+    disk.fail_next(FaultKind::Sync, 1, EIO);
+    assert!(matches!(block_on(log.extend_runway()), Err(StorageError::Io { .. })));
+    assert!(log.failure().is_some());
+    let later = block_on(log.append(&tagged_batch(500), TERM));
+    assert!(matches!(later, Err(StorageError::Failed { .. })), "{later:?}");
+    drop(log);
+    let (log, _) = reopen(&disk, &clock, config());
+    assert_serves(&log, &acked, 0, end);
+    append_one_more(&log, 501, end);
+}
