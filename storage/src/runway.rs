@@ -32,8 +32,10 @@ use crate::{
     log::{Log, State},
 };
 
-/// Largest single zero write.
-pub(crate) const ZERO_WRITE_BYTES: u64 = 1 << 20;
+/// Largest single zero write. Small, because an append's write queued behind one on the device
+/// waits for it (256 KiB is about 0.6 ms at this project's disk's 450 MB/s); large enough that
+/// a refill of a few MiB is a handful of writes.
+pub(crate) const ZERO_WRITE_BYTES: u64 = 256 << 10;
 /// A segment smaller than this (or than the runway, if smaller) gets no runway: appends grow the
 /// file as they would anyway.
 pub(crate) const MIN_SEGMENT_BYTES: u64 = 1 << 20;
