@@ -191,8 +191,9 @@ pub(crate) struct State<F: File> {
     /// The active segment file holds durable zeros up to here, past its data (the runway, see
     /// [`crate::runway`]); 0 when it has none. Reset whenever the file is cut or replaced.
     pub(crate) zeroed: u64,
-    /// A runway zero write is in flight from this position: appends must not write at or past
-    /// it, and exclusive work (roll, truncation) waits for it to end.
+    /// A runway refill is writing zeros from this position (or syncing them: then it is the
+    /// runway's end): appends must not write at or past it, and exclusive work (roll,
+    /// truncation) waits for the refill to end.
     pub(crate) zeroing: Option<u64>,
     /// Making the runway failed (a full disk, say): none again for this segment file, rather
     /// than a failing attempt after every append.
@@ -710,7 +711,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             wait.await;
         }
         let guard = ExclusiveGuard { state: &self.state, notify: &self.changed };
-        // A runway zero write in flight may not outlive the file it writes (roll, truncation).
+        // A runway refill may not outlive the file, or the length, it writes (roll, truncation).
         loop {
             let wait = self.changed.changed();
             if self.state.borrow().zeroing.is_none() {

@@ -83,7 +83,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     /// Refills the active segment's zeroed runway (see the module doc) if it is low. Appends go
-    /// on meanwhile; a roll, truncation or close waits for the zero write in flight. An error
+    /// on meanwhile; a roll, truncation or close waits for the refill to end. An error
     /// leaves the log usable without a runway until its next segment (appends grow the file as
     /// they would without one), except a failed fdatasync, which fails the log as any failed
     /// fdatasync does.
@@ -126,24 +126,22 @@ impl<D: Dir, C: Clock> Log<D, C> {
             Ok(())
         }
         .await;
-        drop(guard);
         if let Err(e) = zeroed {
             // The zeros written so far are past the data, where recovery expects them anyway.
             self.state.borrow_mut().runway_refused = true;
             return Err(e);
         }
-        // The zeros' metadata (size, written extents) is committed here, not by an append.
+        // The zeros' metadata (size, written extents) is committed here, not by an append. The
+        // guard holds a roll or truncation off until then, so the file is still the one zeroed,
+        // and at its length, when the runway is counted; only appends past the zeros would wait.
+        self.state.borrow_mut().zeroing = Some(range.end);
         if let Err(e) = file.sync_data().await {
             let err = StorageError::io("fdatasync of the runway of", what(), e);
             self.fail(err.to_string());
             return Err(err);
         }
-        let mut st = self.state.borrow_mut();
-        // A roll or truncation since would have waited for the zero writes, not the sync: the
-        // runway counts only if it is still the active segment's.
-        if st.failed.is_none() && st.active().file_is(&file) {
-            st.zeroed = range.end;
-        }
+        self.state.borrow_mut().zeroed = range.end;
+        drop(guard);
         Ok(())
     }
 }
@@ -155,8 +153,8 @@ fn runway_held_off<F: File>(st: &State<F>) -> bool {
     st.failed.is_some() || st.closed || st.exclusive || st.zeroing.is_some() || st.runway_refused
 }
 
-/// Ends a runway's zero writes, however [`Log::extend_runway`] returns (error or drop): appends
-/// waiting for them go on, and a roll or truncation may start.
+/// Ends a runway refill (its zero writes and their fdatasync), however [`Log::extend_runway`]
+/// returns (error or drop): appends waiting for it go on, and a roll or truncation may start.
 struct ZeroingGuard<'a, D: Dir, C: Clock> {
     log: &'a Log<D, C>,
 }

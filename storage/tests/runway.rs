@@ -195,6 +195,30 @@ fn a_roll_waits_for_the_zero_write_in_flight() {
 }
 
 #[test]
+fn a_truncation_waits_for_the_refill_and_the_runway_is_made_again() {
+    let disk = SimDisk::new(8);
+    let clock = SimClock::new(1_000);
+    let log = block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config())).expect("open").0;
+    let acked = append_until(&log, 0, 2 * RUNWAY);
+    // Keep three quarters of the batches (about 1.5 runways): still enough for a runway.
+    let keep = acked.len() * 3 / 4;
+    let new_end = acked[keep].0;
+    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let tasks: Vec<Task<'_>> = vec![
+        Box::pin(async { log.extend_runway().await.expect("runway") }),
+        Box::pin(async { log.truncate_suffix(new_end).await.expect("truncate") }),
+    ];
+    join_all(tasks);
+    assert_eq!(log.offsets().log_end, new_end);
+    let data = log.size_bytes();
+    // The truncation cut the file at its data, runway and all, and the log knows it: had it
+    // kept counting the cut zeros, it would not want a runway now.
+    assert_eq!(active_file(&disk).len() as u64, data, "the file ends at the data");
+    assert!(log.wants_runway(), "the runway is made again after a truncation");
+    assert!(served(&log) == acked[..keep], "the batches kept are served byte-identical");
+}
+
+#[test]
 fn a_power_loss_with_a_runway_loses_nothing_acknowledged() {
     for seed in 0..20 {
         let disk = SimDisk::new(100 + seed);
