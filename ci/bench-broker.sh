@@ -24,8 +24,7 @@
 #   5. the disk's own latency floor at b's and c's loads, without Keel (keel-bench baseline log):
 #      an ideal log (each partition file gets every record due in one O_DIRECT write, + fdatasync
 #      for b) fed the same records on the same schedule, latency measured from the due time as for
-#      Keel; b's shape (2 files, a thread each, 50 MB/s, fdatasync, files zeroed first as Keel's
-#      runway is) and c's (8 files written in
+#      Keel; b's shape (2 files, a thread each, 50 MB/s, fdatasync) and c's (8 files written in
 #      turn by one thread, as one shard would, 200 MB/s), each on a quiet machine and beside one
 #      busy thread (a broker and a load generator keep at least one CPU busy), with the share of
 #      the time the machine stalled and Keel's figures over the floor's;
@@ -119,9 +118,7 @@ run() { # name target topic, then keel-bench arguments
 B_RATE=48828.125 B_PARTITIONS=2 C_RATE=195312.5 C_PARTITIONS=8
 B_LOAD=(produce --partitions $B_PARTITIONS --producers 2 --acks all --rate $B_RATE --topic-config fsync.policy=always)
 C_LOAD=(e2e --partitions $C_PARTITIONS --producers 2 --consumers 2 --acks 1 --rate $C_RATE --topic-config fsync.policy=never)
-# b's files are written full of zeros first (--zeroed): under fsync.policy=always Keel keeps a
-# zeroed runway ahead of each log's end, so its appends overwrite written blocks too.
-B_FLOOR=(--rate $B_RATE --files $B_PARTITIONS --sync --zeroed)
+B_FLOOR=(--rate $B_RATE --files $B_PARTITIONS --sync)
 C_FLOOR=(--rate $C_RATE --files $C_PARTITIONS --threads 1)
 
 RETENTION=()

@@ -10,9 +10,10 @@
 //! - **Syncs after `acks=1` appends** under `fsync.policy=always`: such an append returns once
 //!   written; its fdatasync (which makes it durable and readable) starts here right away.
 //!
-//! - **Zeroed runways** under `fsync.policy=always` (`keel_storage::runway`): when an append
-//!   leaves a log's runway low ([`ShardState::runway_soon`]), zeros are written ahead of its end
-//!   here, one log at a time, while appends go on.
+//! - **Zeroed runways** under `fsync.policy=always` with `--runway-bytes` (off by default;
+//!   `keel_storage::runway`): when an append leaves a log's runway low
+//!   ([`ShardState::runway_soon`]), zeros are written ahead of its end here, one log at a time,
+//!   while appends go on.
 //!
 //! - **Consumer group timer**: session and rebalance timeouts of the groups this shard
 //!   coordinates (`coordinator::GroupService::run_timer`; asleep while there are none).

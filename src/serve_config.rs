@@ -85,7 +85,7 @@ impl Default for ServeConfig {
             history_reads_per_shard: 1,
             compaction_map_bytes: 32 << 20,
             preallocate_bytes: 32 << 20,
-            runway_bytes: 8 << 20,
+            runway_bytes: 0,
             auto_create_topics: true,
             default_partitions: 1,
             group_initial_rebalance_delay_ms: 3_000,
@@ -160,10 +160,11 @@ pub struct ServeArgs {
     pub preallocate_bytes: Option<u64>,
     /// Partitions with fsync.policy=always keep up to this much of zeros written ahead of their
     /// data (once the active segment holds 1 MiB; at most as far ahead as it holds), so appends
-    /// overwrite written blocks: on ext4 their fdatasyncs then commit no file-system metadata
-    /// and their writes go to the disk without a kernel worker thread. Costs writing those bytes
-    /// twice. Other fsync policies never zero. 0 turns it off. Bytes or KiB/MiB; a multiple of
-    /// 4096 [default: 8MiB]
+    /// overwrite written blocks: on ext4 their fdatasyncs then commit no file-system metadata.
+    /// Measured: a third less broker CPU under heavy fsync=always load and a lower median
+    /// latency, but the disk writes those bytes twice, and p99 was a few ms higher at 50 MB/s
+    /// (docs/benchmarks.md). Other fsync policies never zero. 8MiB is a good size to try; 0 =
+    /// off. Bytes or KiB/MiB; a multiple of 4096 [default: 0]
     #[arg(long, env = "KEEL_RUNWAY_BYTES", value_name = "BYTES", value_parser = parse_size)]
     pub runway_bytes: Option<u64>,
     /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with
@@ -494,8 +495,11 @@ mod tests {
         assert_eq!(c.preallocate_bytes, 0);
         let err = ServeArgs { runway_bytes: Some(5000), ..ServeArgs::default() }.resolve(2).unwrap_err();
         assert!(err.0.contains("runway_bytes (5000) must be a multiple of 4096"), "{err}");
-        assert_eq!(ServeArgs::default().resolve(2).unwrap().runway_bytes, 8 << 20);
-        assert_eq!(ServeArgs { runway_bytes: Some(0), ..ServeArgs::default() }.resolve(2).unwrap().runway_bytes, 0);
+        assert_eq!(ServeArgs::default().resolve(2).unwrap().runway_bytes, 0);
+        assert_eq!(
+            ServeArgs { runway_bytes: Some(8 << 20), ..ServeArgs::default() }.resolve(2).unwrap().runway_bytes,
+            8 << 20
+        );
         let missing = ServeArgs { config: Some("/nonexistent/keel.toml".into()), ..ServeArgs::default() };
         assert!(missing.resolve(2).unwrap_err().0.contains("cannot read"));
     }
