@@ -163,7 +163,7 @@ pub struct ServeArgs {
     /// overwrite written blocks: on ext4 their fdatasyncs then commit no file-system metadata.
     /// Measured: a third less broker CPU under heavy fsync=always load and a lower median
     /// latency, but the disk writes those bytes twice, and p99 was a few ms higher at 50 MB/s
-    /// (docs/benchmarks.md). Other fsync policies never zero. 8MiB is a good size to try; 0 =
+    /// (docs/benchmarks.md, measured with 8MiB). Other fsync policies never zero. 0 =
     /// off. Bytes or KiB/MiB; a multiple of 4096 [default: 0]
     #[arg(long, env = "KEEL_RUNWAY_BYTES", value_name = "BYTES", value_parser = parse_size)]
     pub runway_bytes: Option<u64>,
