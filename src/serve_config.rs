@@ -56,6 +56,8 @@ pub struct ServeConfig {
     /// Disk space reserved ahead of each active segment's end (fallocate), at most this many
     /// bytes ahead, so a full disk is found before anything is written; 0 = off.
     pub preallocate_bytes: u64,
+    /// Zeros kept written ahead of each fsync=always partition's end (`keel_storage::runway`);
+    /// 0 = off.
     pub runway_bytes: u64,
     /// Kafka's `auto.create.topics.enable`, on the Kafka listener only: a Metadata request naming
     /// a topic that does not exist (and allowing auto-creation) creates it.

@@ -462,19 +462,15 @@ fn write_files(
 
 fn print_human(r: &LogBaseline) {
     println!(
-        "ideal log on {}: {} file(s) written by {} thread(s), {}-byte records at {:.0}/s ({:.1} MB/s offered), {}{}",
+        "ideal log on {}: {} file(s) written by {} thread(s), {}-byte records at {:.0}/s ({:.1} MB/s offered), {}{}{}",
         r.dir,
         r.files,
         r.threads,
         r.record_bytes,
         r.rate,
         r.offered_mb_per_s,
-        match (r.sync, r.zeroed) {
-            (true, false) => "write + fdatasync",
-            (true, true) => "write + fdatasync over zeroed files",
-            (false, false) => "write only",
-            (false, true) => "write only over zeroed files",
-        },
+        if r.sync { "write + fdatasync" } else { "write only" },
+        if r.zeroed { " over zeroed files" } else { "" },
         if r.busy_threads > 0 { format!(", beside {} busy thread(s)", r.busy_threads) } else { String::new() },
     );
     println!(

@@ -199,11 +199,11 @@ pub(crate) struct State<F: File> {
     /// than a failing attempt after every append.
     pub(crate) runway_refused: bool,
     /// A roll, truncation or preallocation is running: appends wait.
-    pub(crate) exclusive: bool,
+    exclusive: bool,
     /// Retention, compaction or truncation is running: other maintenance waits.
     pub(crate) maintenance: bool,
-    pub(crate) failed: Option<String>,
-    pub(crate) closed: bool,
+    failed: Option<String>,
+    closed: bool,
     pub(crate) damaged: Vec<DamagedRange>,
     /// Idempotent producers: epoch and last batches of each (see [`crate::producers`]).
     producers: ProducerStates,
@@ -689,8 +689,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         st.written_end = end;
         st.pipeline = WritePipeline::new(pos);
         st.pending.clear();
-        st.zeroed = 0;
-        st.runway_refused = false;
+        st.forget_space_past_data();
         let active = st.segments.values_mut().next_back().expect("active segment");
         active.size = pos;
         warn!(dir = %self.dir.describe(""), log_end = end, "dropped bytes written after the last successful fdatasync");
@@ -773,9 +772,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.tail = Tail::new(0, &[]);
             st.pipeline = WritePipeline::new(0);
             st.flushed_pos = 0;
-            st.allocated = 0;
-            st.zeroed = 0;
-            st.runway_refused = false;
+            st.forget_space_past_data();
         }
         info!(dir = %self.dir.describe(""), base, "rolled to a new segment");
         self.write_producer_snapshot().await;
@@ -810,9 +807,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.check_writable()?;
             st.flushed_end = st.written_end;
             st.flushed_pos = seal.log_size;
-            st.allocated = 0;
-            st.zeroed = 0;
-            st.runway_refused = false;
+            st.forget_space_past_data();
         }
         self.write_index_files(base, &index, &seal).await
     }
@@ -1186,9 +1181,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             st.written_end = new_end;
             st.flushed_end = new_end;
             st.flushed_pos = position;
-            st.allocated = 0;
-            st.zeroed = 0;
-            st.runway_refused = false;
+            st.forget_space_past_data();
             st.damaged.retain(|d| d.offsets.start < new_end);
             st.producers.truncate(new_end);
         }
@@ -1450,6 +1443,14 @@ impl<F: File> State<F> {
     /// bytes copied out of the tail into an aligned, zero-padded buffer.
     fn next_write(&mut self, write_bytes: usize, max_in_flight: usize) -> Option<(Rc<F>, F::Buf, u64, u64)> {
         let plan = self.pipeline.plan(self.tail.end(), write_bytes as u64, max_in_flight)?;
+        // prepare_append keeps appends short of a runway refill's zero writes.
+        debug_assert!(
+            self.zeroing.is_none_or(|from| align_up(plan.end) <= from),
+            "a write of [{}, {}) would meet the runway's zero write from {:?}",
+            plan.start,
+            plan.end,
+            self.zeroing
+        );
         let file = self.active().file.clone();
         let len = (plan.end - plan.start) as usize;
         let mut buf = file.alloc_buf(align_up(len as u64) as usize);
@@ -1472,8 +1473,27 @@ impl<F: File> State<F> {
     }
 }
 
+impl<F: File> State<F> {
+    /// The active segment file was cut or replaced (roll, seal, truncation, dropped unsynced
+    /// bytes): nothing is reserved or zeroed past its data any more, and a runway may be tried
+    /// again.
+    fn forget_space_past_data(&mut self) {
+        self.allocated = 0;
+        self.zeroed = 0;
+        self.runway_refused = false;
+    }
+
+    /// No runway work now: the log failed or closed, a roll or truncation holds appends off, a
+    /// refill runs already, or this segment's runway failed. [`Log::wants_runway`] and
+    /// [`Log::extend_runway`] both ask it, so a caller looping on the one never spins on the
+    /// other.
+    pub(crate) fn runway_held_off(&self) -> bool {
+        self.failed.is_some() || self.closed || self.exclusive || self.zeroing.is_some() || self.runway_refused
+    }
+}
+
 impl<F: File> Segment<F> {
-    pub(crate) fn file_is(&self, other: &Rc<F>) -> bool {
+    fn file_is(&self, other: &Rc<F>) -> bool {
         Rc::ptr_eq(&self.file, other)
     }
 }

@@ -34,7 +34,7 @@ use crate::{
     config::FsyncPolicy,
     error::{Result, StorageError},
     io::{align_down, align_up, Clock, Dir, File, IoBuf},
-    log::{Log, State},
+    log::Log,
 };
 
 /// Largest single zero write. Small, because an append's write queued behind one on the device
@@ -83,7 +83,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// ask after appends.
     pub fn wants_runway(&self) -> bool {
         let st = self.state.borrow();
-        !runway_held_off(&st)
+        !st.runway_held_off()
             && plan(st.active().size, st.zeroed, self.runway_bytes(), self.config.segment_bytes).is_some()
     }
 
@@ -95,12 +95,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
     pub async fn extend_runway(&self) -> Result<()> {
         let (file, range) = {
             let mut st = self.state.borrow_mut();
-            if runway_held_off(&st) {
+            if st.runway_held_off() {
                 return Ok(());
             }
             let Some(range) = plan(st.active().size, st.zeroed, self.runway_bytes(), self.config.segment_bytes) else {
                 return Ok(());
             };
+            // Zeros only past the page that holds the data's end (appends rewrite that one).
+            debug_assert!(range.start >= align_up(st.active().size), "runway {range:?} over the data");
             let file = st.active().file.clone();
             st.zeroing = Some(range.start);
             (file, range)
@@ -149,13 +151,6 @@ impl<D: Dir, C: Clock> Log<D, C> {
         drop(guard);
         Ok(())
     }
-}
-
-/// No runway work now: the log failed or closed, a roll or truncation holds appends off, a
-/// refill runs already, or this segment's runway failed. [`Log::wants_runway`] and
-/// [`Log::extend_runway`] agree on it, so a caller looping on the one never spins on the other.
-fn runway_held_off<F: File>(st: &State<F>) -> bool {
-    st.failed.is_some() || st.closed || st.exclusive || st.zeroing.is_some() || st.runway_refused
 }
 
 /// Ends a runway refill (its zero writes and their fdatasync), however [`Log::extend_runway`]

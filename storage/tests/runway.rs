@@ -48,8 +48,16 @@ fn timed(op: Op<'_>) -> usize {
 
 type TimedLog = Log<TurnsDir, SimClock>;
 
-fn open_timed(disk: &SimDisk, clock: &SimClock) -> TimedLog {
-    block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config())).expect("open").0
+fn open_timed(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> TimedLog {
+    block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config)).expect("open").0
+}
+
+/// A new simulated disk (seeded), its clock, and a log with [`config`] on it.
+fn fresh(seed: u64) -> (SimDisk, SimClock, SimLog) {
+    let disk = SimDisk::new(seed);
+    let clock = SimClock::new(1_000);
+    let log = open(&disk, &clock, config());
+    (disk, clock, log)
 }
 
 /// Appends tags one after another (each must succeed) until the log holds at least `bytes`.
@@ -76,9 +84,7 @@ fn active_file(disk: &SimDisk) -> Vec<u8> {
 
 #[test]
 fn no_runway_unless_every_append_is_synced_and_the_segment_has_grown() {
-    let disk = SimDisk::new(1);
-    let clock = SimClock::new(1_000);
-    let log = open(&disk, &clock, config());
+    let (disk, clock, log) = fresh(1);
     append_until(&log, 0, RUNWAY / 2);
     assert!(!log.wants_runway(), "a segment smaller than the runway gets none");
     let data = log.size_bytes();
@@ -98,9 +104,7 @@ fn no_runway_unless_every_append_is_synced_and_the_segment_has_grown() {
 
 #[test]
 fn zeros_go_past_the_data_appends_overwrite_them_and_sealing_trims_them() {
-    let disk = SimDisk::new(3);
-    let clock = SimClock::new(1_000);
-    let log = open(&disk, &clock, config());
+    let (disk, clock, log) = fresh(3);
     let mut acked = append_until(&log, 0, RUNWAY);
     assert!(log.wants_runway());
     let data = log.size_bytes();
@@ -136,7 +140,7 @@ fn appends_wait_for_a_zero_write_in_flight_and_none_is_lost_to_it() {
     // for the zero write anyway (a reservation waits for it). Reservations double the segment's
     // size here: the one made past 144 KiB of data reaches about 300 KiB, beyond these appends.
     let config = LogConfig { preallocate_bytes: 1 << 20, ..config() };
-    let log = block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config.clone())).expect("open").0;
+    let log = open_timed(&disk, &clock, config.clone());
     let mut acked = append_until(&log, 0, 150 << 10);
     let before = log.offsets().log_end;
     let size_before = log.size_bytes();
@@ -179,7 +183,7 @@ fn appends_wait_for_a_zero_write_in_flight_and_none_is_lost_to_it() {
 fn a_roll_waits_for_the_zero_write_in_flight() {
     let disk = SimDisk::new(5);
     let clock = SimClock::new(1_000);
-    let log = open_timed(&disk, &clock);
+    let log = open_timed(&disk, &clock, config());
     append_until(&log, 0, RUNWAY);
     let data = log.size_bytes();
     type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
@@ -198,7 +202,7 @@ fn a_roll_waits_for_the_zero_write_in_flight() {
 fn a_truncation_waits_for_the_refill_and_the_runway_is_made_again() {
     let disk = SimDisk::new(8);
     let clock = SimClock::new(1_000);
-    let log = block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config())).expect("open").0;
+    let log = open_timed(&disk, &clock, config());
     let acked = append_until(&log, 0, 2 * RUNWAY);
     // Keep three quarters of the batches (about 1.5 runways): still enough for a runway.
     let keep = acked.len() * 3 / 4;
@@ -221,9 +225,7 @@ fn a_truncation_waits_for_the_refill_and_the_runway_is_made_again() {
 #[test]
 fn a_power_loss_with_a_runway_loses_nothing_acknowledged() {
     for seed in 0..20 {
-        let disk = SimDisk::new(100 + seed);
-        let clock = SimClock::new(1_000);
-        let log = open(&disk, &clock, config());
+        let (disk, clock, log) = fresh(100 + seed);
         let mut acked = append_until(&log, 0, RUNWAY);
         block_on(log.extend_runway()).unwrap();
         acked.extend(append_until(&log, 1_000, RUNWAY * 7 / 4));
@@ -247,9 +249,7 @@ fn a_power_loss_with_a_runway_loses_nothing_acknowledged() {
 
 #[test]
 fn a_full_disk_leaves_the_log_without_a_runway_but_usable() {
-    let disk = SimDisk::new(6);
-    let clock = SimClock::new(1_000);
-    let log = open(&disk, &clock, config());
+    let (disk, _clock, log) = fresh(6);
     let mut acked = append_until(&log, 0, RUNWAY);
     disk.fail_next(FaultKind::Allocate, 1, ENOSPC);
     let r = block_on(log.extend_runway());
@@ -271,9 +271,7 @@ fn a_full_disk_leaves_the_log_without_a_runway_but_usable() {
 
 #[test]
 fn a_failed_fdatasync_of_the_runway_fails_the_log_until_reopened() {
-    let disk = SimDisk::new(7);
-    let clock = SimClock::new(1_000);
-    let log = open(&disk, &clock, config());
+    let (disk, clock, log) = fresh(7);
     let acked = append_until(&log, 0, RUNWAY);
     let end = log.offsets().log_end;
     disk.fail_next(FaultKind::Sync, 1, EIO);

@@ -6,7 +6,7 @@ pub mod turns;
 use keel_storage::{
     batch::{BatchBuilder, BatchView},
     io::sim::{SimClock, SimDir, SimDisk},
-    Log, LogConfig, ReadBatches,
+    Log, LogConfig,
 };
 
 pub type SimLog = Log<SimDir, SimClock>;
@@ -43,12 +43,13 @@ pub fn open(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> SimLog {
     log
 }
 
-/// Every batch the log serves, from its start, for any disk, read 64 KiB at a time.
-pub fn served<D: keel_storage::io::Dir>(log: &Log<D, SimClock>) -> Vec<Stored> {
+/// Every batch the log serves, from its start, for any disk, read `max_bytes` at a time, as
+/// (base, last, bytes).
+pub fn served_in<D: keel_storage::io::Dir>(log: &Log<D, SimClock>, max_bytes: usize) -> Vec<Stored> {
     let mut out = Vec::new();
     let mut at = log.offsets().log_start;
     loop {
-        let read = block_on(log.read(at, 1 << 16)).unwrap_or_else(|e| panic!("read {at}: {e}"));
+        let read = block_on(log.read(at, max_bytes)).unwrap_or_else(|e| panic!("read {at}: {e}"));
         if read.bytes.is_empty() {
             return out;
         }
@@ -57,19 +58,14 @@ pub fn served<D: keel_storage::io::Dir>(log: &Log<D, SimClock>) -> Vec<Stored> {
     }
 }
 
-/// Every batch from the log start to the end, as (base, last, bytes).
-pub fn read_all(log: &SimLog) -> Vec<(u64, u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut at = log.offsets().log_start;
-    loop {
-        let ReadBatches { bytes, next_offset, .. } = block_on(log.read(at, 4096)).expect("read");
-        if bytes.is_empty() {
-            break;
-        }
-        out.extend(split(&bytes));
-        at = next_offset;
-    }
-    out
+/// [`served_in`] 64 KiB at a time.
+pub fn served<D: keel_storage::io::Dir>(log: &Log<D, SimClock>) -> Vec<Stored> {
+    served_in(log, 1 << 16)
+}
+
+/// [`served_in`] 4 KiB at a time (below most batches' size, so reads end mid-way often).
+pub fn read_all(log: &SimLog) -> Vec<Stored> {
+    served_in(log, 4096)
 }
 
 pub fn split(mut bytes: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {
