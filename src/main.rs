@@ -17,7 +17,7 @@ enum Command {
     /// Run the broker: one shard per core, the native protocol on --listen, the Kafka protocol on
     /// --kafka-listen. Settings come from defaults, then --config FILE (TOML), then KEEL_*
     /// variables, then flags.
-    Serve(keel::serve_config::ServeArgs),
+    Serve(Box<keel::serve_config::ServeArgs>),
     /// Create, list, describe, delete topics and change their configs.
     Topic {
         #[command(flatten)]

@@ -30,6 +30,9 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     /// Kafka wire protocol listener (`src/kafka/`); `None` = off.
     pub kafka_listen: Option<SocketAddr>,
+    /// The address Kafka clients are told to connect to (Kafka's `advertised.listeners`);
+    /// `None` = the listener's own.
+    pub kafka_advertise: Option<HostPort>,
     /// Shards (one per core, pinned); `None` = every online CPU.
     pub cores: Option<usize>,
     /// Memory budget of the whole broker in bytes, split evenly between shards (caches and data
@@ -78,6 +81,7 @@ impl Default for ServeConfig {
             listen: "127.0.0.1:9400".parse().expect("valid"),
             admin_listen: "127.0.0.1:9401".parse().expect("valid"),
             kafka_listen: Some("127.0.0.1:9092".parse().expect("valid")),
+            kafka_advertise: None,
             cores: None,
             memory_bytes: 1 << 30,
             max_frame_bytes: 8 << 20,
@@ -117,6 +121,12 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:9092]
     #[arg(long, env = "KEEL_KAFKA_LISTEN", value_name = "HOST:PORT", value_parser = parse_listen)]
     pub kafka_listen: Option<Listen>,
+    /// The address Metadata gives Kafka clients for this broker, when they cannot reach it at
+    /// --kafka-listen's (a container's port mapping, NAT, a load balancer or a host name);
+    /// Kafka's advertised.listeners. A host name or an IP address, and a port [default: the
+    /// Kafka listener's address, or the address the client reached if it listens on 0.0.0.0]
+    #[arg(long, env = "KEEL_KAFKA_ADVERTISE", value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub kafka_advertise: Option<HostPort>,
     /// Number of shards, one pinned to each of the first N CPUs [default: every online CPU]
     #[arg(long, env = "KEEL_CORES", value_name = "N")]
     pub cores: Option<usize>,
@@ -210,6 +220,57 @@ pub fn parse_listen(s: &str) -> Result<Listen, String> {
     }
 }
 
+/// A host (a name or an IP address) and a port, as a client is told to connect.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostPort {
+    /// A host name, an IPv4 address, or an IPv6 address without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_host_port(&s)
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `HOST:PORT` with HOST a name (`kafka.example.com`), an IPv4 address or a bracketed IPv6
+/// address (`[::1]:9092`), and a port from 1 to 65535.
+pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
+    let s = s.trim();
+    let bad = |why: &str| format!("'{s}' is not HOST:PORT: {why}");
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or_else(|| bad("an unclosed '['"))?,
+        None if host.contains(':') => return Err(bad("an IPv6 address needs brackets, as in [::1]:9092")),
+        None => host,
+    };
+    let port: u16 = port.parse().map_err(|_| bad("the port is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err(bad("the port is not a number from 1 to 65535"));
+    }
+    let name_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if !name_ok {
+        return Err(bad("the host is not a name or an IP address"));
+    }
+    Ok(HostPort { host: host.to_string(), port })
+}
+
 /// The TOML file: the same settings, all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -218,6 +279,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     kafka_listen: Option<Listen>,
+    kafka_advertise: Option<HostPort>,
     cores: Option<usize>,
     memory_bytes: Option<u64>,
     max_frame_bytes: Option<u64>,
@@ -267,6 +329,7 @@ impl ServeArgs {
             listen: self.listen.or(file.listen).unwrap_or(d.listen),
             admin_listen: self.admin_listen.or(file.admin_listen).unwrap_or(d.admin_listen),
             kafka_listen: self.kafka_listen.or(file.kafka_listen).map_or(d.kafka_listen, |l| l.0),
+            kafka_advertise: self.kafka_advertise.clone().or(file.kafka_advertise),
             cores: self.cores.or(file.cores),
             memory_bytes: self.memory.or(file.memory_bytes).unwrap_or(d.memory_bytes),
             max_frame_bytes: u32::try_from(frame)
@@ -371,6 +434,13 @@ impl ServeConfig {
         if self.kafka_listen == Some(self.listen) {
             return Err(ConfigError(format!("listen and kafka_listen are both {}", self.listen)));
         }
+        if self.kafka_listen.is_none() {
+            if let Some(advertised) = &self.kafka_advertise {
+                return Err(ConfigError(format!(
+                    "kafka_advertise is {advertised} but the Kafka listener is off (kafka_listen = off)"
+                )));
+            }
+        }
         if self.max_connections_per_shard == 0 {
             return Err(ConfigError("max_connections_per_shard must be at least 1".into()));
         }
@@ -444,6 +514,34 @@ mod tests {
         assert_eq!(flag.resolve(2).unwrap().kafka_listen, Some("0.0.0.0:19092".parse().unwrap()), "the flag wins");
         assert_eq!(parse_listen("off"), Ok(Listen(None)));
         assert!(parse_listen("localhost").is_err());
+    }
+
+    #[test]
+    fn kafka_advertised_address_takes_names_addresses_and_bracketed_ipv6() {
+        let hp = |host: &str, port| HostPort { host: host.to_string(), port };
+        assert_eq!(parse_host_port("kafka-1.example.com:19092"), Ok(hp("kafka-1.example.com", 19092)));
+        assert_eq!(parse_host_port("10.0.0.7:9092"), Ok(hp("10.0.0.7", 9092)));
+        assert_eq!(parse_host_port("[::1]:9092"), Ok(hp("::1", 9092)));
+        assert_eq!(hp("::1", 9092).to_string(), "[::1]:9092");
+        for bad in ["kafka", "kafka:", "kafka:0", "kafka:70000", ":9092", "::1:9092", "[::1:9092", "a b:1", "host/x:1"]
+        {
+            assert!(parse_host_port(bad).is_err(), "{bad} accepted");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keel.toml");
+        std::fs::write(&file, "kafka_advertise = \"broker.internal:29092\"\n").unwrap();
+        let from_file = ServeArgs { config: Some(file.clone()), ..ServeArgs::default() };
+        assert_eq!(from_file.resolve(2).unwrap().kafka_advertise, Some(hp("broker.internal", 29092)));
+        let flag =
+            ServeArgs { config: Some(file), kafka_advertise: Some(hp("10.1.2.3", 9093)), ..ServeArgs::default() };
+        assert_eq!(flag.resolve(2).unwrap().kafka_advertise, Some(hp("10.1.2.3", 9093)), "the flag wins");
+        let off = ServeArgs {
+            kafka_listen: Some(Listen(None)),
+            kafka_advertise: Some(hp("10.1.2.3", 9093)),
+            ..ServeArgs::default()
+        };
+        let err = off.resolve(2).unwrap_err().0;
+        assert!(err.contains("Kafka listener is off"), "{err}");
     }
 
     #[test]

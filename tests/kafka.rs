@@ -985,6 +985,23 @@ fn auto_creation_switched_off() {
     assert_eq!(native_partitions(&mut native, "unknown"), None);
 }
 
+/// `--kafka-advertise`: Metadata (old and new versions) and FindCoordinator name the configured
+/// host and port, not the listener's, so clients behind a port mapping reach the broker.
+#[test]
+fn advertised_kafka_address() {
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = start_broker_with(tmp.path(), &["--kafka-advertise", "kafka-1.example.test:29092"]);
+    let mut kafka = connect(broker.kafka_addr());
+    for version in [1, 12] {
+        let answer = kafka_call(&mut kafka, version, &MetadataRequest::default().with_topics(Some(vec![])));
+        let hosts: Vec<_> = answer.brokers.iter().map(|b| (b.host.to_string(), b.port)).collect();
+        assert_eq!(hosts, [("kafka-1.example.test".to_string(), 29092)], "Metadata v{version}");
+    }
+    let coordinator =
+        kafka_call(&mut kafka, 2, &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")));
+    assert_eq!((coordinator.host.to_string(), coordinator.port), ("kafka-1.example.test".to_string(), 29092));
+}
+
 /// Runs kcat with `args` (stdin from `input`), failing the test if it is missing or fails.
 fn kcat(args: &[&str], input: &str) -> String {
     let mut child = match Command::new("kcat")

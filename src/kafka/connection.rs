@@ -55,9 +55,12 @@ pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
     .await
 }
 
-/// The address Metadata names for node 0: the Kafka listener's, or, if it listens on every
-/// interface (0.0.0.0 or ::), the one this client reached.
+/// The address Metadata names for node 0: the configured advertised address, else the Kafka
+/// listener's, or, if it listens on every interface (0.0.0.0 or ::), the one this client reached.
 fn advertised(state: &ShardState, local: Option<SocketAddr>) -> Node {
+    if let Some(a) = &state.config.kafka_advertise {
+        return Node { host: a.host.clone(), port: i32::from(a.port) };
+    }
     let configured = state.config.kafka_listen;
     let addr = match (configured, local) {
         (Some(c), Some(l)) if c.ip().is_unspecified() => SocketAddr::new(l.ip(), c.port()),
