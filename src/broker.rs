@@ -453,6 +453,7 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
             ShardResponse::Committed(fetch_committed(state, &group, filter))
         }
         ShardRequest::ListGroups => ShardResponse::Groups(list_groups(state)),
+        ShardRequest::ForgetTopicOffsets { topic } => ShardResponse::Done(forget_topic_offsets(state, &topic).await),
         ShardRequest::MetadataChanged(metadata) => {
             *state.metadata.borrow_mut() = metadata;
             ShardResponse::Done(Ok(()))
@@ -592,6 +593,20 @@ pub(crate) async fn delete_group_offsets(state: &ShardState, group: &str) -> Res
     Ok(keys.len())
 }
 
+/// Deletes every commit for `topic` on the offsets partitions this shard owns: one batch of
+/// tombstones per offsets partition that has some.
+async fn forget_topic_offsets(state: &ShardState, topic: &str) -> Result<(), Failure> {
+    let by_partition = state.offsets.borrow().topic_keys(topic);
+    for (partition, keys) in by_partition {
+        let Some((key, _)) = state.route(OFFSETS_TOPIC, partition) else { continue };
+        let Some(log) = state.partitions.get(key) else { continue }; // not ours
+        let batch = offsets::tombstone_batch(&keys, now_ms());
+        log.append(&batch, SINGLE_NODE_TERM).await?;
+        state.offsets.borrow_mut().apply(partition, &batch);
+    }
+    Ok(())
+}
+
 fn fetch_committed(state: &ShardState, group: &str, filter: Option<Vec<(String, Vec<u32>)>>) -> Vec<CommittedEntry> {
     let partition = partition_for_group(group);
     let store = state.offsets.borrow();
@@ -631,7 +646,7 @@ async fn produce(
     let mut batches = Vec::new();
     let mut rest = &records[..];
     while !rest.is_empty() {
-        let view = BatchView::parse(rest).map_err(|e| {
+        let view = BatchView::parse(rest).and_then(|view| view.check_as_produced().map(|()| view)).map_err(|e| {
             Failure::new(ErrorCode::CorruptMessage, format!("batch {} of the request: {e}", batches.len()))
         })?;
         let len = view.total_len();
@@ -640,6 +655,13 @@ async fn produce(
     }
     if batches.is_empty() {
         return Err(Failure::new(ErrorCode::CorruptMessage, "no record batch in the request"));
+    }
+    // Every batch's size before the first is appended, so a batch too large appends nothing.
+    let max = log.config().max_batch_bytes;
+    if let Some((i, batch)) = batches.iter().enumerate().find(|(_, b)| b.len() > max) {
+        let e = keel_storage::StorageError::BatchTooLarge { bytes: batch.len(), max };
+        let Failure { code, message } = Failure::from(e);
+        return Err(Failure::new(code, format!("batch {i} of the request: {message}")));
     }
     let mut base = None;
     for batch in batches {
@@ -674,7 +696,8 @@ async fn fetch(
     if offset >= o.readable_end && max_wait_ms > 0 {
         let wait = log.wait_for_readable(offset);
         let timeout = async { glommio::timer::sleep(Duration::from_millis(max_wait_ms as u64)).await };
-        future::or(wait, timeout).await;
+        // A shutdown ends the long poll at once: it holds the log, which must close cleanly.
+        future::or(wait, future::or(timeout, state.shard.stopping())).await;
     }
     // A read of history takes a slot first (see `history_reads`); the tail in memory is free.
     let _slot = if log.read_would_hit_disk(offset) {
@@ -703,7 +726,8 @@ async fn list_offset(state: &ShardState, key: PartitionKey, timestamp: i64) -> R
     match timestamp {
         -1 => Ok((Some(o.high_watermark), -1)),
         -2 => Ok((Some(o.log_start), -1)),
-        ts => Ok((log.offset_for_timestamp(ts).await?, ts)),
+        // The found record's own timestamp; −1 with no offset, as for latest and earliest.
+        ts => Ok(log.offset_for_timestamp(ts).await?.map_or((None, -1), |(offset, found)| (Some(offset), found))),
     }
 }
 
@@ -840,6 +864,16 @@ async fn delete_topic(state: &ShardState, name: &str) -> Result<(), Failure> {
     // Metadata first, logs second: no request is routed to a partition being removed.
     publish(state, next).await?;
     on_owning_shards(state, &topic, |topic, partitions| ShardRequest::RemovePartitions { topic, partitions }).await?;
+    // Commits to the topic are refused from here on (it is unknown): delete those made before,
+    // so a topic created later under this name does not inherit them.
+    for to in state.shard.all() {
+        match state.shard.call(to, ShardRequest::ForgetTopicOffsets { topic: name.to_string() }).await {
+            Ok(ShardResponse::Done(Ok(()))) => {}
+            other => {
+                warn!(topic = name, shard = %to, outcome = ?other, "could not delete the deleted topic's committed offsets")
+            }
+        }
+    }
     info!(topic = name, "deleted topic");
     Ok(())
 }
@@ -850,6 +884,21 @@ async fn alter_configs(
     set: &[(String, String)],
     remove: &[String],
 ) -> Result<(), Failure> {
+    if name == OFFSETS_TOPIC {
+        return Err(Failure::new(
+            ErrorCode::PolicyViolation,
+            format!("{OFFSETS_TOPIC} is internal: its configs cannot be altered"),
+        ));
+    }
+    // Each key once: a key set twice, or both set and removed, has no one meaning (Kafka refuses
+    // duplicate keys too).
+    let mut keys = std::collections::HashSet::new();
+    if let Some(key) = set.iter().map(|(k, _)| k).chain(remove).find(|k| !keys.insert(k.as_str())) {
+        return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            format!("config '{key}' is named more than once (set twice, or both set and removed)"),
+        ));
+    }
     let _change = controller_turn(state).await?;
     let mut next = (*state.metadata()).clone();
     next.alter_config(name, set, remove).map_err(metadata_failure)?;

@@ -227,6 +227,7 @@ async fn answer(
 }
 
 /// APIs this broker answers (ApiVersions lists only these).
+/// In key order, as ApiVersions lists them (docs/protocol.md).
 const SERVED: &[ApiKey] = &[
     ApiKey::ApiVersions,
     ApiKey::Metadata,
@@ -235,12 +236,12 @@ const SERVED: &[ApiKey] = &[
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
-    ApiKey::DescribeConfigs,
-    ApiKey::AlterConfigs,
-    ApiKey::BrokerStatus,
     ApiKey::CommitOffsets,
     ApiKey::FetchCommitted,
+    ApiKey::DescribeConfigs,
+    ApiKey::AlterConfigs,
     ApiKey::ListGroups,
+    ApiKey::BrokerStatus,
 ];
 
 fn top_level(code: ErrorCode, message: impl Into<String>) -> Result<Response, TopLevelError> {
@@ -558,15 +559,19 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
             name: topic.name.clone(),
             partitions: partitions
                 .into_iter()
-                .map(|(partition, result, offsets)| {
+                .zip(&topic.partitions)
+                .map(|((partition, result, offsets), asked)| {
                     let o = offsets.unwrap_or(PartitionOffsets { log_start: 0, high_watermark: 0 });
                     let (error_code, records) = match result {
-                        Ok(records) if first && !records.is_empty() || records.len() <= budget => {
+                        Ok(records) => {
+                            // The log read returns at least one batch whatever its limit: only the
+                            // first partition with data may keep one over the limits.
+                            let limit = budget.min(asked.partition_max_bytes as usize);
+                            let records = whole_batches_within(records, limit, first);
                             first &= records.is_empty();
                             budget = budget.saturating_sub(records.len());
                             (ErrorCode::None, records)
                         }
-                        Ok(_) => (ErrorCode::None, Bytes::new()),
                         Err(f) => (f.code, Bytes::new()),
                     };
                     FetchPartitionResponse {
@@ -581,6 +586,24 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
         })
         .collect();
     FetchResponse { topics }
+}
+
+/// The longest prefix of `records` (whole RecordBatches, as a log read returns them) that fits
+/// in `budget` bytes; with `at_least_one`, the first batch even if it alone does not fit, so a
+/// consumer never stalls on a batch larger than its limits.
+fn whole_batches_within(records: Bytes, budget: usize, at_least_one: bool) -> Bytes {
+    // batchLength (after baseOffset, i64) counts the bytes that follow it.
+    const LENGTH_AT: usize = 8;
+    let mut end = 0;
+    while let Some(len) = records.get(end + LENGTH_AT..end + LENGTH_AT + 4) {
+        let batch = LENGTH_AT + 4 + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+        let next = end + batch;
+        if next > records.len() || (next > budget && !(at_least_one && end == 0)) {
+            break;
+        }
+        end = next;
+    }
+    records.slice(..end)
 }
 
 /// Completes when the first of `waits` returns records (true) or all have returned without
@@ -770,5 +793,43 @@ async fn status(state: &ShardState) -> BrokerStatusResponse {
         broker_version: env!("CARGO_PKG_VERSION").to_string(),
         data_dir: state.config.data_dir.display().to_string(),
         shards,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_storage::batch::BatchBuilder;
+
+    use super::*;
+
+    fn batch(value_bytes: usize) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        b.push(1_700_000_000_000, None, Some(&vec![7u8; value_bytes]), &[]);
+        b.build()
+    }
+
+    #[test]
+    fn api_versions_lists_the_apis_in_key_order() {
+        let codes: Vec<u16> = SERVED.iter().map(|api| api.code()).collect();
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(codes, sorted);
+    }
+
+    #[test]
+    fn a_fetch_budget_keeps_whole_batches_and_the_first_one_anyway() {
+        let (a, b, c) = (batch(100), batch(300), batch(50));
+        let all = Bytes::from([a.clone(), b.clone(), c.clone()].concat());
+        let cut = |budget, first| whole_batches_within(all.clone(), budget, first).len();
+        assert_eq!(cut(usize::MAX, false), all.len());
+        assert_eq!(cut(all.len(), false), all.len());
+        assert_eq!(cut(all.len() - 1, false), a.len() + b.len(), "stops before the batch that would exceed");
+        assert_eq!(cut(a.len() + b.len() - 1, false), a.len());
+        assert_eq!(cut(a.len() - 1, false), 0, "nothing fits");
+        assert_eq!(cut(a.len() - 1, true), a.len(), "the first batch anyway");
+        assert_eq!(cut(0, true), a.len());
+        assert_eq!(cut(a.len() + 10, true), a.len(), "only the first beyond the budget");
+        assert_eq!(whole_batches_within(Bytes::new(), 0, true).len(), 0);
     }
 }

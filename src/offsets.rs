@@ -98,7 +98,8 @@ pub fn decode_key(bytes: &[u8]) -> Option<CommitKey> {
 pub fn decode_value(bytes: &[u8]) -> Option<Committed> {
     let mut r = BeReader(bytes);
     (r.u16()? == VERSION).then_some(())?;
-    let value = Committed { offset: r.u64()?, metadata: nullable_string(&mut r)? };
+    // An offset past i64 (stored before the protocol refused them) cannot be answered: unreadable.
+    let value = Committed { offset: r.u64().filter(|&o| o <= i64::MAX as u64)?, metadata: nullable_string(&mut r)? };
     r.u64()?; // commit time
     r.rest().is_empty().then_some(value)
 }
@@ -173,6 +174,15 @@ impl OffsetStore {
     pub fn group(&self, partition: u32, group: &str) -> Vec<(CommitKey, Committed)> {
         let Some(map) = self.partitions.get(&partition) else { return Vec::new() };
         map.iter().filter(|(k, _)| k.group == group).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// Every commit key for `topic`, by offsets partition.
+    pub fn topic_keys(&self, topic: &str) -> Vec<(u32, Vec<CommitKey>)> {
+        self.partitions
+            .iter()
+            .map(|(&partition, map)| (partition, map.keys().filter(|k| k.topic == topic).cloned().collect::<Vec<_>>()))
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect()
     }
 
     /// Every group with a commit on this shard.

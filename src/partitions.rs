@@ -52,7 +52,7 @@ impl Partitions {
 
     /// Directory of one partition's log.
     pub fn dir_of(&self, topic: &Topic, partition: u32) -> PathBuf {
-        self.root.join(format!("{}-{}", topic.name, topic.id)).join(partition.to_string())
+        self.root.join(topic_dir_name(topic)).join(partition.to_string())
     }
 
     pub fn get(&self, key: PartitionKey) -> Option<Rc<PartitionLog>> {
@@ -160,7 +160,7 @@ impl Partitions {
                 }
             }
         }
-        let topic_dir = self.root.join(format!("{}-{}", topic.name, topic.id));
+        let topic_dir = self.root.join(topic_dir_name(topic));
         // Only if empty: other shards may still hold partitions.
         let _ = glommio::executor().spawn_blocking(move || std::fs::remove_dir(topic_dir)).await;
         Ok(())
@@ -168,12 +168,34 @@ impl Partitions {
 
     /// Clean shutdown of every log: flushed, sealed, clean-shutdown markers written.
     pub async fn close_all(&self) {
-        let logs: Vec<_> = self.logs.borrow_mut().drain().collect();
-        for (_, log) in logs {
+        let logs: Vec<_> = self.logs.borrow_mut().drain().map(|(_, log)| log).collect();
+        // Requests and background tasks still under way let go of their logs within a step.
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while logs.iter().any(|log| Rc::strong_count(log) > 1) && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for log in logs {
             close(log).await;
         }
     }
 }
+
+/// Longest file name most file systems take (ext4, XFS, btrfs: 255 bytes).
+const MAX_FILE_NAME: usize = 255;
+
+/// The directory of a topic's partitions: `NAME-ID`, the topic id (32 hex digits) keeping two
+/// topics of one name apart. A name too long for that to fit in a file name (Kafka allows 249
+/// characters) is cut: the id alone tells topics apart. Topic names are ASCII.
+fn topic_dir_name(topic: &Topic) -> String {
+    let id = topic.id.to_string();
+    let room = MAX_FILE_NAME - 1 - id.len();
+    let name = topic.name.get(..room).unwrap_or(&topic.name);
+    format!("{name}-{id}")
+}
+
+/// How long closing the logs at shutdown waits for their other holders (a request or a
+/// background task finishing its step) to let go of them.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn close(log: Rc<PartitionLog>) {
     match Rc::try_unwrap(log) {

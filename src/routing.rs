@@ -136,6 +136,11 @@ pub enum ShardRequest {
     },
     /// Groups with commits on this shard.
     ListGroups,
+    /// Delete every commit for `topic` on this shard's offsets partitions (the topic was
+    /// deleted; as Kafka does, its committed offsets go with it).
+    ForgetTopicOffsets {
+        topic: String,
+    },
 }
 
 /// Offsets of one partition as a client sees them.

@@ -826,6 +826,20 @@ fn raw_requests_and_bad_input() {
     assert_eq!(append.responses[0].error_code, 42, "INVALID_REQUEST for APPEND");
     let validate = kafka_call(&mut good, 1, &alter(0, "retention.bytes", Some("1")).with_validate_only(true));
     assert_eq!(validate.responses[0].error_code, 42, "INVALID_REQUEST for validate_only");
+    // A key both set and deleted in one request: INVALID_REQUEST, and nothing changes.
+    let mut both = alter(0, "retention.bytes", Some("5"));
+    both.resources[0].configs.push(
+        AlterableConfig::default().with_name(StrBytes::from_static_str("retention.bytes")).with_config_operation(1),
+    );
+    let both = kafka_call(&mut good, 1, &both);
+    assert_eq!(both.responses[0].error_code, 42, "INVALID_REQUEST for a key set and deleted: {both:?}");
+    let described = kafka_call(&mut good, 1, &describe(&["retention.bytes"]));
+    assert_eq!(described.results[0].configs[0].value.as_deref(), Some("-1"), "unchanged");
+    // The internal offsets topic's configs are the broker's: POLICY_VIOLATION.
+    let mut internal = alter(0, "retention.ms", Some("1000"));
+    internal.resources[0].resource_name = StrBytes::from_static_str("__consumer_offsets");
+    let internal = kafka_call(&mut good, 1, &internal);
+    assert_eq!(internal.responses[0].error_code, 44, "POLICY_VIOLATION: {internal:?}");
 
     // Garbage closes only its own connection.
     let mut oversize = connect(broker.kafka_addr());

@@ -258,7 +258,7 @@ impl Client {
     }
 
     /// Looks up offsets in `topic`: for each `(partition, query)`, the offset found, or `None`
-    /// when no batch has a max timestamp at or after a [`OffsetQuery::Timestamp`]. Results are
+    /// when no record has a timestamp at or after a [`OffsetQuery::Timestamp`]. Results are
     /// in the order of `queries`.
     pub fn list_offsets(
         &mut self,

@@ -26,8 +26,8 @@ pub enum StartAt {
     /// This offset (a Fetch outside `[log_start_offset, high_watermark]` fails with
     /// [`ClientError::OffsetOutOfRange`]).
     Offset(u64),
-    /// The first offset whose batch's max timestamp is at or after this time (ms since the
-    /// epoch); the high watermark if no batch is that recent.
+    /// The first record whose timestamp is at or after this time (ms since the epoch); the
+    /// high watermark if no record is that recent.
     Timestamp(i64),
 }
 

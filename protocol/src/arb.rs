@@ -92,7 +92,7 @@ impl Arb for TopicId {
 
 impl Arb for Offset {
     fn arb() -> BoxedStrategy<Self> {
-        any::<u64>().prop_map(Offset).boxed()
+        (0..=crate::ids::MAX_OFFSET).prop_map(Offset).boxed()
     }
 }
 

@@ -65,7 +65,27 @@ macro_rules! wire_newtype {
     )*};
 }
 
-wire_newtype!(PartitionId(u32), ShardId(u32), Offset(u64), TopicId([u8; 16]));
+wire_newtype!(PartitionId(u32), ShardId(u32), TopicId([u8; 16]));
+
+/// Largest offset: offsets are Kafka's, an i64 that is never negative.
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// A u64 on the wire, at most [`MAX_OFFSET`]: larger values are invalid, so every offset also
+/// fits the i64 of an optional offset (and of Kafka's protocol).
+impl Wire for Offset {
+    const MIN_LEN: usize = 8;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.0.encode(out);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Malformed> {
+        match u64::decode(r)? {
+            o if o <= MAX_OFFSET => Ok(Offset(o)),
+            o => Err(Malformed::new(format!("offset {o} is above the largest offset, 2^63 - 1"))),
+        }
+    }
+}
 
 /// An offset that may be absent: i64, −1 = none; other negative values are invalid.
 impl Wire for Option<Offset> {
@@ -112,6 +132,21 @@ mod tests {
         None::<Offset>.encode(&mut out);
         Some(Offset(7)).encode(&mut out);
         assert_eq!(out, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 7]);
+    }
+
+    #[test]
+    fn offsets_above_i64_max_are_invalid() {
+        let decode = |raw: u64| {
+            let payload = Bytes::copy_from_slice(&raw.to_be_bytes());
+            Reader::shared(&payload, 0).field::<Offset>("offset").map_err(|e| e.to_string())
+        };
+        assert_eq!(decode(0), Ok(Offset(0)));
+        assert_eq!(decode(MAX_OFFSET), Ok(Offset(MAX_OFFSET)));
+        assert_eq!(
+            decode(MAX_OFFSET + 1),
+            Err("offset: offset 9223372036854775808 is above the largest offset, 2^63 - 1".into())
+        );
+        assert!(decode(u64::MAX).is_err());
     }
 
     #[test]

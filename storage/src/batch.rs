@@ -316,6 +316,34 @@ impl<'a> BatchView<'a> {
         Ok(view)
     }
 
+    /// What a producer's batch must also hold, beyond [`BatchView::parse`]'s framing and CRC,
+    /// before a broker takes it (Kafka's broker checks the same): at least one record, and
+    /// `lastOffsetDelta` = `recordsCount` − 1, since that is how many offsets the batch takes.
+    /// An uncompressed batch's records must also decode, fill the batch exactly and number
+    /// their offset deltas 0, 1, 2, …; a compressed one is stored as sent, not decompressed.
+    /// (Compaction may leave stored batches with gaps: this is for batches as produced.)
+    pub fn check_as_produced(&self) -> Result<(), DecodeError> {
+        let count = self.records_count();
+        if count < 1 {
+            return Err(invalid("a produced batch holds no records (recordsCount 0)".to_string()));
+        }
+        if self.last_offset_delta() != count - 1 {
+            return Err(invalid(format!(
+                "lastOffsetDelta {} does not match recordsCount {count} (it must be recordsCount - 1)",
+                self.last_offset_delta()
+            )));
+        }
+        if self.compression() == Compression::None {
+            for (index, record) in self.records()?.enumerate() {
+                let record = record?;
+                if i64::from(record.offset_delta) != index as i64 {
+                    return Err(invalid(format!("record {index} has offset delta {}", record.offset_delta)));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The batch's bytes, exactly [`BatchView::total_len`] of them.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.bytes
@@ -1202,6 +1230,49 @@ fn check_decode_invariants(data: &[u8]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// `batch` with its CRC recomputed, so only the checks after the CRC's can refuse it.
+    fn with_fresh_crc(mut batch: Vec<u8>) -> Vec<u8> {
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_AT..]);
+        batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        batch
+    }
+
+    #[test]
+    fn produced_batches_must_hold_the_offsets_they_claim() {
+        let check = |batch: &[u8]| BatchView::parse(batch).unwrap().check_as_produced();
+        let mut three = BatchBuilder::new();
+        for i in 0..3u8 {
+            three.push(1_700_000_000_000, Some(&[i]), Some(b"value"), &[]);
+        }
+        let good = three.build();
+        assert!(check(&good).is_ok());
+        assert!(check(&compressed(&good, Compression::Lz4)).is_ok());
+        // The Kafka-written golden batches pass too.
+        assert!(check(&KAFKA_BATCH_1).is_ok());
+
+        let empty = BatchBuilder::new().build();
+        assert!(check(&empty).unwrap_err().to_string().contains("no records"));
+        let claims_more = three.clone().last_offset_delta(5).build();
+        assert!(check(&claims_more).unwrap_err().to_string().contains("lastOffsetDelta 5"));
+        assert!(check(&compressed(&claims_more, Compression::Gzip)).is_err(), "compressed: the header still counts");
+
+        // recordsCount 4 over 3 records (the CRC recomputed): the records run out.
+        let mut count_4 = three.clone().last_offset_delta(3).build();
+        count_4[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&4i32.to_be_bytes());
+        let count_4 = with_fresh_crc(count_4);
+        assert!(check(&count_4).unwrap_err().to_string().contains("ends after 3 of its 4 records"));
+
+        // The second record's offset delta (its third byte: length, attributes, timestamp delta
+        // 0, offset delta) made 0 again: lastOffsetDelta and recordsCount still agree.
+        let mut repeated = good.clone();
+        let first_len = usize::from(repeated[HEADER_LEN] / 2) + 1; // one-byte zigzag length
+        let second = HEADER_LEN + first_len;
+        assert_eq!(repeated[second + 3], 2, "offset delta 1, zigzag");
+        repeated[second + 3] = 0;
+        let repeated = with_fresh_crc(repeated);
+        assert!(check(&repeated).unwrap_err().to_string().contains("record 1 has offset delta 0"));
+    }
 
     // ---------------------------------------------------------------
     // Golden vectors

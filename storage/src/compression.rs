@@ -2,7 +2,8 @@
 //!
 //! A compressed batch holds its whole records section as one compressed stream (the header stays
 //! plain and the CRC covers the compressed bytes). Keel stores and serves such batches as sent and
-//! opens them only where it must read keys: compaction ([`crate::cleaner`]). The formats are those
+//! opens them only where it must read records: compaction ([`crate::cleaner`]) and a lookup by
+//! timestamp ([`crate::Log::offset_for_timestamp`]). The formats are those
 //! of Kafka's Java client (`org.apache.kafka.common.compress`) and librdkafka:
 //!
 //! | codec  | stream                                                                            |

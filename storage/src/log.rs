@@ -1043,9 +1043,11 @@ impl<D: Dir, C: Clock> Log<D, C> {
         Ok((bytes, false))
     }
 
-    /// The first offset whose record timestamp is `>= ts`, or `None` if every record is older.
-    /// (Compressed batches are not opened: their base offset answers.)
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
+    /// The first record whose timestamp is `>= ts`: its offset and its timestamp (Kafka's
+    /// ListOffsets by time), or `None` if every record is older. Compressed batches are
+    /// decompressed to find the record; one that cannot be (corrupt) answers with its first
+    /// offset that may be served and its base timestamp.
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(u64, i64)>> {
         let start = {
             let st = self.state.borrow();
             st.check_open()?;
@@ -1067,17 +1069,20 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 if batch.max_timestamp() < ts {
                     continue;
                 }
-                match batch.records() {
-                    Ok(records) => {
-                        for record in records.flatten() {
-                            let offset = record.offset(batch.base_offset()) as u64;
-                            if record.timestamp(batch.base_timestamp()) >= ts && offset >= at {
-                                return Ok(Some(offset));
-                            }
-                        }
+                let Ok(section) = batch.decompressed_records() else {
+                    return Ok(Some(((batch.base_offset() as u64).max(at), batch.base_timestamp())));
+                };
+                for record in section.records().flatten() {
+                    let offset = record.offset(batch.base_offset()) as u64;
+                    // LogAppendTime: every record's time is the batch's (maxTimestamp).
+                    let timestamp = if batch.is_log_append_time() {
+                        batch.max_timestamp()
+                    } else {
+                        record.timestamp(batch.base_timestamp())
+                    };
+                    if timestamp >= ts && offset >= at {
+                        return Ok(Some((offset, timestamp)));
                     }
-                    // Compressed: the batch's first offset we may serve answers.
-                    Err(_) => return Ok(Some((batch.base_offset() as u64).max(at))),
                 }
             }
             at = read.next_offset;

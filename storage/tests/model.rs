@@ -313,13 +313,10 @@ impl Harness {
                 // A compressed batch is not opened: its first offset the log serves answers when
                 // its maxTimestamp reaches `ts`.
                 let start = self.model.log_start;
-                let expected = self.model.batches.iter().filter(|b| b.last >= start).find_map(|b| {
-                    if b.codec != Compression::None {
-                        (b.max_ts >= ts).then(|| b.base.max(start))
-                    } else {
-                        b.records.iter().find(|(o, r)| **o >= start && r.ts >= ts).map(|(o, _)| *o)
-                    }
-                });
+                let expected =
+                    self.model.batches.iter().filter(|b| b.last >= start).find_map(|b| {
+                        b.records.iter().find(|(o, r)| **o >= start && r.ts >= ts).map(|(o, r)| (*o, r.ts))
+                    });
                 let got = block_on(self.log().offset_for_timestamp(ts))
                     .map_err(|e| TestCaseError::fail(format!("ts lookup: {e}")))?;
                 prop_assert_eq!(got, expected, "timestamp {}", ts);

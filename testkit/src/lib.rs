@@ -197,6 +197,11 @@ impl Broker {
         self.kafka.expect("the broker was started without its Kafka listener")
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a running broker").id()
+    }
+
     /// SIGTERM, then the exit status (panics if it does not exit within 30 s).
     pub fn stop(mut self) -> ExitStatus {
         let mut child = self.child.take().expect("a running broker");

@@ -81,7 +81,7 @@ pub enum OffsetQuery {
     Latest,
     /// −2: the log start offset (the oldest record still kept).
     Earliest,
-    /// The first offset whose batch's max timestamp is `>=` this (milliseconds since the epoch).
+    /// The first record whose timestamp is `>=` this (milliseconds since the epoch).
     Timestamp(i64),
 }
 
@@ -154,10 +154,10 @@ wire_struct! {
     pub struct ListOffsetsPartitionResponse {
         pub partition: PartitionId,
         pub error_code: ErrorCode,
-        /// The offset found; `None` (−1) when no batch has a max timestamp at or after the
+        /// The offset found; `None` (−1) when no record has a timestamp at or after the
         /// requested time, or on error.
         pub offset: Option<Offset>,
-        /// For a timestamp query, the max timestamp of the batch found (ms since the epoch);
+        /// For a timestamp query, the timestamp of the record found (ms since the epoch);
         /// −1 for latest and earliest, when `offset` is none, or on error.
         pub timestamp: i64,
     }
