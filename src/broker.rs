@@ -442,6 +442,10 @@ async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> Shar
         ShardRequest::OpenPartitions { topic, partitions } => {
             ShardResponse::Done(open_partitions(state, &topic, &partitions).await)
         }
+        ShardRequest::ReconfigurePartitions { topic, partitions } => {
+            state.partitions.reconfigure(&topic, &partitions);
+            ShardResponse::Done(Ok(()))
+        }
         ShardRequest::RemovePartitions { topic, partitions } => {
             ShardResponse::Done(state.partitions.remove(&topic, &partitions).await.map_err(Failure::from))
         }
@@ -902,8 +906,12 @@ async fn alter_configs(
     let _change = controller_turn(state).await?;
     let mut next = (*state.metadata()).clone();
     next.alter_config(name, set, remove).map_err(metadata_failure)?;
+    let topic = next.topic(name).cloned().expect("altered just now");
     publish(state, next).await?;
-    // Open logs keep the config they were opened with until the next start.
-    info!(topic = name, "altered topic config (takes effect on the partitions' next open)");
+    // Retention, cleanup policy, segment size and age and the largest batch apply at once; the
+    // fsync policy (and interval) at each partition's next open (Log::reconfigure says why).
+    on_owning_shards(state, &topic, |topic, partitions| ShardRequest::ReconfigurePartitions { topic, partitions })
+        .await?;
+    info!(topic = name, "altered topic config");
     Ok(())
 }

@@ -205,7 +205,11 @@ pub fn topic(bootstrap: &Bootstrap, command: TopicCommand) -> Result<(), Failure
                 return Err(Failure(2, "nothing to change: give --set KEY=VALUE and/or --delete KEY".into()));
             }
             client.alter_configs(&name, &set, &delete)?;
-            let _ = writeln!(out, "altered configs of {name} (open partitions apply them at their next start)");
+            let _ = writeln!(
+                out,
+                "altered configs of {name} (fsync.policy and fsync.interval.ms apply at the partitions' next start, \
+                 the others at once)"
+            );
         }
     }
     Ok(())

@@ -73,6 +73,17 @@ impl Partitions {
         self.logs.borrow().values().map(|l| l.size_bytes()).sum()
     }
 
+    /// Applies `topic`'s configs (as altered) to its open partitions among `partitions`: what a
+    /// log can change live ([`Log::reconfigure`]) at once, the rest at the next open.
+    pub fn reconfigure(&self, topic: &Topic, partitions: &[u32]) {
+        let config = topic.config().log_config(&self.base);
+        for &partition in partitions {
+            if let Some(log) = self.get(PartitionKey { topic: topic.id, partition }) {
+                log.reconfigure(&config);
+            }
+        }
+    }
+
     /// Opens (creating if new, recovering if unclean) the given partitions of `topic`, several
     /// at a time: each open waits mostly on directory and file syncs, so overlapping them makes
     /// a 10,000-partition topic or start-up take seconds instead of tens of seconds.

@@ -99,6 +99,11 @@ pub enum ShardRequest {
         topic: Topic,
         partitions: Vec<u32>,
     },
+    /// Apply `topic`'s altered configs to these partitions' open logs.
+    ReconfigurePartitions {
+        topic: Topic,
+        partitions: Vec<u32>,
+    },
     /// The controller's new metadata: every shard keeps a copy to route requests.
     MetadataChanged(Arc<Metadata>),
     /// Controller operations, sent to shard 0.

@@ -852,6 +852,36 @@ fn background_retention_and_compaction() {
         assert!(Instant::now() < deadline, "compaction never removed the overwritten k1=v1: {records:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // Altered configs apply to open partitions at once, without a restart: retention set on a
+    // topic that had none deletes its closed segment, and a smaller max.message.bytes refuses
+    // the next batch over it.
+    client.create_topic("altered", 1, &cfg(&[("segment.ms", "50")])).unwrap();
+    send(&mut client, "altered", "a", "old");
+    std::thread::sleep(Duration::from_millis(100));
+    send(&mut client, "altered", "b", "new"); // rolls: "old" is now in a closed segment
+    std::thread::sleep(Duration::from_millis(400)); // rounds that had no retention to apply
+    let earliest_altered = |client: &mut keel_client::Client| {
+        client.list_offsets("altered", &[(0, keel_protocol::messages::OffsetQuery::Earliest)]).unwrap()[0].1
+    };
+    assert_eq!(earliest_altered(&mut client), Some(0));
+    client.alter_configs("altered", &cfg(&[("retention.ms", "1"), ("max.message.bytes", "1024")]), &[]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while earliest_altered(&mut client) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the altered retention.ms was not applied: {:?}",
+            earliest_altered(&mut client)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut big = BatchBuilder::new();
+    big.push(0, None, Some(&[b'x'; 2000]), &[]);
+    let refused = client.produce("altered", 0, Bytes::from(big.build()), keel_protocol::messages::Acks::Leader);
+    assert!(
+        matches!(&refused, Err(keel_client::ClientError::Broker { code: ErrorCode::MessageTooLarge, .. })),
+        "{refused:?}"
+    );
     drop(client);
     assert!(broker.stop().success(), "clean exit after background work");
 }

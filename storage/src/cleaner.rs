@@ -247,7 +247,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// Deletes closed segments past `retention.ms` / `retention.bytes` (if the cleanup policy
     /// deletes). The active segment is never deleted.
     pub async fn enforce_retention(&self) -> Result<RetentionOutcome> {
-        if !self.config.cleanup_policy.deletes() {
+        if !self.config().cleanup_policy.deletes() {
             return Ok(RetentionOutcome { log_start: self.offsets().log_start, ..Default::default() });
         }
         let _maintenance = self.begin_maintenance().await?;
@@ -261,8 +261,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 if seg.base == active {
                     break;
                 }
-                let too_old = self.config.retention_ms.is_some_and(|ms| seg.index.max_timestamp() < now - ms);
-                let too_big = self.config.retention_bytes.is_some_and(|limit| total - seg.size >= limit);
+                let too_old = self.config().retention_ms.is_some_and(|ms| seg.index.max_timestamp() < now - ms);
+                let too_big = self.config().retention_bytes.is_some_and(|limit| total - seg.size >= limit);
                 if !(too_old || too_big) {
                     break;
                 }
@@ -284,7 +284,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// ranges are left alone.
     pub async fn compact(&self) -> Result<CompactionOutcome> {
         let mut outcome = CompactionOutcome::default();
-        if !self.config.cleanup_policy.compacts() {
+        if !self.config().cleanup_policy.compacts() {
             return Ok(outcome);
         }
         let _maintenance = self.begin_maintenance().await?;
@@ -310,7 +310,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         outcome.mapped_to = mapped_to;
         outcome.complete = mapped_to >= closed_end;
         // Pass 2: rewrite each segment up to the last record mapped that loses something.
-        let horizon = self.clock.now_ms() - self.config.delete_retention_ms;
+        let horizon = self.clock.now_ms() - self.config().delete_retention_ms;
         for c in candidates.into_iter().filter(|c| c.base < mapped_to) {
             self.compact_segment(c, &latest, horizon, &mut outcome).await?;
         }
@@ -363,7 +363,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                     }
                     let cost = map_entry_bytes(key.len());
                     // Full: stop before this record (but map one key at least, to progress).
-                    if map_bytes + cost > self.config.compaction_map_bytes && !latest.is_empty() {
+                    if map_bytes + cost > self.config().compaction_map_bytes && !latest.is_empty() {
                         return Ok((latest, map_bytes, offset));
                     }
                     map_bytes += cost;
@@ -412,7 +412,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 writer.size as u32,
                 out.len() as u32,
                 kept.max_timestamp(),
-                self.config.index_interval_bytes,
+                self.config().index_interval_bytes,
             );
             last_crc = kept.crc();
             writer.push(&out).await.map_err(|e| io_err("writing", e))?;

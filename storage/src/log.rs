@@ -213,7 +213,9 @@ pub(crate) struct State<F: File> {
 pub struct Log<D: Dir, C: Clock> {
     pub(crate) dir: D,
     pub(crate) clock: C,
-    pub(crate) config: LogConfig,
+    /// Replaced whole by [`Log::reconfigure`]; read through [`Log::config`] (a snapshot, so no
+    /// borrow is ever held across an await).
+    config: RefCell<Rc<LogConfig>>,
     pub(crate) state: RefCell<State<D::File>>,
     pub(crate) changed: Notify,
     /// Bytes of recent appends kept in memory; starts at `config.tail_cache_bytes`, lowered by
@@ -245,7 +247,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let log = Log {
             dir,
             clock,
-            config,
+            config: RefCell::new(Rc::new(config)),
             state: RefCell::new(State {
                 segments: opened.segments,
                 tail: opened.tail,
@@ -309,8 +311,27 @@ impl<D: Dir, C: Clock> Log<D, C> {
         Ok((log, report))
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.config
+    /// The settings in force (a snapshot: a [`Log::reconfigure`] later does not change it).
+    pub fn config(&self) -> Rc<LogConfig> {
+        self.config.borrow().clone()
+    }
+
+    /// Applies a topic's changed settings at once: `segment.bytes` and `segment.ms` (from the next
+    /// append on), retention by time and size, the cleanup policy, `delete.retention.ms` (from the
+    /// next maintenance round on) and the largest batch. Every other setting, the fsync policy
+    /// among them, keeps the value the log was opened with until it is opened again: switching
+    /// fsync policy under appends in flight would move the readable end backwards.
+    pub fn reconfigure(&self, next: &LogConfig) {
+        let mut config = (*self.config()).clone();
+        config.segment_bytes = next.segment_bytes;
+        config.segment_ms = next.segment_ms;
+        config.retention_ms = next.retention_ms;
+        config.retention_bytes = next.retention_bytes;
+        config.cleanup_policy = next.cleanup_policy;
+        config.delete_retention_ms = next.delete_retention_ms;
+        config.max_batch_bytes = next.max_batch_bytes;
+        config.validate();
+        *self.config.borrow_mut() = Rc::new(config);
     }
 
     pub fn offsets(&self) -> Offsets {
@@ -327,7 +348,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             flushed_end: st.flushed_end,
             written_end: st.written_end,
             log_end: st.log_end,
-            readable_end: st.readable_end(self.config.fsync),
+            readable_end: st.readable_end(self.config().fsync),
         }
     }
 
@@ -404,7 +425,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             let wait = self.changed.changed();
             {
                 let st = self.state.borrow();
-                if st.readable_end(self.config.fsync) > offset || st.closed || st.failed.is_some() {
+                if st.readable_end(self.config().fsync) > offset || st.closed || st.failed.is_some() {
                     return;
                 }
             }
@@ -438,8 +459,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 batch.len() - view.total_len()
             ))));
         }
-        if batch.len() > self.config.max_batch_bytes {
-            return Err(StorageError::BatchTooLarge { bytes: batch.len(), max: self.config.max_batch_bytes });
+        if batch.len() > self.config().max_batch_bytes {
+            return Err(StorageError::BatchTooLarge { bytes: batch.len(), max: self.config().max_batch_bytes });
         }
         let info = loop {
             let wait = self.changed.changed();
@@ -459,7 +480,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         if wait == AppendWait::Written {
             return Ok(info);
         }
-        match self.config.fsync {
+        match self.config().fsync {
             FsyncPolicy::Always => self.wait_flushed(info.last_offset + 1).await?,
             FsyncPolicy::Interval { .. } => {
                 if self.interval_sync_due() {
@@ -494,8 +515,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         let len = view.total_len() as u64;
         let active = st.segments.values().next_back().expect("active segment");
-        let too_big = active.size > 0 && active.size + len > self.config.segment_bytes;
-        let too_old = active.size > 0 && self.config.segment_ms.is_some_and(|ms| now - active.created_ms >= ms);
+        let too_big = active.size > 0 && active.size + len > self.config().segment_bytes;
+        let too_old = active.size > 0 && self.config().segment_ms.is_some_and(|ms| now - active.created_ms >= ms);
         let relative_overflow = st.log_end + view.last_offset_delta() as u64 - active.base > u32::MAX as u64;
         if too_big || too_old || relative_overflow {
             return Ok(Prepare::Roll);
@@ -504,14 +525,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
         if st.zeroing.is_some_and(|from| align_up(end) > from) {
             return Ok(Prepare::Wait); // the runway's zero write in flight covers these pages
         }
-        if self.config.preallocate_bytes > 0 && end > st.allocated {
+        if self.config().preallocate_bytes > 0 && end > st.allocated {
             return Ok(Prepare::Allocate(preallocation_target(
                 end,
-                self.config.preallocate_bytes,
-                self.config.segment_bytes,
+                self.config().preallocate_bytes,
+                self.config().segment_bytes,
             )));
         }
-        let info = st.push_batch(view, term, self.config.index_interval_bytes, self.cache_limit.get());
+        let info = st.push_batch(view, term, self.config().index_interval_bytes, self.cache_limit.get());
         if let Some(p) = producer {
             st.producers.record(p.producer_id, p.epoch, p.meta(info.base_offset, info.last_offset, info.max_timestamp));
         }
@@ -534,7 +555,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     async fn write_producer_snapshot(&self) {
         let bytes = {
             let mut st = self.state.borrow_mut();
-            st.producers.expire(self.clock.now_ms(), self.config.producer_id_expiration_ms);
+            st.producers.expire(self.clock.now_ms(), self.config().producer_id_expiration_ms);
             st.producers.encode(st.log_end)
         };
         let tmp = format!("{SNAPSHOT_FILE}.tmp");
@@ -553,7 +574,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     fn interval_sync_due(&self) -> bool {
-        let FsyncPolicy::Interval { ms, bytes } = self.config.fsync else { return false };
+        let FsyncPolicy::Interval { ms, bytes } = self.config().fsync else { return false };
         let st = self.state.borrow();
         if st.flushed_end >= st.written_end {
             return false;
@@ -590,7 +611,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 if let Some(reason) = &st.failed {
                     return Err(StorageError::Failed { reason: reason.clone() });
                 }
-                st.next_write(self.config.write_bytes, self.config.writes_in_flight)
+                st.next_write(self.config().write_bytes, self.config().writes_in_flight)
             };
             match job {
                 Some((file, buf, id, start)) => {
@@ -839,7 +860,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 return Ok(ReadBatches {
                     bytes: Bytes::new(),
                     next_offset: from,
-                    readable_end: st.readable_end(self.config.fsync),
+                    readable_end: st.readable_end(self.config().fsync),
                     log_start: st.log_start,
                 });
             };
@@ -849,7 +870,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 return Ok(ReadBatches {
                     bytes,
                     next_offset: next,
-                    readable_end: st.readable_end(self.config.fsync),
+                    readable_end: st.readable_end(self.config().fsync),
                     log_start: st.log_start,
                 });
             }
@@ -875,7 +896,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         if from < st.log_start || from > st.log_end {
             return Err(StorageError::OffsetOutOfRange { offset: from, log_start: st.log_start, log_end: st.log_end });
         }
-        let readable_end = st.readable_end(self.config.fsync);
+        let readable_end = st.readable_end(self.config().fsync);
         if from >= readable_end {
             return Ok(None);
         }
@@ -919,7 +940,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     /// broker's CPU).
     async fn read_segment(&self, plan: &ReadPlan<D::File>, from: u64, max_bytes: usize) -> Result<(Bytes, u64)> {
         let mut pos = plan.start;
-        let want = max_bytes.max(64 << 10) as u64 + self.config.index_interval_bytes;
+        let want = max_bytes.max(64 << 10) as u64 + self.config().index_interval_bytes;
         if pos >= plan.limit {
             return Ok((Bytes::new(), from));
         }
@@ -1141,7 +1162,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
     async fn truncate_suffix_steps(&self, new_end: u64, position: u64) -> Result<()> {
         // A snapshot covering batches being removed goes first; one below the cut stays valid.
         let snapshot = files::read_small(&self.dir, SNAPSHOT_FILE).await?;
-        if snapshot.and_then(|b| ProducerStates::decode(&b, self.config.max_producers)).is_none_or(|(c, _)| c > new_end)
+        if snapshot
+            .and_then(|b| ProducerStates::decode(&b, self.config().max_producers))
+            .is_none_or(|(c, _)| c > new_end)
         {
             self.remove_if_exists(SNAPSHOT_FILE).await?;
         }
@@ -1200,7 +1223,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             .map(|s| SegmentSpan { base: s.base, file: s.file.clone(), size: s.size, next_offset: s.next_offset })
             .collect();
         let mut report = RecoveryReport::default();
-        let producers = load_producers(&self.dir, &self.config, &spans, BTreeMap::new(), new_end, &mut report).await?;
+        let producers =
+            load_producers(&self.dir, &self.config(), &spans, BTreeMap::new(), new_end, &mut report).await?;
         drop(spans);
         self.state.borrow_mut().producers = producers;
         if !was_active {

@@ -72,8 +72,8 @@ pub(crate) fn plan(size: u64, zeroed: u64, runway_bytes: u64, segment_bytes: u64
 
 impl<D: Dir, C: Clock> Log<D, C> {
     fn runway_bytes(&self) -> u64 {
-        match self.config.fsync {
-            FsyncPolicy::Always => self.config.runway_bytes,
+        match self.config().fsync {
+            FsyncPolicy::Always => self.config().runway_bytes,
             FsyncPolicy::Interval { .. } | FsyncPolicy::Never => 0,
         }
     }
@@ -84,7 +84,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
     pub fn wants_runway(&self) -> bool {
         let st = self.state.borrow();
         !st.runway_held_off()
-            && plan(st.active().size, st.zeroed, self.runway_bytes(), self.config.segment_bytes).is_some()
+            && plan(st.active().size, st.zeroed, self.runway_bytes(), self.config().segment_bytes).is_some()
     }
 
     /// Refills the active segment's zeroed runway (see the module doc) if it is low. Appends go
@@ -98,7 +98,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
             if st.runway_held_off() {
                 return Ok(());
             }
-            let Some(range) = plan(st.active().size, st.zeroed, self.runway_bytes(), self.config.segment_bytes) else {
+            let Some(range) = plan(st.active().size, st.zeroed, self.runway_bytes(), self.config().segment_bytes)
+            else {
                 return Ok(());
             };
             // Zeros only past the page that holds the data's end (appends rewrite that one).

@@ -48,7 +48,7 @@ fn fresh_log_on_real_disk_reads_back_what_it_wrote() {
         }
         log.close().await.unwrap();
         // Reopen (clean) and read again, now all from disk.
-        let (log, report) = Log::open(DmaDir::create(&path).await.unwrap(), SystemClock, config).await.unwrap();
+        let (log, report) = Log::open(DmaDir::create(&path).await.unwrap(), SystemClock, config.clone()).await.unwrap();
         assert!(report.clean_shutdown);
         let mut at = 0;
         while at < 200 {
@@ -56,6 +56,23 @@ fn fresh_log_on_real_disk_reads_back_what_it_wrote() {
             at = check(&read.bytes, at);
         }
         assert_eq!(log.offset_for_timestamp(150).await.unwrap().map(|(offset, _)| offset), Some(150));
+
+        // A topic's altered configs, live: retention and the largest batch apply at once; the
+        // fsync policy stays as opened.
+        let altered = LogConfig {
+            retention_bytes: Some(64 << 10),
+            max_batch_bytes: 1000,
+            fsync: FsyncPolicy::Never,
+            ..config.clone()
+        };
+        log.reconfigure(&altered);
+        assert_eq!((log.config().retention_bytes, log.config().fsync), (Some(64 << 10), FsyncPolicy::Always));
+        log.enforce_retention().await.unwrap();
+        assert!(log.offsets().log_start > 0, "the new retention.bytes deleted old segments");
+        let mut big = BatchBuilder::new();
+        big.push(0, None, Some(&[1u8; 2000]), &[]);
+        let refused = log.append(&big.build(), 1).await;
+        assert!(matches!(refused, Err(keel_storage::StorageError::BatchTooLarge { max: 1000, .. })), "{refused:?}");
         log.close().await.unwrap();
     });
 }
