@@ -73,6 +73,8 @@ pub struct ShardState {
     unsynced: PartitionsToVisit,
     /// Partitions whose zeroed runway is low (see [`ShardState::runway_soon`]).
     runways: PartitionsToVisit,
+    /// This shard's budget of warnings about bad client input (`client_warn!`).
+    pub client_warnings: RefCell<crate::client_warnings::ClientWarnings>,
 }
 
 /// Partitions a background task of the shard should visit soon: each at most once however often
@@ -314,6 +316,7 @@ async fn shard_main(
         history_reads: glommio::sync::Semaphore::new(config.history_reads_per_shard as u64),
         unsynced: PartitionsToVisit::new(),
         runways: PartitionsToVisit::new(),
+        client_warnings: RefCell::new(crate::client_warnings::ClientWarnings::new(std::time::Instant::now())),
     });
     for topic in metadata.topics() {
         let mine: Vec<u32> = topic.partitions.iter().filter(|p| p.shard == shard.id().0).map(|p| p.partition).collect();

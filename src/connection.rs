@@ -33,7 +33,7 @@ use keel_protocol::{
 };
 use keel_shards::ShardId;
 use keel_storage::{io::join_all, AppendWait};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::{
     broker::{ShardState, SINGLE_NODE_TERM},
@@ -156,7 +156,7 @@ pub(crate) async fn serve_frames<A>(
                 continue;
             }
             Err(e) => {
-                warn!(%peer, protocol, error = %e, "closing connection");
+                crate::client_warn!(state, %peer, protocol, error = %e, "closing connection");
                 return;
             }
         };
@@ -197,7 +197,7 @@ async fn answer(
         Ok(decoded) => decoded,
         Err(e) => {
             let Ok((header, _)) = decode_request_header(payload) else {
-                warn!(error = %e, "unreadable request header; closing connection");
+                crate::client_warn!(state, error = %e, "unreadable request header; closing connection");
                 return false;
             };
             encode_response(header.correlation_id, header.api_version, &Err(TopLevelError::from(&e)), out);

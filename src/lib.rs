@@ -5,6 +5,7 @@
 //! - [`broker`]: `keel serve` — shards, listeners, the controller on shard 0, shutdown.
 //! - [`cli`]: the client commands of the `keel` binary (`topic`, `produce`, `consume`, `cluster`).
 //! - [`connection`]: one client connection: frames in, requests split by partition, answers out.
+//! - [`client_warnings`]: warnings about bad client input, a few per second per shard.
 //! - [`kafka`]: the Kafka wire protocol listener, translating Kafka requests into native ones.
 //! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`).
 //! - [`topic_config`]: per-topic settings under Kafka's names, validated, mapped to a log config.
@@ -20,6 +21,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client_warnings;
 pub mod connection;
 pub mod coordinator;
 pub mod groups;

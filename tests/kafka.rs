@@ -1008,7 +1008,11 @@ fn auto_creation_switched_off() {
 #[test]
 fn mutated_requests_on_both_listeners_leave_the_broker_serving() {
     let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let broker = start_broker(tmp.path());
+    let log = tmp.path().join("broker.log");
+    let broker = BrokerConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_keel")), tmp.path().join("data"))
+        .kafka()
+        .stderr_to(&log)
+        .start();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/native/live_fuzz.py");
     let out = Command::new("python3")
         .args([script, &broker.addr.to_string(), &broker.kafka_addr().to_string(), "--seconds", "20", "--seed", "3"])
@@ -1018,6 +1022,15 @@ fn mutated_requests_on_both_listeners_leave_the_broker_serving() {
     println!("{stdout}");
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(broker.stop().success(), "keel serve exits 0 on SIGTERM after the fuzzing");
+    // Thousands of bad requests, but the log holds a few warnings per second per shard and says
+    // how many it left out (src/client_warnings.rs).
+    let log = std::fs::read_to_string(&log).unwrap();
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    let left_out = log.lines().filter(|l| l.contains("these were not logged")).count();
+    assert!(left_out > 0, "the warning budget never ran out: {warnings} warnings");
+    assert!(warnings <= 2 * 30 * (keel::client_warnings::PER_SECOND as usize + 1), "{warnings} warnings in the log");
+    assert!(!log.contains("panicked"), "a shard panicked");
+    println!("{warnings} warnings logged, {left_out} reports of warnings left out");
 }
 
 /// `--kafka-advertise`: Metadata (old and new versions) and FindCoordinator name the configured

@@ -24,7 +24,7 @@ use kafka_protocol::{
     protocol::{Decodable, Encodable, HeaderVersion},
     ResponseError,
 };
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     groups, guard,
@@ -47,7 +47,7 @@ pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
         match answer(state, &node, &host, payload, out, answer_charge).await {
             Ok(()) => true,
             Err(reason) => {
-                warn!(%peer, reason, "closing Kafka connection");
+                crate::client_warn!(state, %peer, reason, "closing Kafka connection");
                 false
             }
         }
@@ -104,7 +104,8 @@ async fn answer(
                 // Normal negotiation: newer clients start with their own latest version.
                 debug!(api_version = version, "ApiVersions above the served range; answering with the served list");
             } else {
-                warn!(
+                crate::client_warn!(
+                    state,
                     api_key = key,
                     api_version = version,
                     "unsupported Kafka API or version; answering UNSUPPORTED_VERSION"

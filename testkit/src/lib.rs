@@ -109,13 +109,22 @@ pub struct BrokerConfig {
     port: Option<u16>,
     kafka: bool,
     args: Vec<String>,
+    stderr: Option<PathBuf>,
 }
 
 impl BrokerConfig {
     /// A broker on the data directory `data`, which the test owns (it is kept, so a test can
     /// restart a broker on it).
     pub fn new(bin: PathBuf, data: impl Into<PathBuf>) -> BrokerConfig {
-        BrokerConfig { bin, data: data.into(), scratch: false, port: None, kafka: false, args: Vec::new() }
+        BrokerConfig {
+            bin,
+            data: data.into(),
+            scratch: false,
+            port: None,
+            kafka: false,
+            args: Vec::new(),
+            stderr: None,
+        }
     }
 
     /// A broker on a fresh data directory `data`: emptied before the start, removed when the
@@ -143,6 +152,12 @@ impl BrokerConfig {
         self
     }
 
+    /// The broker's log (stderr) to this file instead of the test's stderr.
+    pub fn stderr_to(mut self, path: impl Into<PathBuf>) -> BrokerConfig {
+        self.stderr = Some(path.into());
+        self
+    }
+
     /// Starts the broker and waits until it answers (panics after 30 s).
     pub fn start(self) -> Broker {
         if self.scratch {
@@ -159,7 +174,10 @@ impl BrokerConfig {
             .args(["--kafka-listen", &kafka_listen, "--memory", "256MiB"])
             .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.stderr {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("create the broker's log file")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start keel serve");
         let mut broker = Broker { child: Some(child), addr, admin, kafka, data: self.data, scratch: self.scratch };
