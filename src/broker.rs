@@ -564,10 +564,6 @@ async fn commit_offsets(
         return Err(Failure::new(code, message));
     }
     let partition = partition_for_group(&group);
-    let (key, _) = state
-        .route(OFFSETS_TOPIC, partition)
-        .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
-    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
     let commits: Vec<(CommitKey, Committed)> = commits
         .into_iter()
         .map(|(topic, p, offset, metadata)| {
@@ -577,9 +573,18 @@ async fn commit_offsets(
     if commits.is_empty() {
         return Ok(());
     }
-    let batch = offsets::commit_batch(&commits, now_ms());
-    log.append(&batch, SINGLE_NODE_TERM).await?;
-    state.offsets.borrow_mut().apply(partition, &batch);
+    append_offsets(state, partition, &offsets::commit_batch(&commits, now_ms())).await
+}
+
+/// Appends `batch` (commits or tombstones) to offsets partition `partition`, owned by this shard,
+/// then applies it to the shard's latest commits.
+async fn append_offsets(state: &ShardState, partition: u32, batch: &[u8]) -> Result<(), Failure> {
+    let (key, _) = state
+        .route(OFFSETS_TOPIC, partition)
+        .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
+    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
+    log.append(batch, SINGLE_NODE_TERM).await?;
+    state.offsets.borrow_mut().apply(partition, batch);
     Ok(())
 }
 
@@ -590,26 +595,16 @@ pub(crate) async fn delete_group_offsets(state: &ShardState, group: &str) -> Res
     if keys.is_empty() {
         return Ok(0);
     }
-    let (key, _) = state
-        .route(OFFSETS_TOPIC, partition)
-        .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
-    let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
-    let batch = offsets::tombstone_batch(&keys, now_ms());
-    log.append(&batch, SINGLE_NODE_TERM).await?;
-    state.offsets.borrow_mut().apply(partition, &batch);
+    append_offsets(state, partition, &offsets::tombstone_batch(&keys, now_ms())).await?;
     Ok(keys.len())
 }
 
-/// Deletes every commit for `topic` on the offsets partitions this shard owns: one batch of
-/// tombstones per offsets partition that has some.
+/// Deletes every commit for `topic` on the offsets partitions this shard owns (the only ones
+/// its store holds): one batch of tombstones per offsets partition that has some.
 async fn forget_topic_offsets(state: &ShardState, topic: &str) -> Result<(), Failure> {
     let by_partition = state.offsets.borrow().topic_keys(topic);
     for (partition, keys) in by_partition {
-        let Some((key, _)) = state.route(OFFSETS_TOPIC, partition) else { continue };
-        let Some(log) = state.partitions.get(key) else { continue }; // not ours
-        let batch = offsets::tombstone_batch(&keys, now_ms());
-        log.append(&batch, SINGLE_NODE_TERM).await?;
-        state.offsets.borrow_mut().apply(partition, &batch);
+        append_offsets(state, partition, &offsets::tombstone_batch(&keys, now_ms())).await?;
     }
     Ok(())
 }

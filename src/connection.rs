@@ -32,7 +32,7 @@ use keel_protocol::{
     ApiKey, ErrorCode, Offset, PartitionId, Request, Response, TopLevelError,
 };
 use keel_shards::ShardId;
-use keel_storage::{io::join_all, AppendWait};
+use keel_storage::{batch::BatchView, io::join_all, AppendWait};
 use tracing::debug;
 
 use crate::{
@@ -592,13 +592,11 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
 /// in `budget` bytes; with `at_least_one`, the first batch even if it alone does not fit, so a
 /// consumer never stalls on a batch larger than its limits.
 fn whole_batches_within(records: Bytes, budget: usize, at_least_one: bool) -> Bytes {
-    // batchLength (after baseOffset, i64) counts the bytes that follow it.
-    const LENGTH_AT: usize = 8;
     let mut end = 0;
-    while let Some(len) = records.get(end + LENGTH_AT..end + LENGTH_AT + 4) {
-        let batch = LENGTH_AT + 4 + u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
-        let next = end + batch;
-        if next > records.len() || (next > budget && !(at_least_one && end == 0)) {
+    // The log's own batches: their CRCs were checked on the way in.
+    while let Ok(batch) = BatchView::parse_unchecked_crc(&records[end..]) {
+        let next = end + batch.total_len();
+        if next > budget && !(at_least_one && end == 0) {
             break;
         }
         end = next;

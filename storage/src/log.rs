@@ -459,8 +459,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 batch.len() - view.total_len()
             ))));
         }
-        if batch.len() > self.config().max_batch_bytes {
-            return Err(StorageError::BatchTooLarge { bytes: batch.len(), max: self.config().max_batch_bytes });
+        let max_batch_bytes = self.config().max_batch_bytes;
+        if batch.len() > max_batch_bytes {
+            return Err(StorageError::BatchTooLarge { bytes: batch.len(), max: max_batch_bytes });
         }
         let info = loop {
             let wait = self.changed.changed();
@@ -514,9 +515,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
             }
         }
         let len = view.total_len() as u64;
+        let config = self.config();
         let active = st.segments.values().next_back().expect("active segment");
-        let too_big = active.size > 0 && active.size + len > self.config().segment_bytes;
-        let too_old = active.size > 0 && self.config().segment_ms.is_some_and(|ms| now - active.created_ms >= ms);
+        let too_big = active.size > 0 && active.size + len > config.segment_bytes;
+        let too_old = active.size > 0 && config.segment_ms.is_some_and(|ms| now - active.created_ms >= ms);
         let relative_overflow = st.log_end + view.last_offset_delta() as u64 - active.base > u32::MAX as u64;
         if too_big || too_old || relative_overflow {
             return Ok(Prepare::Roll);
@@ -525,14 +527,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
         if st.zeroing.is_some_and(|from| align_up(end) > from) {
             return Ok(Prepare::Wait); // the runway's zero write in flight covers these pages
         }
-        if self.config().preallocate_bytes > 0 && end > st.allocated {
-            return Ok(Prepare::Allocate(preallocation_target(
-                end,
-                self.config().preallocate_bytes,
-                self.config().segment_bytes,
-            )));
+        if config.preallocate_bytes > 0 && end > st.allocated {
+            return Ok(Prepare::Allocate(preallocation_target(end, config.preallocate_bytes, config.segment_bytes)));
         }
-        let info = st.push_batch(view, term, self.config().index_interval_bytes, self.cache_limit.get());
+        let info = st.push_batch(view, term, config.index_interval_bytes, self.cache_limit.get());
         if let Some(p) = producer {
             st.producers.record(p.producer_id, p.epoch, p.meta(info.base_offset, info.last_offset, info.max_timestamp));
         }
@@ -611,7 +609,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 if let Some(reason) = &st.failed {
                     return Err(StorageError::Failed { reason: reason.clone() });
                 }
-                st.next_write(self.config().write_bytes, self.config().writes_in_flight)
+                let config = self.config();
+                st.next_write(config.write_bytes, config.writes_in_flight)
             };
             match job {
                 Some((file, buf, id, start)) => {
