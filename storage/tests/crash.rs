@@ -139,12 +139,14 @@ fn crash_test_sigkill_loses_nothing_acknowledged() {
     let mut verified_end = 0u64;
     for cycle in 0..cycles {
         let first_tag = (cycle + 1) * 1_000_000;
+        let child_stderr = dir.with_extension("child-stderr");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env("KEEL_CRASH_DIR", &dir)
             .env("KEEL_CRASH_TAG", first_tag.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Kept in a file beside the log, so a child that dies on its own says why.
+            .stderr(std::fs::File::create(&child_stderr).expect("child stderr file"))
             .spawn()
             .expect("spawn child");
         let stdout = child.stdout.take().unwrap();
@@ -164,7 +166,21 @@ fn crash_test_sigkill_loses_nothing_acknowledged() {
                 Ok(_) => {}
                 Err(_) if Instant::now() > ready_by => panic!("seed {seed} cycle {cycle}: child never opened the log"),
                 Err(_) => {
-                    assert!(child.try_wait().unwrap().is_none(), "seed {seed} cycle {cycle}: child died during open")
+                    if let Some(status) = child.try_wait().unwrap() {
+                        let stderr = std::fs::read_to_string(&child_stderr).unwrap_or_default();
+                        let tail: String = stderr
+                            .lines()
+                            .rev()
+                            .take(30)
+                            .collect::<Vec<_>>()
+                            .into_iter()
+                            .rev()
+                            .collect::<Vec<_>>()
+                            .join("\n");
+                        panic!(
+                            "seed {seed} cycle {cycle}: child died during open ({status}); its stderr ends:\n{tail}"
+                        );
+                    }
                 }
             }
         }
