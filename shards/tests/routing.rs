@@ -5,28 +5,20 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::join_within;
 use glommio::timer::sleep;
-use keel_shards::{
-    start, ConfigError, FailureReason, RouteError, Runtime, RuntimeConfig, Shard, ShardFailure, ShardId, StartError,
-};
+use keel_shards::{start, ConfigError, FailureReason, RouteError, RuntimeConfig, Shard, ShardId, StartError};
 
 /// Upper bound for anything that must not hang; far above what it takes on a loaded 2-core machine.
 const HANG_BOUND: Duration = Duration::from_secs(30);
 
 fn config(shards: usize, queue_capacity: usize, max_concurrent_requests: usize) -> RuntimeConfig {
     RuntimeConfig { queue_capacity, max_concurrent_requests, ..RuntimeConfig::unpinned(shards) }
-}
-
-/// `runtime.join()`, failing the test instead of hanging if it takes longer than `bound`.
-fn join_within(runtime: Runtime, bound: Duration) -> Result<(), ShardFailure> {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(runtime.join());
-    });
-    receiver.recv_timeout(bound).unwrap_or_else(|_| panic!("runtime.join() did not return within {bound:?}"))
 }
 
 fn check(condition: bool, what: impl FnOnce() -> String) -> Result<(), String> {

@@ -2,16 +2,20 @@
 //!
 //! Keel runs a patched glommio (`vendor/glommio/KEEL-PATCHES.md`): a sleeping executor is
 //! told of a cross-executor message through a pair of SeqCst fences instead of upstream's
-//! `membarrier`, and its preemption timer stays armed across passes and sleeps. A mistake in
-//! either loses a wakeup: the shard sleeps with work to do until something else wakes it, or,
+//! `membarrier`, its preemption timer stays armed across passes and sleeps, and it no longer
+//! parks with runnable tasks when a timer completes just before it looks. A mistake in any of
+//! them loses a wakeup: the shard sleeps with work to do until something else wakes it, or,
 //! in these tests, where nothing else does, forever. So each test bounds its run (a hang fails
 //! it) and the lateness of every timer.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::join_within;
 use glommio::timer::sleep;
-use keel_shards::{start, Runtime, RuntimeConfig, ShardFailure, ShardId};
+use keel_shards::{start, RuntimeConfig, ShardId};
 
 /// Upper bound for a whole test; far above what it takes on a loaded 2-core machine.
 const HANG_BOUND: Duration = Duration::from_secs(60);
@@ -20,16 +24,6 @@ const HANG_BOUND: Duration = Duration::from_secs(60);
 /// message, which in these tests never comes while it sleeps; a loaded virtual machine can
 /// stall for a few hundred milliseconds.
 const TIMER_LATENESS_BOUND: Duration = Duration::from_secs(5);
-
-fn join_within(runtime: Runtime, bound: Duration) -> Result<(), ShardFailure> {
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(runtime.join());
-    });
-    receiver
-        .recv_timeout(bound)
-        .unwrap_or_else(|_| panic!("runtime.join() did not return within {bound:?}: a shard missed a wakeup"))
-}
 
 /// A small deterministic generator for delays (no need for a crate).
 fn next_random(state: &Cell<u64>) -> u64 {

@@ -137,15 +137,15 @@ fn crash_test_sigkill_loses_nothing_acknowledged() {
     let mut figures = Figures { cycles: 0, acked: 0, verified_batches: 0, lost: 0 };
     let started = Instant::now();
     let mut verified_end = 0u64;
+    // Each child's stderr, kept in a file beside the log, so a child that dies on its own says why.
+    let child_stderr = dir.with_extension("child-stderr");
     for cycle in 0..cycles {
         let first_tag = (cycle + 1) * 1_000_000;
-        let child_stderr = dir.with_extension("child-stderr");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
             .env("KEEL_CRASH_DIR", &dir)
             .env("KEEL_CRASH_TAG", first_tag.to_string())
             .stdout(Stdio::piped())
-            // Kept in a file beside the log, so a child that dies on its own says why.
             .stderr(std::fs::File::create(&child_stderr).expect("child stderr file"))
             .spawn()
             .expect("spawn child");
@@ -168,15 +168,8 @@ fn crash_test_sigkill_loses_nothing_acknowledged() {
                 Err(_) => {
                     if let Some(status) = child.try_wait().unwrap() {
                         let stderr = std::fs::read_to_string(&child_stderr).unwrap_or_default();
-                        let tail: String = stderr
-                            .lines()
-                            .rev()
-                            .take(30)
-                            .collect::<Vec<_>>()
-                            .into_iter()
-                            .rev()
-                            .collect::<Vec<_>>()
-                            .join("\n");
+                        let lines: Vec<&str> = stderr.lines().collect();
+                        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
                         panic!(
                             "seed {seed} cycle {cycle}: child died during open ({status}); its stderr ends:\n{tail}"
                         );

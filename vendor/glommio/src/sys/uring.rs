@@ -1833,7 +1833,6 @@ impl Reactor {
         // to end a later one.
         drop(self.user_timeout_src.take());
         let preempt = preempt_timer();
-        let now = Instant::now();
 
         // The throughput-based timer (fires after `ring_depth` completions on the main ring) is
         // re-armed only once it has fired. It won't matter if we end up sleeping.
@@ -1896,7 +1895,7 @@ impl Reactor {
                 self.notifier.wake_up();
             }
         } else if let Some(preempt) = preempt {
-            self.replace_preemption_timer(&mut lat_ring, now + preempt, preempt)?;
+            self.replace_preemption_timer(&mut lat_ring, preempt)?;
         }
 
         // A Note about `need_preempt`:
@@ -1909,15 +1908,15 @@ impl Reactor {
         Ok(should_sleep)
     }
 
-    /// Arms the preemption timer to fire after `dur` (due at `due`), unless the armed one
-    /// fires by then (Keel patch). A replaced timer is cancelled, and the cancellation's
-    /// completions are picked up, or they would make `need_preempt` true at once.
+    /// Arms the preemption timer to fire after `dur`, unless the armed one fires by then (Keel
+    /// patch). A replaced timer is cancelled, and the cancellation's completions are picked up,
+    /// or they would make `need_preempt` true at once.
     fn replace_preemption_timer(
         &self,
         lat_ring: &mut SleepableRing,
-        due: Instant,
         dur: Duration,
     ) -> io::Result<()> {
+        let due = Instant::now() + dur;
         let armed = self
             .preemption_deadline
             .get()
@@ -1925,14 +1924,14 @@ impl Reactor {
         if armed.map_or(false, |armed| armed <= due) {
             return Ok(());
         }
+        // Tasks woken by what is picked up here are queued; we run on either way.
         let mut woke = 0;
-        if let Some(old) = self.latency_preemption_timeout_src.take() {
-            drop(old);
+        if self.latency_preemption_timeout_src.take().is_some() {
             flush_cancellations!(into &mut woke; lat_ring);
         }
         self.latency_preemption_timeout_src
             .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-        self.preemption_deadline.set(Some(Instant::now() + dur));
+        self.preemption_deadline.set(Some(due));
         assert!(flush_rings!(lat_ring)? > 0);
         consume_rings!(into &mut woke; lat_ring);
         Ok(())
