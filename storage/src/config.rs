@@ -60,7 +60,8 @@ pub struct LogConfig {
     /// Recent bytes of the active segment kept in memory to serve reads without disk I/O.
     pub tail_cache_bytes: usize,
     /// Reserve disk space for the active segment in steps of this many bytes, so an append
-    /// finds a full disk before it writes anything (0 = off).
+    /// finds a full disk before it writes anything (0 = off). The file's size covers the
+    /// reserved space, so appends do not extend it ([`crate::io::File::allocate`]).
     pub preallocate_bytes: u64,
     /// Under `fsync=always`, keep up to this many bytes of zeros written ahead of the active
     /// segment's end, so appends overwrite instead of growing the file and their fdatasyncs

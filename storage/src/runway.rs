@@ -111,15 +111,14 @@ impl<D: Dir, C: Clock> Log<D, C> {
         let guard = ZeroingGuard { log: self };
         let what = || self.dir.describe(&crate::log::log_name(self.state.borrow().active().base));
         let zeroed = async {
-            // Reserve first, so a full disk refuses here rather than in a write. Then make the
-            // file that long: a zero write past the file's size would hold ext4's inode lock
+            // Reserve first, so a full disk refuses here rather than in a write; that also makes
+            // the file that long: a zero write past the file's size would hold ext4's inode lock
             // until done, and appends (overwrites, inside the size) would queue behind it.
             file.allocate(range.end).await.map_err(|e| StorageError::io("reserving the runway of", what(), e))?;
             {
                 let mut st = self.state.borrow_mut();
                 st.allocated = st.allocated.max(range.end);
             }
-            file.set_len(range.end).await.map_err(|e| StorageError::io("extending the runway of", what(), e))?;
             let mut pos = range.start;
             while pos < range.end {
                 let len = (range.end - pos).min(ZERO_WRITE_BYTES);

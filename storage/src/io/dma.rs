@@ -190,7 +190,7 @@ impl File for DmaSegmentFile {
     }
 
     async fn allocate(&self, len: u64) -> io::Result<()> {
-        self.file.pre_allocate(len, true).await.map_err(to_io)
+        self.file.pre_allocate(len, false).await.map_err(to_io)
     }
 
     async fn close(self) -> io::Result<()> {

@@ -75,8 +75,13 @@ pub trait File: 'static {
     async fn set_len(&self, len: u64) -> io::Result<()>;
     /// The file's current length.
     async fn len(&self) -> io::Result<u64>;
-    /// Reserves disk blocks for `[0, len)` without changing the file's length, so later writes
-    /// inside it cannot fail with ENOSPC.
+    /// Reserves disk blocks for `[0, len)`, so later writes inside it cannot fail with ENOSPC,
+    /// and extends the file's length to `len` (with zeros) if it is shorter, like `fallocate`
+    /// without `FALLOC_FL_KEEP_SIZE`; never shrinks it. The length is durable after `sync_data`.
+    ///
+    /// Why the length: on ext4 an O_DIRECT write that ends past the file's size is an extending
+    /// write, done synchronously under the inode's exclusive lock (io_uring hands it to a worker
+    /// that sleeps until the device completes it). Inside the size, the worker only submits it.
     async fn allocate(&self, len: u64) -> io::Result<()>;
     /// Closes the file now. Dropping a file also closes it, but the runtime may only get to it
     /// at its next I/O cycle (glommio queues the close), so short-lived executors and code that

@@ -28,7 +28,8 @@
 //!   an io error ("stale handle after crash"). Take a new one with [`SimDisk::dir`].
 //! - Directories themselves always exist and are always durable.
 //! - Capacity ([`SimDisk::set_capacity`]) counts, over files that are linked or open,
-//!   `max(len, allocated)`. `allocate` reserves without changing the length; like ext4, shrinking
+//!   `max(len, allocated)`. `allocate` reserves and grows the length (a pending operation, like a
+//!   growing `set_len`) but never shrinks it; like ext4, shrinking
 //!   a file with `set_len` also frees the reservation past the new length. An operation that would
 //!   grow the total past the capacity fails with ENOSPC and changes nothing.
 //! - Injected faults ([`SimDisk::fail_next`], [`SimDisk::fail_randomly`]) are checked after the
@@ -751,8 +752,15 @@ impl File for SimFile {
         self.with(Some(FaultKind::Allocate), |inner, ino| {
             let node = &inner.inodes[&ino];
             let alloc = node.allocated.max(len);
-            inner.check_space(ino, node.data.len() as u64, alloc)?;
-            inner.inodes.get_mut(&ino).unwrap().allocated = alloc;
+            let new_len = (node.data.len() as u64).max(len);
+            inner.check_space(ino, new_len, alloc)?;
+            let node = inner.inodes.get_mut(&ino).unwrap();
+            node.allocated = alloc;
+            if new_len > node.data.len() as u64 {
+                // A longer file, like set_len: visible now, durable (or lost) with the next sync.
+                node.data.resize(new_len as usize, 0);
+                node.pending.push(FileOp::SetLen(new_len));
+            }
             Ok(())
         })
     }
@@ -1172,7 +1180,7 @@ mod tests {
         // overwrites and the last block fit
         block_on(f.write_at(buf(&f, 3, 3), 0)).unwrap();
         block_on(g.allocate(ALIGN as u64)).unwrap();
-        assert_eq!(block_on(g.len()).unwrap(), 0);
+        assert_eq!(block_on(g.len()).unwrap(), ALIGN as u64, "allocate grows the length");
         assert_eq!(disk.usage(), 4 * ALIGN as u64);
         // writes inside the reservation cannot fail
         block_on(g.write_at(buf(&g, 1, 4), 0)).unwrap();
