@@ -165,7 +165,9 @@ pub struct ServeArgs {
     pub compaction_map_bytes: Option<u64>,
     /// Disk space reserved (fallocate) ahead of each partition's active segment, so an append
     /// meets a full disk before it writes anything and the file's blocks stay contiguous: ahead
-    /// by as much as the segment holds (at least 64 KiB), at most this much. 0 turns it off, for
+    /// by as much as the segment holds (at least 64 KiB), at most this much. The file's size
+    /// covers the reserved space (zeros past the data, trimmed when the segment is sealed), so
+    /// appends do not extend it, which ext4 would do synchronously. 0 turns it off, for
     /// filesystems where reserving is slow and buys nothing, such as tmpfs, which allocates and
     /// zeroes the memory at once. Bytes or KiB/MiB; a multiple of 4096 [default: 32MiB]
     #[arg(long, env = "KEEL_PREALLOCATE_BYTES", value_name = "BYTES", value_parser = parse_size)]
