@@ -20,7 +20,7 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 use keel_protocol::ErrorCode;
 use keel_shards::{RuntimeConfig, Shard, ShardId};
-use keel_storage::{batch::BatchView, AppendWait, FsyncPolicy, LogConfig};
+use keel_storage::{batch::BatchView, io::join_all, AppendWait, FsyncPolicy, LogConfig};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -29,7 +29,7 @@ use crate::{
     metrics::{self as broker_metrics, BrokerMetrics, ShardMetrics},
     offsets::{self, partition_for_group, CommitKey, Committed, OffsetStore, OFFSETS_PARTITIONS, OFFSETS_TOPIC},
     partitions::{PartitionKey, Partitions},
-    routing::{CommittedEntry, Failure, PartitionOffsets, ShardRequest, ShardResponse},
+    routing::{CommittedEntry, Failure, FetchPart, PartitionOffsets, ShardRequest, ShardResponse},
     serve_config::ServeConfig,
     topic_config::TopicConfig,
 };
@@ -421,17 +421,26 @@ async fn accept_loop(listener: TcpListener, state: Rc<ShardState>, protocol: Pro
 
 /// Serves one request routed to this shard.
 async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> ShardResponse {
+    state.stats().shard_calls.fetch_add(1, Relaxed);
     match request {
-        ShardRequest::Produce { key, records, term, wait } => {
-            ShardResponse::Produced(produce(state, key, records, term, wait).await)
+        ShardRequest::Produce { parts, term, wait } => {
+            let appends = parts.into_iter().map(|(key, records)| produce(state, key, records, term, wait));
+            ShardResponse::Produced(join_all(appends.collect()).await)
         }
-        ShardRequest::Fetch { key, offset, max_bytes, max_wait_ms } => {
-            let result = fetch(state, key, offset, max_bytes, max_wait_ms).await;
-            let offsets = state.partitions.get(key).map(|log| offsets_of(&log));
-            match result {
-                Ok((bytes, offsets)) => ShardResponse::Fetched(Ok(bytes), Some(offsets)),
-                Err(f) => ShardResponse::Fetched(Err(f), offsets),
-            }
+        ShardRequest::Fetch { parts } => {
+            let reads = parts.into_iter().map(|FetchPart { key, offset, max_bytes }| async move {
+                match fetch(state, key, offset, max_bytes, 0).await {
+                    Ok((bytes, offsets)) => (Ok(bytes), Some(offsets)),
+                    Err(f) => (Err(f), state.partitions.get(key).map(|log| offsets_of(&log))),
+                }
+            });
+            ShardResponse::Fetched(join_all(reads.collect()).await)
+        }
+        ShardRequest::AwaitData { parts, max_wait_ms } => {
+            let waits = parts.into_iter().map(|(key, from)| async move {
+                fetch(state, key, from, 1, max_wait_ms).await.is_ok_and(|(bytes, _)| !bytes.is_empty())
+            });
+            ShardResponse::DataArrived(connection::first_true(waits.collect()).await)
         }
         ShardRequest::ListOffset { key, timestamp } => ShardResponse::Offset(list_offset(state, key, timestamp).await),
         ShardRequest::DeleteRecords { key, offset } => {

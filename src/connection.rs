@@ -24,9 +24,9 @@ use keel_protocol::{
         CommitOffsetsPartitionResponse, CommitOffsetsRequest, CommitOffsetsResponse, CommitOffsetsTopicResponse,
         CreateTopicResponse, DeleteTopicResponse, DescribeConfigsResponse, DescribeConfigsTopic,
         DescribedConfig as WireConfigValue, FetchCommittedPartitionResponse, FetchCommittedRequest,
-        FetchCommittedResponse, FetchCommittedTopicResponse, FetchPartition, FetchPartitionResponse, FetchRequest,
-        FetchResponse, FetchTopicResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest,
-        ListOffsetsResponse, ListOffsetsTopicResponse, MetadataPartition, MetadataResponse, MetadataTopic, OffsetQuery,
+        FetchCommittedResponse, FetchCommittedTopicResponse, FetchPartitionResponse, FetchRequest, FetchResponse,
+        FetchTopicResponse, ListGroupsResponse, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse,
+        ListOffsetsTopicResponse, MetadataPartition, MetadataResponse, MetadataTopic, OffsetQuery,
         ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse, ShardStatus,
     },
     ApiKey, ErrorCode, Offset, PartitionId, Request, Response, TopLevelError,
@@ -39,7 +39,7 @@ use crate::{
     broker::{ShardState, SINGLE_NODE_TERM},
     metadata::Metadata,
     offsets,
-    routing::{Failure, PartitionOffsets, ShardRequest, ShardResponse},
+    routing::{Appended, Failure, FetchPart, PartitionOffsets, ShardRequest, ShardResponse},
 };
 
 /// Bytes read from the socket at a time.
@@ -401,9 +401,12 @@ fn describe_configs(metadata: &Metadata, names: Vec<String>) -> DescribeConfigsR
     DescribeConfigsResponse { topics }
 }
 
-/// Appends each partition's batches on its owning shard, every partition of every topic at once.
-/// A partition not done within the request's `timeout_ms` (0: no limit) is answered `REQUEST_TIMED_OUT`; its
-/// append goes on and may still succeed (as in Kafka, a retry may then append it twice).
+/// Appends each partition's batches on its owning shard, every partition of every topic at once:
+/// one message to each shard the request touches, carrying all of that shard's partitions.
+/// A partition whose shard has not answered within the request's `timeout_ms` (0: no limit) is
+/// answered `REQUEST_TIMED_OUT` (a shard answers for all its partitions at once, when the last is
+/// done); its append goes on and may still succeed (as in Kafka, a retry may then append it
+/// twice).
 async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
     // acks=1 waits until the leader has the batches (written to the segment file), acks=all
     // until they are durable under the topic's fsync policy; acks=0 waits for nothing, but this
@@ -415,33 +418,40 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
     let timeout = std::time::Duration::from_millis(u64::from(req.timeout_ms));
     let mut shape = Vec::with_capacity(req.topics.len());
     let mut partitions = Vec::new();
-    let mut appends = Vec::new();
+    // Each partition's answer lands in its slot as its shard answers; a slot still empty when
+    // the timer fires is a partition that timed out. An unknown partition is answered at once.
+    let mut slots: Vec<std::cell::Cell<Option<Appended>>> = Vec::new();
+    let mut by_shard = ByShard::default();
     for topic in req.topics {
         shape.push((topic.name.clone(), topic.partitions.len()));
         for p in topic.partitions {
-            let route = state.route(&topic.name, p.partition.0);
+            let slot = slots.len();
             partitions.push(p.partition);
-            appends.push(async move {
-                let Some((key, shard)) = route else {
-                    return Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition"));
-                };
-                let request = ShardRequest::Produce { key, records: p.records, term: SINGLE_NODE_TERM, wait };
-                match call(state, shard, request).await {
-                    Ok(ShardResponse::Produced(result)) => result,
-                    Ok(other) => Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))),
-                    Err(f) => Err(f),
+            match state.route(&topic.name, p.partition.0) {
+                None => slots.push(Some(Err(unknown_partition())).into()),
+                Some((key, shard)) => {
+                    slots.push(None.into());
+                    by_shard.push(shard, slot, (key, p.records));
                 }
-            });
+            }
         }
     }
-    // One timer for the whole request, not one per partition (each is a timer registration
-    // and a future polled with its append, and a request may carry hundreds of partitions).
-    // Each partition's answer lands in its slot as it completes; a slot still empty when the
-    // timer fires is a partition that timed out.
-    let slots: Vec<std::cell::Cell<Option<Result<_, Failure>>>> = appends.iter().map(|_| Default::default()).collect();
-    let filling = appends.into_iter().zip(&slots).map(|(append, slot)| async move { slot.set(Some(append.await)) });
+    // One message per shard, with all of its partitions; one timer for the whole request, not
+    // one per partition (a request may carry hundreds of partitions).
+    let slots = &slots;
+    let calls = by_shard.0.into_iter().map(|(shard, places, parts)| async move {
+        let n = parts.len();
+        let answers = match call(state, shard, ShardRequest::Produce { parts, term: SINGLE_NODE_TERM, wait }).await {
+            Ok(ShardResponse::Produced(answers)) if answers.len() == n => answers,
+            Ok(other) => vec![Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))); n],
+            Err(f) => vec![Err(f); n],
+        };
+        for (slot, answer) in places.into_iter().zip(answers) {
+            slots[slot].set(Some(answer));
+        }
+    });
     let all = async {
-        join_all(filling.collect()).await;
+        join_all(calls.collect()).await;
     };
     if timeout.is_zero() {
         all.await; // 0: no limit
@@ -449,7 +459,7 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
         futures_lite::future::or(all, glommio::timer::sleep(timeout)).await;
     }
     let mut answers = partitions.into_iter().zip(slots).map(|(partition, slot)| {
-        let result = slot.into_inner().unwrap_or_else(|| {
+        let result = slot.take().unwrap_or_else(|| {
             Err(Failure::new(
                 ErrorCode::RequestTimedOut,
                 format!("not appended within the request's timeout_ms ({} ms); it may still be", timeout.as_millis()),
@@ -482,29 +492,65 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
 /// One partition's part of a fetch: (partition, records or failure, offsets if known).
 type PartitionFetch = (PartitionId, Result<Bytes, Failure>, Option<PartitionOffsets>);
 
-/// Reads every partition of the request on its shard, all at once, without waiting.
-async fn fetch_once(state: &ShardState, req: &FetchRequest, max_wait_ms: u32) -> Vec<Vec<PartitionFetch>> {
-    let mut topics = Vec::with_capacity(req.topics.len());
-    for topic in &req.topics {
-        let calls = topic.partitions.iter().map(|p| fetch_partition(state, &topic.name, p, max_wait_ms));
-        topics.push(join_all(calls.collect()).await);
+/// Reads every partition of the request on its shard, all at once, without waiting: one
+/// message per shard, with all of its partitions.
+async fn fetch_once(state: &ShardState, req: &FetchRequest) -> Vec<Vec<PartitionFetch>> {
+    let mut results: Vec<Vec<Option<PartitionFetch>>> =
+        req.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
+    let mut by_shard = ByShard::default();
+    for (t, topic) in req.topics.iter().enumerate() {
+        for (j, p) in topic.partitions.iter().enumerate() {
+            match state.route(&topic.name, p.partition.0) {
+                None => results[t][j] = Some((p.partition, Err(unknown_partition()), None)),
+                Some((key, shard)) => by_shard.push(
+                    shard,
+                    (t, j),
+                    FetchPart { key, offset: p.fetch_offset.0, max_bytes: p.partition_max_bytes },
+                ),
+            }
+        }
     }
-    topics
+    let calls = by_shard.0.into_iter().map(|(shard, places, parts)| async move {
+        let n = parts.len();
+        let answers = match call(state, shard, ShardRequest::Fetch { parts }).await {
+            Ok(ShardResponse::Fetched(answers)) if answers.len() == n => answers,
+            Ok(other) => vec![(Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))), None); n],
+            Err(f) => vec![(Err(f), None); n],
+        };
+        (places, answers)
+    });
+    for (places, answers) in join_all(calls.collect()).await {
+        for ((t, j), (result, offsets)) in places.into_iter().zip(answers) {
+            results[t][j] = Some((req.topics[t].partitions[j].partition, result, offsets));
+        }
+    }
+    results.into_iter().map(|t| t.into_iter().map(|r| r.expect("every partition answered")).collect()).collect()
 }
 
-async fn fetch_partition(state: &ShardState, topic: &str, p: &FetchPartition, max_wait_ms: u32) -> PartitionFetch {
-    let Some((key, shard)) = state.route(topic, p.partition.0) else {
-        return (
-            p.partition,
-            Err(Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")),
-            None,
-        );
-    };
-    let request = ShardRequest::Fetch { key, offset: p.fetch_offset.0, max_bytes: p.partition_max_bytes, max_wait_ms };
-    match call(state, shard, request).await {
-        Ok(ShardResponse::Fetched(result, offsets)) => (p.partition, result, offsets),
-        Ok(other) => (p.partition, Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))), None),
-        Err(f) => (p.partition, Err(f), None),
+fn unknown_partition() -> Failure {
+    Failure::new(ErrorCode::UnknownTopicOrPartition, "unknown topic or partition")
+}
+
+/// A request's parts grouped by the shard that owns them: (shard, where each part's answer
+/// goes, the parts), shards in the order first met.
+struct ByShard<P, T>(Vec<(ShardId, Vec<P>, Vec<T>)>);
+
+impl<P, T> Default for ByShard<P, T> {
+    fn default() -> Self {
+        ByShard(Vec::new())
+    }
+}
+
+impl<P, T> ByShard<P, T> {
+    fn push(&mut self, shard: ShardId, place: P, part: T) {
+        // A node has a few shards: a scan beats a map.
+        match self.0.iter_mut().find(|(s, _, _)| *s == shard) {
+            Some((_, places, parts)) => {
+                places.push(place);
+                parts.push(part);
+            }
+            None => self.0.push((shard, vec![place], vec![part])),
+        }
     }
 }
 
@@ -522,7 +568,7 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
     let min_bytes = req.min_bytes.max(1) as usize;
     let max_wait_ms = req.max_wait_ms.min(MAX_FETCH_WAIT_MS);
     let deadline = Instant::now() + std::time::Duration::from_millis(u64::from(max_wait_ms));
-    let mut results = fetch_once(state, &req, 0).await;
+    let mut results = fetch_once(state, &req).await;
     loop {
         let bytes: usize = results.iter().flatten().map(|(_, r, _)| r.as_ref().map_or(0, Bytes::len)).sum();
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -531,23 +577,23 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
         }
         let remaining_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
         // Wait for data past each partition's high watermark as just read: a wait at the
-        // requested offset would end at once where data already is.
-        let waits: Vec<_> = req
-            .topics
-            .iter()
-            .zip(&results)
-            .flat_map(|(topic, partitions)| {
-                topic.partitions.iter().zip(partitions).map(move |(p, (_, _, offsets))| {
-                    let from = offsets.map_or(p.fetch_offset.0, |o| o.high_watermark.max(p.fetch_offset.0));
-                    let probe = FetchPartition { fetch_offset: Offset(from), partition_max_bytes: 1, ..p.clone() };
-                    async move { fetch_partition(state, &topic.name, &probe, remaining_ms).await }
-                })
-            })
-            .collect();
-        if !first_with_data(waits).await {
+        // requested offset would end at once where data already is. One wait per shard.
+        let mut by_shard = ByShard::default();
+        for (topic, partitions) in req.topics.iter().zip(&results) {
+            for (p, (_, _, offsets)) in topic.partitions.iter().zip(partitions) {
+                let Some((key, shard)) = state.route(&topic.name, p.partition.0) else { continue };
+                let from = offsets.map_or(p.fetch_offset.0, |o| o.high_watermark.max(p.fetch_offset.0));
+                by_shard.push(shard, (), (key, from));
+            }
+        }
+        let waits = by_shard.0.into_iter().map(|(shard, _, parts)| async move {
+            let request = ShardRequest::AwaitData { parts, max_wait_ms: remaining_ms };
+            matches!(call(state, shard, request).await, Ok(ShardResponse::DataArrived(true)))
+        });
+        if !first_true(waits.collect()).await {
             break; // every wait ended without data: timed out, or errors that will not change
         }
-        results = fetch_once(state, &req, 0).await;
+        results = fetch_once(state, &req).await;
     }
     let mut budget = req.max_bytes as usize;
     let mut first = true;
@@ -604,20 +650,18 @@ fn whole_batches_within(records: Bytes, budget: usize, at_least_one: bool) -> By
     records.slice(..end)
 }
 
-/// Completes when the first of `waits` returns records (true) or all have returned without
-/// (false). The others are dropped: their shards finish the wait on their own (bounded by
-/// max_wait) and the answer is discarded.
-async fn first_with_data<F: std::future::Future<Output = PartitionFetch>>(waits: Vec<F>) -> bool {
+/// Completes with true as soon as one of `waits` does, or with false once all have completed
+/// without. The others are dropped: a wait on another shard finishes there on its own (bounded
+/// by its max_wait) and its answer is discarded.
+pub(crate) async fn first_true<F: std::future::Future<Output = bool>>(waits: Vec<F>) -> bool {
     let mut waits: Vec<_> = waits.into_iter().map(|f| Some(Box::pin(f))).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;
         for slot in waits.iter_mut() {
             if let Some(f) = slot {
                 match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready((_, Ok(records), _)) if !records.is_empty() => {
-                        return std::task::Poll::Ready(true);
-                    }
-                    std::task::Poll::Ready(_) => *slot = None,
+                    std::task::Poll::Ready(true) => return std::task::Poll::Ready(true),
+                    std::task::Poll::Ready(false) => *slot = None,
                     std::task::Poll::Pending => pending = true,
                 }
             }

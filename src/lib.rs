@@ -7,7 +7,8 @@
 //! - [`connection`]: one client connection: frames in, requests split by partition, answers out.
 //! - [`client_warnings`]: warnings about bad client input, a few per second per shard.
 //! - [`kafka`]: the Kafka wire protocol listener, translating Kafka requests into native ones.
-//! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`).
+//! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`): one
+//!   call per shard a request touches, carrying all of that shard's partitions.
 //! - [`topic_config`]: per-topic settings under Kafka's names, validated, mapped to a log config.
 //! - [`metadata`]: topics, topic ids and the persisted placement of partitions on shards.
 //! - [`offsets`]: committed consumer offsets in the internal compacted topic `__consumer_offsets`.

@@ -94,6 +94,9 @@ pub struct ShardMetrics {
     /// (`--history-reads-per-shard`).
     pub history_reads: AtomicU64,
     pub history_read_waits: AtomicU64,
+    /// Calls this shard served for connections (its own and other shards'): one per shard a
+    /// client request touches, not one per partition.
+    pub shard_calls: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -273,6 +276,12 @@ impl Collector for BrokerCollector {
             "history_read_waits",
             "History reads that waited for a slot (--history-reads-per-shard all taken)",
             shards().map(|(s, sm)| (shard_label(s), sm.history_read_waits.load(Relaxed))),
+        )?;
+        counter(
+            &mut encoder,
+            "shard_calls",
+            "Calls served for connections, this shard's own and other shards' (a request makes one to each shard owning some of its partitions)",
+            shards().map(|(s, sm)| (shard_label(s), sm.shard_calls.load(Relaxed))),
         )?;
         gauge(
             &mut encoder,

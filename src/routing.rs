@@ -1,5 +1,6 @@
-//! What one shard asks another: the per-partition pieces a request is split into, and the
-//! controller operations shard 0 performs for the whole node.
+//! What one shard asks another: the pieces a request is split into (one per shard it touches,
+//! each with that shard's partitions), and the controller operations shard 0 performs for the
+//! whole node.
 //!
 //! These cross threads, so they hold only `Send` data: ids, numbers and `Bytes` (record batches
 //! travel as the slices of the frame they arrived in, never copied on the way).
@@ -59,20 +60,23 @@ pub type CommittedEntry = (String, u32, Option<u64>, Option<String>);
 /// A request from one shard to another.
 #[derive(Debug)]
 pub enum ShardRequest {
-    /// Append record batches (one or more, concatenated) to a partition this shard owns.
+    /// Append record batches (one or more, concatenated) to each of these partitions this shard
+    /// owns: every part of one client request that this shard owns, in one message, so a
+    /// request costs one round trip per shard it touches, not one per partition.
     Produce {
-        key: PartitionKey,
-        records: Bytes,
+        parts: Vec<(PartitionKey, Bytes)>,
         term: u32,
         /// What the producer's `acks` waits for: written (`0`, `1`) or durable (`all`).
         wait: keel_storage::AppendWait,
     },
-    /// Read whole batches from `offset`; if the partition has nothing at `offset` yet, wait up to
-    /// `max_wait_ms` for an append before answering.
+    /// Read whole batches from each part's offset (at most its `max_bytes`), now.
     Fetch {
-        key: PartitionKey,
-        offset: u64,
-        max_bytes: u32,
+        parts: Vec<FetchPart>,
+    },
+    /// A fetch's long poll: answer once any part has data at or past its offset (`true`), or
+    /// when `max_wait_ms` has passed or every part failed (`false`).
+    AwaitData {
+        parts: Vec<(PartitionKey, u64)>,
         max_wait_ms: u32,
     },
     /// Earliest (-2), latest (-1) or first offset with a batch timestamp >= the given one.
@@ -148,6 +152,14 @@ pub enum ShardRequest {
     },
 }
 
+/// One partition's part of a [`ShardRequest::Fetch`].
+#[derive(Clone, Copy, Debug)]
+pub struct FetchPart {
+    pub key: PartitionKey,
+    pub offset: u64,
+    pub max_bytes: u32,
+}
+
 /// Offsets of one partition as a client sees them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -156,13 +168,20 @@ pub struct PartitionOffsets {
     pub high_watermark: u64,
 }
 
+/// One partition's part of a [`ShardRequest::Produce`] answered: the base offset of its first
+/// batch and the partition's offsets, or its failure.
+pub type Appended = Result<(u64, PartitionOffsets), Failure>;
+
 /// The answer to a [`ShardRequest`], variant by variant.
 #[derive(Debug)]
 pub enum ShardResponse {
-    Produced(Result<(u64, PartitionOffsets), Failure>),
-    /// The batches read, or the failure; the partition's offsets whenever it exists (a client
-    /// resets an out-of-range position with them).
-    Fetched(Result<Bytes, Failure>, Option<PartitionOffsets>),
+    /// Each part's answer, in the parts' order.
+    Produced(Vec<Appended>),
+    /// Each part's batches read, or its failure, in the parts' order; with the partition's
+    /// offsets whenever it exists (a client resets an out-of-range position with them).
+    Fetched(Vec<(Result<Bytes, Failure>, Option<PartitionOffsets>)>),
+    /// Whether any part of an [`ShardRequest::AwaitData`] has data.
+    DataArrived(bool),
     Offset(Result<(Option<u64>, i64), Failure>),
     ProducerId(Result<i64, Failure>),
     /// The partition's new log start (low watermark).

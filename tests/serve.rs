@@ -959,6 +959,59 @@ fn metrics_on_the_admin_listener() {
     assert!(broker.stop().success());
 }
 
+/// A request over many partitions makes one call to each shard that owns some of them, not one
+/// per partition (`keel_shard_calls_total`): a Produce and a Fetch of 8 partitions on 2 shards
+/// make 2 each, and a long poll that times out makes 2 reads and 2 waits.
+#[test]
+fn a_request_makes_one_call_per_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), free_port(), &["--cores", "2"]);
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "wide", 8), ErrorCode::None);
+    let calls = || -> f64 {
+        let (status, text) = http_get(broker.admin, "/metrics");
+        assert_eq!(status, 200);
+        text.lines()
+            .filter(|l| l.starts_with("keel_shard_calls_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = calls();
+    let partitions =
+        (0..8).map(|p| ProducePartition { partition: PartitionId(p), records: Bytes::from(batch(p, 0)) }).collect();
+    let req = ProduceRequest {
+        acks: Acks::All,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopic { name: "wide".into(), partitions }],
+    };
+    let Ok(Response::Produce(r)) = client.call(Request::Produce(req)) else { panic!("produce failed") };
+    for p in &r.topics[0].partitions {
+        assert_eq!((p.error_code, p.base_offset), (ErrorCode::None, Some(Offset(0))), "{p:?}");
+    }
+    assert_eq!(calls() - before, 2.0, "a Produce of 8 partitions on 2 shards");
+
+    let before = calls();
+    let Ok(Response::Fetch(r)) = client.call(Request::Fetch(fetch_from_start("wide", 8, 0, 1, 8 << 20))) else {
+        panic!("fetch failed")
+    };
+    for (p, answer) in r.topics[0].partitions.iter().enumerate() {
+        // The same batch (its base offset and leader epoch are the broker's to stamp).
+        assert_eq!(answer.records.len(), batch(p as u32, 0).len(), "partition {p}");
+    }
+    assert_eq!(calls() - before, 2.0, "a Fetch of 8 partitions on 2 shards");
+
+    let before = calls();
+    let mut req = fetch_from_start("wide", 8, 200, 1, 8 << 20);
+    for p in &mut req.topics[0].partitions {
+        p.fetch_offset = Offset(3); // the end: nothing to read, so the fetch waits
+    }
+    let Ok(Response::Fetch(r)) = client.call(Request::Fetch(req)) else { panic!("long poll failed") };
+    assert!(r.topics[0].partitions.iter().all(|p| p.error_code == ErrorCode::None && p.records.is_empty()));
+    assert_eq!(calls() - before, 4.0, "a read and a wait on each shard");
+    drop(client);
+    assert!(broker.stop().success());
+}
+
 /// Fetch reads of history (here: everything, after a restart emptied the caches of recent
 /// appends) take one of `--history-reads-per-shard` slots: with one slot, a fetch of four
 /// partitions on one shard runs its four disk reads one after another (the later ones counted as
