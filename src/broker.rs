@@ -9,15 +9,16 @@
 use std::{
     cell::{Cell, RefCell},
     net::{Ipv4Addr, Ipv6Addr},
+    os::fd::{FromRawFd, IntoRawFd},
     path::PathBuf,
     rc::Rc,
     sync::{atomic::Ordering::Relaxed, Arc},
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_lite::future;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use keel_protocol::ErrorCode;
 use keel_shards::{RuntimeConfig, Shard, ShardId};
 use keel_storage::{batch::BatchView, io::join_all, AppendWait, FsyncPolicy, LogConfig};
@@ -404,25 +405,40 @@ async fn accept_loop(listener: TcpListener, state: Rc<ShardState>, protocol: Pro
             drop(stream);
             continue;
         }
-        state.connections.set(state.connections.get() + 1);
-        state.stats().connections.store(state.connections.get() as u64, Relaxed);
-        let state2 = state.clone();
-        glommio::spawn_local(async move {
-            match protocol {
-                Protocol::Native => connection::run(stream, &state2).await,
-                Protocol::Kafka => kafka::run(stream, &state2).await,
-            }
-            state2.connections.set(state2.connections.get() - 1);
-            state2.stats().connections.store(state2.connections.get() as u64, Relaxed);
-        })
-        .detach();
+        serve_connection(&state, stream, protocol, BytesMut::new());
     }
 }
 
+/// Serves a client connection on this shard, counted in its connections until it closes;
+/// `leftover`: bytes already read from it (by the shard it moved from).
+fn serve_connection(state: &Rc<ShardState>, stream: TcpStream, protocol: Protocol, leftover: BytesMut) {
+    state.connections.set(state.connections.get() + 1);
+    state.stats().connections.store(state.connections.get() as u64, Relaxed);
+    let state = state.clone();
+    glommio::spawn_local(async move {
+        match protocol {
+            Protocol::Native => connection::run(stream, &state, leftover).await,
+            Protocol::Kafka => kafka::run(stream, &state).await,
+        }
+        state.connections.set(state.connections.get() - 1);
+        state.stats().connections.store(state.connections.get() as u64, Relaxed);
+    })
+    .detach();
+}
+
 /// Serves one request routed to this shard.
-async fn handle_shard_request(state: &ShardState, request: ShardRequest) -> ShardResponse {
+async fn handle_shard_request(state: &Rc<ShardState>, request: ShardRequest) -> ShardResponse {
     state.stats().shard_calls.fetch_add(1, Relaxed);
     match request {
+        ShardRequest::AdoptConnection { socket, leftover } => {
+            if state.shard.is_stopping() {
+                return ShardResponse::Done(Err(Failure::new(ErrorCode::BrokerShuttingDown, "shard stopping")));
+            }
+            // SAFETY: `socket` is a connected TCP socket this process owns; the stream takes it over.
+            let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
+            serve_connection(state, stream, Protocol::Native, BytesMut::from(&leftover[..]));
+            ShardResponse::Done(Ok(()))
+        }
         ShardRequest::Produce { parts, term, wait } => {
             let appends = parts.into_iter().map(|(key, records)| produce(state, key, records, term, wait));
             ShardResponse::Produced(join_all(appends.collect()).await)

@@ -1,7 +1,8 @@
 //! One client connection: read a frame, answer it, repeat — one request at a time, so responses
 //! leave in request order and a connection holds at most one request (≤ `max_frame_bytes`) in
 //! memory, as Kafka does by muting a connection while its request is served. A request's parts
-//! for other shards go to them over the shard runtime's bounded queues.
+//! for other shards go to them over the shard runtime's bounded queues, one call per shard; a
+//! native connection whose requests keep going to one other shard moves to it ([`Affinity`]).
 //!
 //! Bad input: a length prefix over `max_frame_bytes` closes the connection before anything is
 //! allocated; a frame whose header decodes but whose body does not gets a top-level error; a
@@ -9,6 +10,7 @@
 //! broker.
 
 use std::{
+    os::fd::AsRawFd,
     rc::Rc,
     sync::{atomic::Ordering::Relaxed, Arc},
     time::Instant,
@@ -75,12 +77,103 @@ impl Drop for MemoryCharge {
     }
 }
 
-pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
+/// Serves a native-protocol connection; `leftover`: bytes already read from it (by the shard
+/// it moved from, see [`Affinity`]).
+pub async fn run(stream: TcpStream, state: &Rc<ShardState>, leftover: BytesMut) {
     let max_frame = state.config.max_frame_bytes;
-    serve_frames(stream, state, max_frame, "native", async |payload, out, answer_charge| {
+    serve_frames(stream, state, max_frame, "native", leftover, async |payload, out, answer_charge| {
         answer(state, &payload, out, answer_charge).await
     })
     .await
+}
+
+/// What answering one request tells the frame loop.
+pub(crate) struct Answered {
+    /// False: close the connection.
+    pub(crate) keep_open: bool,
+    /// Which shards own the request's partitions.
+    pub(crate) touched: Touched,
+}
+
+impl Answered {
+    pub(crate) fn closing() -> Answered {
+        Answered { keep_open: false, touched: Touched::Nothing }
+    }
+
+    pub(crate) fn open() -> Answered {
+        Answered { keep_open: true, touched: Touched::Nothing }
+    }
+}
+
+/// The shards owning a request's partitions: `Nothing` for requests without partitions to
+/// route (and for the Kafka listener's, whose connections never move).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Touched {
+    Nothing,
+    One(ShardId),
+    Several,
+}
+
+/// After this many Produce or Fetch requests in a row whose partitions all belong to one other
+/// shard, a native connection moves to that shard ([`Affinity`]).
+pub(crate) const MOVE_AFTER: u32 = 8;
+
+/// Where a native connection would be served best. Connections land on a shard at random
+/// (SO_REUSEPORT), and every request part for another shard costs a call there and back, and
+/// usually a wake-up of each shard. A connection whose requests all go to one other shard (a
+/// consumer of that shard's partitions, or a client that keeps one connection per shard) is
+/// handed to that shard after [`MOVE_AFTER`] such requests in a row: its socket and the bytes
+/// already read travel to it between two requests, so the client sees nothing but faster
+/// answers. A connection whose requests span shards stays where it is.
+#[derive(Default)]
+struct Affinity {
+    /// The other shard the last requests all went to, and how many in a row.
+    streak: Option<(ShardId, u32)>,
+}
+
+impl Affinity {
+    /// Notes a request's shards; the shard to move to, once the streak is long enough.
+    fn note(&mut self, touched: Touched, here: ShardId) -> Option<ShardId> {
+        match touched {
+            Touched::Nothing => None,
+            Touched::One(shard) if shard != here => {
+                let n = match self.streak {
+                    Some((s, n)) if s == shard => n + 1,
+                    _ => 1,
+                };
+                self.streak = Some((shard, n));
+                (n >= MOVE_AFTER).then_some(shard)
+            }
+            Touched::One(_) | Touched::Several => {
+                self.streak = None;
+                None
+            }
+        }
+    }
+}
+
+/// The shards owning the partitions of a Produce or Fetch.
+fn touched(state: &ShardState, request: &Request) -> Touched {
+    let mut touched = Touched::Nothing;
+    let mut note = |topic: &str, partition: u32| {
+        if let Some((_, shard)) = state.route(topic, partition) {
+            touched = match touched {
+                Touched::Nothing => Touched::One(shard),
+                Touched::One(s) if s == shard => touched,
+                _ => Touched::Several,
+            };
+        }
+    };
+    match request {
+        Request::Produce(r) => {
+            r.topics.iter().for_each(|t| t.partitions.iter().for_each(|p| note(&t.name, p.partition.0)))
+        }
+        Request::Fetch(r) => {
+            r.topics.iter().for_each(|t| t.partitions.iter().for_each(|p| note(&t.name, p.partition.0)))
+        }
+        _ => {}
+    }
+    touched
 }
 
 /// The frame loop both listeners share (the Kafka one in `crate::kafka`; both frame with a 4-byte
@@ -90,18 +183,22 @@ pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
 /// `max_frame` closes the connection before anything is allocated; a large frame's bytes are
 /// charged to the shard's memory budget before its body is read (back-pressure), and `answer`
 /// may charge its response's bytes to `answer_charge`; both are released once the response is
-/// written.
+/// written. Between two requests the connection may move to another shard ([`Affinity`]);
+/// `leftover` is what the shard it came from had read past its last request.
 pub(crate) async fn serve_frames<A>(
     mut stream: TcpStream,
     state: &Rc<ShardState>,
     max_frame: u32,
     protocol: &'static str,
+    leftover: BytesMut,
     mut answer: A,
 ) where
-    A: AsyncFnMut(Bytes, &mut Vec<u8>, &mut Option<MemoryCharge>) -> bool,
+    A: AsyncFnMut(Bytes, &mut Vec<u8>, &mut Option<MemoryCharge>) -> Answered,
 {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = leftover;
+    buf.reserve(READ_CHUNK);
+    let mut affinity = Affinity::default();
     let mut out = Vec::new();
     let mut frame_charge: Option<MemoryCharge> = None;
     let mut answer_charge: Option<MemoryCharge> = None;
@@ -162,7 +259,8 @@ pub(crate) async fn serve_frames<A>(
         };
         let payload: Bytes = buf.split_to(frame.consumed).freeze().slice(frame.payload);
         out.clear();
-        if !answer(payload, &mut out, &mut answer_charge).await {
+        let answered = answer(payload, &mut out, &mut answer_charge).await;
+        if !answered.keep_open {
             return;
         }
         if !out.is_empty() {
@@ -181,34 +279,62 @@ pub(crate) async fn serve_frames<A>(
         }
         frame_charge = None;
         answer_charge = None;
+        if let Some(to) = affinity.note(answered.touched, state.id()) {
+            if state.shard.is_stopping() {
+                continue;
+            }
+            // SAFETY: the descriptor is the stream's, open while `stream` lives.
+            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
+            match socket {
+                Ok(socket) => {
+                    drop(stream); // the duplicate keeps the socket open
+                    let leftover = buf.split().freeze();
+                    let request = ShardRequest::AdoptConnection { socket, leftover };
+                    match state.shard.call(to, request).await {
+                        Ok(ShardResponse::Done(Ok(()))) => {
+                            debug!(%peer, from = %state.id(), %to, "connection moved to the shard owning its partitions")
+                        }
+                        other => debug!(%peer, %to, answer = ?other, "could not move the connection; closed"),
+                    }
+                    return;
+                }
+                Err(e) => {
+                    debug!(%peer, error = %e, "cannot duplicate the socket; the connection stays");
+                    affinity = Affinity::default();
+                }
+            }
+        }
     }
 }
 
 /// Decodes and serves one request payload, appending the response frame (if any) to `out`.
 /// A fetch's answer is charged to the shard's memory budget in `answer_charge` (its `max_bytes`
-/// capped at `max_frame_bytes`). Returns false if the connection must close.
+/// capped at `max_frame_bytes`).
 async fn answer(
     state: &Rc<ShardState>,
     payload: &Bytes,
     out: &mut Vec<u8>,
     answer_charge: &mut Option<MemoryCharge>,
-) -> bool {
+) -> Answered {
     let (header, mut request) = match decode_request(payload) {
         Ok(decoded) => decoded,
         Err(e) => {
             let Ok((header, _)) = decode_request_header(payload) else {
                 crate::client_warn!(state, error = %e, "unreadable request header; closing connection");
-                return false;
+                return Answered::closing();
             };
             encode_response(header.correlation_id, header.api_version, &Err(TopLevelError::from(&e)), out);
-            return true;
+            return Answered::open();
         }
     };
     let started = Instant::now();
     let api = request.api_key();
+    let touched = touched(state, &request);
     if let Request::Fetch(req) = &mut request {
         req.max_bytes = req.max_bytes.min(state.config.max_frame_bytes);
-        let Some(charge) = MemoryCharge::acquire(state, req.max_bytes as u64).await else { return false };
+        let Some(charge) = MemoryCharge::acquire(state, req.max_bytes as u64).await else {
+            return Answered::closing();
+        };
         *answer_charge = Some(charge);
     }
     let response = if state.shard.is_stopping() {
@@ -223,7 +349,7 @@ async fn answer(
     if let Some(response) = response {
         encode_response(header.correlation_id, header.api_version, &response, out);
     }
-    true
+    Answered { keep_open: true, touched }
 }
 
 /// APIs this broker answers (ApiVersions lists only these).

@@ -89,6 +89,14 @@ pub enum ShardRequest {
         key: PartitionKey,
         offset: i64,
     },
+    /// Serve this native-protocol client connection from now on: its requests all go to this
+    /// shard's partitions (see `connection::Affinity`). `leftover`: bytes already read from it
+    /// past the last request answered. Not refused at the connection limit: the connection was
+    /// accepted already, and moving it does not add one to the node.
+    AdoptConnection {
+        socket: std::os::fd::OwnedFd,
+        leftover: Bytes,
+    },
     /// Offsets of partitions this shard owns, for Metadata.
     Offsets {
         keys: Vec<PartitionKey>,

@@ -1012,6 +1012,105 @@ fn a_request_makes_one_call_per_shard() {
     assert!(broker.stop().success());
 }
 
+/// A native connection whose requests all go to one other shard moves there after 8 of them
+/// (`connection::MOVE_AFTER`), whichever shard accepted it, and goes on as before: requests
+/// written before the answers to earlier ones were read (so some are read by the shard it moves
+/// from) are answered in order on the new shard, and every append lands once.
+#[test]
+fn a_connection_moves_to_the_shard_of_its_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker_with(dir.path(), free_port(), &["--cores", "2"]);
+    let mut admin = Client::connect(broker.addr);
+    assert_eq!(create(&mut admin, "moving", 2), ErrorCode::None);
+    let Ok(Response::Metadata(m)) =
+        admin.call(Request::Metadata(MetadataRequest { topics: Some(vec!["moving".into()]) }))
+    else {
+        panic!("metadata failed")
+    };
+    let shards: Vec<u32> = m.topics[0].partitions.iter().map(|p| p.shard.0).collect();
+    assert_eq!(shards.len(), 2);
+    assert_ne!(shards[0], shards[1], "one partition per shard: {shards:?}");
+    let produced_on = |shard: u32| -> f64 {
+        let (_, text) = http_get(broker.admin, "/metrics");
+        sample(&text, &format!("keel_requests_total{{shard=\"{shard}\",api=\"Produce\"}}")).unwrap_or(0.0)
+    };
+    for partition in 0..2u32 {
+        let owner = shards[partition as usize];
+        let other = shards[1 - partition as usize];
+        // A connection the other shard accepted (its first request is counted there); they land
+        // on either at random.
+        let mut next = 0u64;
+        let mut tries = 0;
+        let (mut client, before) = loop {
+            let mut client = Client::connect(broker.addr);
+            let (owner_before, other_before) = (produced_on(owner), produced_on(other));
+            let first = produce(&mut client, "moving", partition, batch(partition, 0));
+            assert_eq!(first, (ErrorCode::None, Some(Offset(next))));
+            next += 3;
+            if produced_on(other) > other_before {
+                break (client, owner_before);
+            }
+            tries += 1;
+            assert!(tries < 40, "40 connections in a row landed on shard {owner}");
+        };
+        for i in 1..5 {
+            let answer = produce(&mut client, "moving", partition, batch(partition, i));
+            assert_eq!(answer, (ErrorCode::None, Some(Offset(next))));
+            next += 3;
+        }
+        // Requests 6 to 17 written at once, then their answers read: the connection moves after
+        // answering the 8th, when the shard it leaves has read some of the rest already.
+        let ids: Vec<u32> = (5..17)
+            .map(|i| {
+                let req = ProduceRequest {
+                    acks: Acks::All,
+                    timeout_ms: 10_000,
+                    topics: vec![ProduceTopic {
+                        name: "moving".into(),
+                        partitions: vec![ProducePartition {
+                            partition: PartitionId(partition),
+                            records: Bytes::from(batch(partition, i)),
+                        }],
+                    }],
+                };
+                client.send(&Request::Produce(req))
+            })
+            .collect();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 65536];
+        for id in ids {
+            let payload = loop {
+                if let Some(frame) = decode_frame(&buf, u32::MAX).unwrap() {
+                    let payload = Bytes::copy_from_slice(&buf[frame.payload.clone()]);
+                    buf.drain(..frame.consumed);
+                    break payload;
+                }
+                let n = client.stream.read(&mut chunk).unwrap();
+                assert!(n > 0, "the connection closed after request {id}");
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let (correlation, response) = decode_response(ApiKey::Produce, 1, &payload).unwrap();
+            assert_eq!(correlation, id, "answers in request order");
+            let Ok(Response::Produce(r)) = response else { panic!("{response:?}") };
+            let answer = &r.topics[0].partitions[0];
+            assert_eq!((answer.error_code, answer.base_offset), (ErrorCode::None, Some(Offset(next))), "{answer:?}");
+            next += 3;
+        }
+        for i in 17..32 {
+            let answer = produce(&mut client, "moving", partition, batch(partition, i));
+            assert_eq!(answer, (ErrorCode::None, Some(Offset(next))));
+            next += 3;
+        }
+        assert_eq!(fetch_all(&mut client, "moving", partition).len(), (next / 3) as usize);
+        // Each answer above was counted on the shard that served it: the first 8 on the other
+        // shard, the remaining 24 on the owner.
+        let served_by_owner = produced_on(owner) - before;
+        assert_eq!(served_by_owner, 24.0, "partition {partition}: answers from its shard {owner}");
+    }
+    drop(admin);
+    assert!(broker.stop().success());
+}
+
 /// Fetch reads of history (here: everything, after a restart emptied the caches of recent
 /// appends) take one of `--history-reads-per-shard` slots: with one slot, a fetch of four
 /// partitions on one shard runs its four disk reads one after another (the later ones counted as

@@ -10,7 +10,7 @@
 
 use std::{net::SocketAddr, rc::Rc};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use glommio::net::TcpStream;
 use kafka_protocol::{
     messages::{
@@ -32,7 +32,7 @@ use super::{
 };
 use crate::{
     broker::ShardState,
-    connection::{serve_frames, MemoryCharge},
+    connection::{serve_frames, Answered, MemoryCharge},
 };
 
 pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
@@ -43,13 +43,22 @@ pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
     let node = advertised(state, stream.local_addr().ok());
     // Kafka's length is an i32: a prefix above i32::MAX is negative, never a size.
     let max_frame = state.config.max_frame_bytes.min(i32::MAX as u32);
-    serve_frames(stream, state, max_frame, "kafka", async |payload, out, answer_charge| {
-        match answer(state, &node, &host, payload, out, answer_charge).await {
-            Ok(()) => true,
-            Err(reason) => {
-                crate::client_warn!(state, %peer, reason, "closing Kafka connection");
-                false
-            }
+    // Kafka connections never move between shards (their answers name no `Touched` shard):
+    // a Kafka client multiplexes every partition of the broker over one connection.
+    serve_frames(stream, state, max_frame, "kafka", BytesMut::new(), async |payload, out, answer_charge| match answer(
+        state,
+        &node,
+        &host,
+        payload,
+        out,
+        answer_charge,
+    )
+    .await
+    {
+        Ok(()) => Answered::open(),
+        Err(reason) => {
+            crate::client_warn!(state, %peer, reason, "closing Kafka connection");
+            Answered::closing()
         }
     })
     .await
