@@ -422,6 +422,7 @@ impl Workload {
             linger: field("producers.linger", &p.linger)?,
             kafka_producer: KafkaProducerArg::Librdkafka,
             compression,
+            producer_partitions: crate::broker::args::ProducerPartitionsArg::All,
         };
         let consumers_paused_for = match &self.consumers.paused_for {
             Some(d) => field("consumers.paused_for", d)?,

@@ -153,6 +153,31 @@ fn subcommands_against_a_real_broker() {
     check_latency(&v, "latency_us");
     check_latency(&v, "send_delay_us");
 
+    // e2e with each producer keeping to one shard's partitions (4 producers: a multiple of the
+    // 1, 2 or 4 shards that can own 4 partitions): every record read once, in order.
+    let v = bench_json(
+        &[
+            &["e2e", "--target", t, "--topic", "affine", "--partitions", "4", "--producers", "4"][..],
+            &["--consumers", "2", "--rate", "4000", "--producer-partitions", "by-shard", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert_eq!(v["producer_partitions"], "by-shard", "{v}");
+    assert_eq!(u(&v, "records_consumed"), u(&v, "records_acked"), "{v}");
+    assert!(u(&v, "records_acked") > 0, "{v}");
+    check_latency(&v, "e2e_latency_us");
+    let keyed = bench(
+        &[
+            &["produce", "--target", t, "--topic", "affine", "--partitions", "4", "--producers", "4"][..],
+            &["--key-bytes", "8", "--producer-partitions", "by-shard", "--json"],
+            &SHORT,
+        ]
+        .concat(),
+    );
+    assert!(!keyed.status.success(), "by-shard with keys must be refused");
+    assert!(String::from_utf8_lossy(&keyed.stderr).contains("keyless"), "{keyed:?}");
+
     // produce, acks=0: no latency figures.
     let v = bench_json(
         &[&["produce", "--target", t, "--topic", "fire", "--partitions", "2", "--acks", "0", "--json"][..], &SHORT]

@@ -155,6 +155,14 @@ pub struct ProducerArgs {
     /// uncompressed value + key bytes.
     #[arg(long, value_enum, default_value_t = CompressionArg::None)]
     pub compression: CompressionArg,
+    /// Which partitions each producer sends to. all: every partition (keyless records round-robin,
+    /// record by record; keyed ones by key). by-shard (keel:// and keyless only): producer i sends
+    /// only to the partitions of the i-th shard that owns some (mod their number; Metadata says
+    /// which), round-robin, so each of its requests goes to one shard, and the broker moves its
+    /// connection to that shard. --producers must be a multiple of that number of shards, so
+    /// every partition gets the same rate.
+    #[arg(long, value_enum, default_value_t = ProducerPartitionsArg::All)]
+    pub producer_partitions: ProducerPartitionsArg,
 }
 
 /// The codec of `--compression`.
@@ -175,6 +183,22 @@ impl CompressionArg {
             CompressionArg::Snappy => Compression::Snappy,
             CompressionArg::Lz4 => Compression::Lz4,
             CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// `--producer-partitions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProducerPartitionsArg {
+    All,
+    ByShard,
+}
+
+impl ProducerPartitionsArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProducerPartitionsArg::All => "all",
+            ProducerPartitionsArg::ByShard => "by-shard",
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn measure_produce(args: &ProduceArgs) -> Result<BrokerResult, String> {
     validate_producer(&args.producer, c)?;
     let created = ensure_topic(c)?;
     let run_id = shared::new_run_id();
-    let plans = producer_plans(c, &args.producer, run_id, None);
+    let plans = producer_plans(c, &args.producer, run_id, None)?;
     let load = Load::run(c, Some(&args.producer), plans, Vec::new(), c.warmup, c.duration)?;
     let p = &args.producer;
     let produced = ProducedFigures::new(&load.producers, &load.clock, p);
@@ -114,7 +114,7 @@ pub fn measure_e2e(args: &E2eArgs) -> Result<(BrokerResult, Option<String>), Str
     }
     let run_id = shared::new_run_id();
     let p = &args.producer;
-    let plans = producer_plans(c, p, run_id, None);
+    let plans = producer_plans(c, p, run_id, None)?;
     let mode = || Mode::Verify { run_id, producers: p.producers as u32 };
     let mut consumers =
         consumer_plans(c, args.consumers, StartAt::Latest, args.fetch_max_bytes, args.consumers_paused_for, mode);
@@ -305,6 +305,9 @@ fn validate_producer(p: &ProducerArgs, c: &CommonArgs) -> Result<(), String> {
     if p.batch_bytes == 0 {
         return Err("--batch-bytes must be positive".into());
     }
+    if p.producer_partitions == args::ProducerPartitionsArg::ByShard && (c.target.is_kafka() || c.key_bytes > 0) {
+        return Err("--producer-partitions by-shard needs a keel:// target and keyless records (--key-bytes 0)".into());
+    }
     if !p.linger.is_zero() && p.rate.is_none() && !c.target.is_kafka() {
         eprintln!("note: --linger only applies to the open loop (--rate); closed-loop requests are always full");
     }
@@ -438,8 +441,26 @@ fn records_available(c: &CommonArgs) -> Result<u64, String> {
     Ok(records)
 }
 
-fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_bytes: Option<u64>) -> Vec<ProducerPlan> {
+fn producer_plans(
+    c: &CommonArgs,
+    p: &ProducerArgs,
+    run_id: u64,
+    stop_after_bytes: Option<u64>,
+) -> Result<Vec<ProducerPlan>, String> {
     let n = p.producers;
+    let own_partitions: Vec<Option<Vec<u32>>> = match p.producer_partitions {
+        args::ProducerPartitionsArg::All => vec![None; n],
+        args::ProducerPartitionsArg::ByShard => {
+            let shards = partitions_by_shard(c)?;
+            if !n.is_multiple_of(shards.len()) {
+                return Err(format!(
+                    "--producer-partitions by-shard: --producers {n} is not a multiple of the {} shards owning the partitions",
+                    shards.len()
+                ));
+            }
+            (0..n).map(|i| Some(shards[i % shards.len()].clone())).collect()
+        }
+    };
     let per_producer = p.rate.map(|r| r / n as f64);
     // With phases, each producer's rate phase by phase (the first phase's rate in the warmup).
     let rate_parts: Vec<(Duration, f64)> = match p.rate {
@@ -451,7 +472,7 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             .collect(),
         None => Vec::new(),
     };
-    (0..n)
+    Ok((0..n)
         .map(|i| ProducerPlan {
             id: i as u32,
             target: c.target.clone(),
@@ -471,8 +492,24 @@ fn producer_plans(c: &CommonArgs, p: &ProducerArgs, run_id: u64, stop_after_byte
             rate_parts: rate_parts.clone(),
             run_id,
             stop_after_bytes,
+            own_partitions: own_partitions[i].clone(),
         })
-        .collect()
+        .collect())
+}
+
+/// The topics' partitions (global numbers) grouped by the shard that owns them, shard by shard
+/// (shards owning none left out), from the native target's Metadata.
+fn partitions_by_shard(c: &CommonArgs) -> Result<Vec<Vec<u32>>, String> {
+    let layout = c.layout();
+    let mut client = shared::connect(&c.target, "keel-bench-admin")?;
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
+    for (t, name) in layout.names().iter().enumerate() {
+        let info = client.topic(name).map_err(|e| format!("cannot look up topic {name}: {e}"))?;
+        for p in &info.partitions {
+            by_shard.entry(p.shard).or_default().push(layout.global(t, p.partition));
+        }
+    }
+    Ok(by_shard.into_values().collect())
 }
 
 fn consumer_plans(
@@ -517,8 +554,9 @@ fn prefill(c: &CommonArgs, bytes: u64) -> Result<(), String> {
         linger: Duration::ZERO,
         kafka_producer: args::KafkaProducerArg::Librdkafka,
         compression: args::CompressionArg::None,
+        producer_partitions: args::ProducerPartitionsArg::All,
     };
-    let plans = producer_plans(c, &p, shared::new_run_id(), Some(bytes));
+    let plans = producer_plans(c, &p, shared::new_run_id(), Some(bytes))?;
     let quiet = CommonArgs { report_interval: Duration::ZERO, ..c.clone() };
     let t0 = Instant::now();
     let load = Load::run(&quiet, None, plans, Vec::new(), Duration::ZERO, Duration::from_secs(86_400))?;
@@ -1052,6 +1090,9 @@ struct RunConfig {
     /// Producers' batch codec: "none", "gzip", "snappy", "lz4" or "zstd".
     #[serde(skip_serializing_if = "Option::is_none")]
     compression: Option<&'static str>,
+    /// `--producer-partitions`: "all" or "by-shard".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer_partitions: Option<&'static str>,
     /// kafka:// producers: "librdkafka" or "wire" (`--kafka-producer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     kafka_producer: Option<&'static str>,
@@ -1103,6 +1144,7 @@ fn config(c: &CommonArgs, p: Option<&ProducerArgs>, consumers: usize, extra: Opt
         max_request_bytes: p.map(|p| p.max_request_bytes),
         linger_ms: p.map(|p| p.linger.as_secs_f64() * 1e3),
         compression: p.map(|p| p.compression.codec().name()),
+        producer_partitions: p.map(|p| p.producer_partitions.name()),
         kafka_producer: p.filter(|_| c.target.is_kafka()).map(|p| match p.kafka_producer {
             args::KafkaProducerArg::Librdkafka => "librdkafka",
             args::KafkaProducerArg::Wire => "wire",

@@ -75,6 +75,9 @@ pub struct ProducerPlan {
     pub run_id: u64,
     /// Stop once every producer together has this many value+key bytes acknowledged (prefill).
     pub stop_after_bytes: Option<u64>,
+    /// Keyless records go round-robin over these partitions only (`--producer-partitions
+    /// by-shard`); `None`: over every partition.
+    pub own_partitions: Option<Vec<u32>>,
 }
 
 impl ProducerPlan {
@@ -378,7 +381,8 @@ pub(super) struct Generator {
     writer: BatchWriter,
     /// The key pool (`None` for keyless records).
     keys: Option<Keys>,
-    partitions: u32,
+    /// The partitions keyless records go to, round-robin from `first_partition` (an index).
+    round_robin: Vec<u32>,
     first_partition: u32,
     /// Next sequence number per partition.
     pub(super) next_seq: Vec<u64>,
@@ -405,6 +409,7 @@ impl Generator {
         let keys = Keys::new(&plan.keys, &plan.topics, seed);
         let partitions = plan.topics.total();
         let p = partitions as usize;
+        let round_robin = plan.own_partitions.clone().unwrap_or_else(|| (0..partitions).collect());
         Generator {
             payload,
             region,
@@ -412,8 +417,8 @@ impl Generator {
             sizes: Sizes::new(&plan.value_sizes, seed),
             writer: BatchWriter::new(),
             keys,
-            partitions,
-            first_partition: (plan.id * 7919) % partitions,
+            first_partition: (plan.id * 7919) % round_robin.len() as u32,
+            round_robin,
             next_seq: vec![0; p],
             templates: (0..p).map(|_| None).collect(),
             parts: Vec::new(),
@@ -457,7 +462,7 @@ impl Generator {
 
     pub(super) fn partition(&self, k: u64) -> u32 {
         match &self.keys {
-            None => ((u64::from(self.first_partition) + k) % u64::from(self.partitions)) as u32,
+            None => self.round_robin[((u64::from(self.first_partition) + k) % self.round_robin.len() as u64) as usize],
             Some(keys) => keys.partition(k),
         }
     }
@@ -465,7 +470,7 @@ impl Generator {
     /// About how many records make a full request.
     fn records_per_full_request(&self, plan: &ProducerPlan) -> u64 {
         let record = BatchWriter::record_bytes(0, 0, key_len(plan), Some(self.sizes.mean() as usize));
-        let cap = plan.max_request_bytes.min(plan.batch_bytes.saturating_mul(plan.topics.total() as usize));
+        let cap = plan.max_request_bytes.min(plan.batch_bytes.saturating_mul(self.round_robin.len()));
         (cap / record).max(1) as u64
     }
 
@@ -724,6 +729,7 @@ mod tests {
             rate_parts: Vec::new(),
             run_id: 42,
             stop_after_bytes: None,
+            own_partitions: None,
         }
     }
 
@@ -846,5 +852,14 @@ mod tests {
         let ps: Vec<u32> = (0..8).map(|k| g.partition(k)).collect();
         let first = ps[0];
         assert_eq!(ps, (0..8).map(|k| (first + k) % 4).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn keyless_records_go_round_robin_over_the_own_partitions_only() {
+        let plan = ProducerPlan { own_partitions: Some(vec![1, 3, 5]), ..plan(8, 0) };
+        let g = Generator::new(&plan);
+        let ps: Vec<u32> = (0..9).map(|k| g.partition(k)).collect();
+        let at = [1, 3, 5].iter().position(|&p| p == ps[0]).expect("an own partition");
+        assert_eq!(ps, (0..9).map(|k| [1, 3, 5][(at + k) % 3]).collect::<Vec<_>>());
     }
 }
