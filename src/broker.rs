@@ -436,7 +436,7 @@ async fn handle_shard_request(state: &Rc<ShardState>, request: ShardRequest) -> 
             }
             // SAFETY: `socket` is a connected TCP socket this process owns; the stream takes it over.
             let stream = unsafe { TcpStream::from_raw_fd(socket.into_raw_fd()) };
-            serve_connection(state, stream, Protocol::Native, BytesMut::from(&leftover[..]));
+            serve_connection(state, stream, Protocol::Native, leftover);
             ShardResponse::Done(Ok(()))
         }
         ShardRequest::Produce { parts, term, wait } => {

@@ -283,28 +283,47 @@ pub(crate) async fn serve_frames<A>(
             if state.shard.is_stopping() {
                 continue;
             }
-            // SAFETY: the descriptor is the stream's, open while `stream` lives.
-            let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned();
-            match socket {
-                Ok(socket) => {
-                    drop(stream); // the duplicate keeps the socket open
-                    let leftover = buf.split().freeze();
-                    let request = ShardRequest::AdoptConnection { socket, leftover };
-                    match state.shard.call(to, request).await {
-                        Ok(ShardResponse::Done(Ok(()))) => {
-                            debug!(%peer, from = %state.id(), %to, "connection moved to the shard owning its partitions")
-                        }
-                        other => debug!(%peer, %to, answer = ?other, "could not move the connection; closed"),
-                    }
-                    return;
-                }
-                Err(e) => {
-                    debug!(%peer, error = %e, "cannot duplicate the socket; the connection stays");
+            // AdoptConnection serves a native connection: only those name a `Touched` shard.
+            debug_assert_eq!(protocol, "native", "only native connections move");
+            match move_to(state, to, stream, &mut buf, &peer).await {
+                Ok(()) => return,
+                Err(kept) => {
+                    stream = kept;
                     affinity = Affinity::default();
                 }
             }
         }
     }
+}
+
+/// Hands the connection to shard `to`, between two requests: a duplicate of its socket and
+/// the bytes read past the last request (`buf`). From then on it is that shard's, or closed if
+/// that shard refused it. Gives the stream back, untouched, if its socket cannot be duplicated:
+/// the connection then stays here.
+async fn move_to(
+    state: &ShardState,
+    to: ShardId,
+    stream: TcpStream,
+    buf: &mut BytesMut,
+    peer: &str,
+) -> Result<(), TcpStream> {
+    // SAFETY: the descriptor is the stream's, open while `stream` lives.
+    let socket = match unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned() {
+        Ok(socket) => socket,
+        Err(e) => {
+            debug!(%peer, error = %e, "cannot duplicate the socket; the connection stays");
+            return Err(stream);
+        }
+    };
+    drop(stream); // the duplicate keeps the socket open
+    let request = ShardRequest::AdoptConnection { socket, leftover: buf.split() };
+    match state.shard.call(to, request).await {
+        Ok(ShardResponse::Done(Ok(()))) => {
+            debug!(%peer, from = %state.id(), %to, "connection moved to the shard owning its partitions")
+        }
+        other => debug!(%peer, %to, answer = ?other, "could not move the connection; closed"),
+    }
+    Ok(())
 }
 
 /// Decodes and serves one request payload, appending the response frame (if any) to `out`.
@@ -567,11 +586,12 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
     let slots = &slots;
     let calls = by_shard.0.into_iter().map(|(shard, places, parts)| async move {
         let n = parts.len();
-        let answers = match call(state, shard, ShardRequest::Produce { parts, term: SINGLE_NODE_TERM, wait }).await {
-            Ok(ShardResponse::Produced(answers)) if answers.len() == n => answers,
-            Ok(other) => vec![Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))); n],
-            Err(f) => vec![Err(f); n],
+        let request = ShardRequest::Produce { parts, term: SINGLE_NODE_TERM, wait };
+        let unpack = |r| match r {
+            ShardResponse::Produced(answers) => Ok(answers),
+            other => Err(format!("{other:?}")),
         };
+        let answers = call_each(state, shard, request, n, unpack, Err).await;
         for (slot, answer) in places.into_iter().zip(answers) {
             slots[slot].set(Some(answer));
         }
@@ -638,12 +658,11 @@ async fn fetch_once(state: &ShardState, req: &FetchRequest) -> Vec<Vec<Partition
     }
     let calls = by_shard.0.into_iter().map(|(shard, places, parts)| async move {
         let n = parts.len();
-        let answers = match call(state, shard, ShardRequest::Fetch { parts }).await {
-            Ok(ShardResponse::Fetched(answers)) if answers.len() == n => answers,
-            Ok(other) => vec![(Err(Failure::new(ErrorCode::UnknownServerError, format!("{other:?}"))), None); n],
-            Err(f) => vec![(Err(f), None); n],
+        let unpack = |r| match r {
+            ShardResponse::Fetched(answers) => Ok(answers),
+            other => Err(format!("{other:?}")),
         };
-        (places, answers)
+        (places, call_each(state, shard, ShardRequest::Fetch { parts }, n, unpack, |f| (Err(f), None)).await)
     });
     for (places, answers) in join_all(calls.collect()).await {
         for ((t, j), (result, offsets)) in places.into_iter().zip(answers) {
@@ -651,6 +670,28 @@ async fn fetch_once(state: &ShardState, req: &FetchRequest) -> Vec<Vec<Partition
         }
     }
     results.into_iter().map(|t| t.into_iter().map(|r| r.expect("every partition answered")).collect()).collect()
+}
+
+/// Sends `shard` a request of `n` parts and returns one answer per part, in order: the answers
+/// `unpack` takes out of the expected response (else it describes the response it got), or
+/// `failed` of the failure for every part if the call failed or was answered otherwise.
+async fn call_each<T: Clone>(
+    state: &ShardState,
+    shard: ShardId,
+    request: ShardRequest,
+    n: usize,
+    unpack: impl FnOnce(ShardResponse) -> Result<Vec<T>, String>,
+    failed: impl FnOnce(Failure) -> T,
+) -> Vec<T> {
+    let failure = match call(state, shard, request).await.map(unpack) {
+        Ok(Ok(answers)) if answers.len() == n => return answers,
+        Ok(Ok(answers)) => {
+            Failure::new(ErrorCode::UnknownServerError, format!("{} answers to {n} parts", answers.len()))
+        }
+        Ok(Err(other)) => Failure::new(ErrorCode::UnknownServerError, other),
+        Err(f) => f,
+    };
+    vec![failed(failure); n]
 }
 
 fn unknown_partition() -> Failure {

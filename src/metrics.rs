@@ -94,8 +94,8 @@ pub struct ShardMetrics {
     /// (`--history-reads-per-shard`).
     pub history_reads: AtomicU64,
     pub history_read_waits: AtomicU64,
-    /// Calls this shard served for connections (its own and other shards'): one per shard a
-    /// client request touches, not one per partition.
+    /// Calls this shard served (from itself or another shard): one per shard a client request
+    /// touches, not one per partition, plus the node's own work (metadata, controller).
     pub shard_calls: AtomicU64,
 }
 
@@ -280,7 +280,7 @@ impl Collector for BrokerCollector {
         counter(
             &mut encoder,
             "shard_calls",
-            "Calls served for connections, this shard's own and other shards' (a request makes one to each shard owning some of its partitions)",
+            "Calls served, from this shard or another (a client request makes one to each shard owning some of its partitions)",
             shards().map(|(s, sm)| (shard_label(s), sm.shard_calls.load(Relaxed))),
         )?;
         gauge(

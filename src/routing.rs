@@ -95,7 +95,7 @@ pub enum ShardRequest {
     /// accepted already, and moving it does not add one to the node.
     AdoptConnection {
         socket: std::os::fd::OwnedFd,
-        leftover: Bytes,
+        leftover: bytes::BytesMut,
     },
     /// Offsets of partitions this shard owns, for Metadata.
     Offsets {

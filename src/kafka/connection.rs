@@ -45,21 +45,12 @@ pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
     let max_frame = state.config.max_frame_bytes.min(i32::MAX as u32);
     // Kafka connections never move between shards (their answers name no `Touched` shard):
     // a Kafka client multiplexes every partition of the broker over one connection.
-    serve_frames(stream, state, max_frame, "kafka", BytesMut::new(), async |payload, out, answer_charge| match answer(
-        state,
-        &node,
-        &host,
-        payload,
-        out,
-        answer_charge,
-    )
-    .await
-    {
-        Ok(()) => Answered::open(),
-        Err(reason) => {
-            crate::client_warn!(state, %peer, reason, "closing Kafka connection");
-            Answered::closing()
-        }
+    serve_frames(stream, state, max_frame, "kafka", BytesMut::new(), async |payload, out, answer_charge| {
+        let Err(reason) = answer(state, &node, &host, payload, out, answer_charge).await else {
+            return Answered::open();
+        };
+        crate::client_warn!(state, %peer, reason, "closing Kafka connection");
+        Answered::closing()
     })
     .await
 }
