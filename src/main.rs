@@ -77,8 +77,11 @@ enum LogCommand {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve(args) => serve(&args),
+    let cli = Cli::parse();
+    // Before any thread starts: large buffers freed are reused, not faulted in again.
+    let freed_memory = keel_storage::io::heap::retain_freed_memory();
+    match cli.command {
+        Command::Serve(args) => serve(&args, freed_memory),
         Command::Topic { bootstrap, command } => client_exit(keel::cli::topic(&bootstrap, command)),
         Command::Produce { bootstrap, args } => client_exit(keel::cli::produce(&bootstrap, args)),
         Command::Consume { bootstrap, args } => client_exit(keel::cli::consume(&bootstrap, args)),
@@ -107,7 +110,7 @@ fn client_exit(result: Result<(), keel::cli::Failure>) -> ExitCode {
     }
 }
 
-fn serve(args: &keel::serve_config::ServeArgs) -> ExitCode {
+fn serve(args: &keel::serve_config::ServeArgs, freed_memory: keel_storage::io::heap::FreedMemory) -> ExitCode {
     let cpus = match keel::broker::online_cpus() {
         Ok(cpus) => cpus.len(),
         Err(e) => {
@@ -123,6 +126,7 @@ fn serve(args: &keel::serve_config::ServeArgs) -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    tracing::debug!(?freed_memory, "freed memory and malloc (keel_storage::io::heap)");
     match keel::broker::serve(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -105,6 +105,9 @@ enum BaselineCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // As the broker does: buffers freed are reused, not faulted in again, so that the load
+    // generator's own page faults do not take CPU from the broker it shares the machine with.
+    keel_storage::io::heap::retain_freed_memory();
     let result = match &cli.command {
         Command::Baseline(BaselineCommand::Disk(args)) => baseline::run_disk(args),
         Command::Baseline(BaselineCommand::Net(args)) => baseline_net::run_net(args),

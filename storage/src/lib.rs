@@ -19,7 +19,8 @@
 //!   appends overwrite written blocks and their fdatasyncs commit no file system metadata.
 //! - [`cleaner`]: retention (delete old segments) and compaction (keep the latest record per key).
 //! - [`io`]: the disk as two small traits, with the glommio O_DIRECT implementation
-//!   ([`io::dma`]) and a simulated disk with faults and power loss ([`io::sim`]).
+//!   ([`io::dma`]) and a simulated disk with faults and power loss ([`io::sim`]); and
+//!   [`io::heap`], which makes malloc keep freed buffers for reuse (the binaries call it).
 //! - [`config`]: per-log settings, named after Kafka's topic configs.
 //! - [`producers`]: idempotent producers — per producer id the epoch and last five batches, the
 //!   append decision (append / duplicate / fenced / out of order) and the snapshot format. Pure

@@ -12,6 +12,7 @@
 //! - `read_at` takes any position and length and returns fewer bytes only at end of file.
 
 pub mod dma;
+pub mod heap;
 pub mod sim;
 
 use std::{io, rc::Rc};
