@@ -39,6 +39,7 @@ use tracing::debug;
 
 use crate::{
     broker::{ShardState, SINGLE_NODE_TERM},
+    gather::{self, Splices},
     metadata::Metadata,
     offsets,
     routing::{Appended, Failure, FetchPart, PartitionOffsets, ShardRequest, ShardResponse},
@@ -93,15 +94,18 @@ pub(crate) struct Answered {
     pub(crate) keep_open: bool,
     /// Which shards own the request's partitions.
     pub(crate) touched: Touched,
+    /// Records to send in the middle of the answer, at these positions of the answer buffer
+    /// (a Fetch answer's records, not copied into it: `gather`).
+    pub(crate) splices: Splices,
 }
 
 impl Answered {
     pub(crate) fn closing() -> Answered {
-        Answered { keep_open: false, touched: Touched::Nothing }
+        Answered { keep_open: false, touched: Touched::Nothing, splices: Splices::new() }
     }
 
     pub(crate) fn open() -> Answered {
-        Answered { keep_open: true, touched: Touched::Nothing }
+        Answered { keep_open: true, touched: Touched::Nothing, splices: Splices::new() }
     }
 }
 
@@ -264,11 +268,17 @@ pub(crate) async fn serve_frames<A>(
             return;
         }
         if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out).await {
+            let written = if answered.splices.is_empty() {
+                stream.write_all(&out).await
+            } else {
+                gather::write_gathered(&mut stream, &out, &answered.splices).await
+            };
+            if let Err(e) = written {
                 debug!(%peer, protocol, error = %e, "write failed; closing");
                 return;
             }
-            state.stats().bytes_out.fetch_add(out.len() as u64, Relaxed);
+            let spliced: usize = answered.splices.iter().map(|(_, records)| records.len()).sum();
+            state.stats().bytes_out.fetch_add((out.len() + spliced) as u64, Relaxed);
         }
         // Give back what a large request or answer took: a connection keeps one read chunk.
         if out.capacity() > READ_CHUNK {
@@ -365,10 +375,23 @@ async fn answer(
         handle(state, request).await
     };
     state.stats().request_done(api, started.elapsed(), matches!(response, Some(Err(_))));
+    let mut splices = Splices::new();
     if let Some(response) = response {
-        encode_response(header.correlation_id, header.api_version, &response, out);
+        let gathered = match &response {
+            Ok(Response::Fetch(fetch)) if gather::record_bytes(fetch) >= gather::GATHER_MIN_RECORD_BYTES => {
+                gather::encode_fetch_skeleton(header.correlation_id, header.api_version, fetch, out)
+            }
+            _ => None,
+        };
+        match gathered {
+            Some(points) => splices = points,
+            None => {
+                out.clear();
+                encode_response(header.correlation_id, header.api_version, &response, out);
+            }
+        }
     }
-    Answered { keep_open: true, touched }
+    Answered { keep_open: true, touched, splices }
 }
 
 /// APIs this broker answers (ApiVersions lists only these).

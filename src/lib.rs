@@ -5,6 +5,8 @@
 //! - [`broker`]: `keel serve` — shards, listeners, the controller on shard 0, shutdown.
 //! - [`cli`]: the client commands of the `keel` binary (`topic`, `produce`, `consume`, `cluster`).
 //! - [`connection`]: one client connection: frames in, requests split by partition, answers out.
+//! - `gather` (private): Fetch answers sent with their records spliced in from where they are
+//!   (vectored sends), not copied into the frame.
 //! - [`client_warnings`]: warnings about bad client input, a few per second per shard.
 //! - [`kafka`]: the Kafka wire protocol listener, translating Kafka requests into native ones.
 //! - [`routing`]: what shards ask each other (Send-only data; batches travel as `Bytes`): one
@@ -25,6 +27,7 @@ pub mod cli;
 pub mod client_warnings;
 pub mod connection;
 pub mod coordinator;
+mod gather;
 pub mod groups;
 pub mod kafka;
 pub mod maintenance;

@@ -1191,6 +1191,95 @@ fn history_reads_take_turns_for_a_slot() {
 
 /// Fetch `min_bytes`: the answer waits until the partitions together hold that much (or
 /// `max_wait_ms` passes, then it returns what there is).
+/// A Fetch answer of about 6 MiB, whose records the broker sends from where they are, spliced
+/// between the pieces of the encoded answer (src/gather.rs), reaches a reader that leaves it in
+/// the socket for a while (its receive buffer shrunk to 32 KiB, so the broker finds its send
+/// buffer full and must wait for room midway) whole: every batch produced, in order, byte for
+/// byte but for the offset and leader epoch the broker assigns. The next answer on the same
+/// connection follows it intact.
+#[test]
+fn a_large_fetch_answer_reaches_a_slow_reader_intact() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), free_port());
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "big", 2), ErrorCode::None);
+    let big_batch = |partition: u32, i: u32| {
+        let mut b = BatchBuilder::new();
+        for r in 0..16u32 {
+            let value: Vec<u8> = (0..4000u32).map(|j| (j * 31 + r * 7 + i * 3 + partition) as u8).collect();
+            b.push(
+                1_700_000_000_000 + i64::from(i),
+                Some(format!("p{partition}-{i}-{r}").as_bytes()),
+                Some(&value),
+                &[],
+            );
+        }
+        b.last_offset_delta(15).build()
+    };
+    let mut produced: Vec<Vec<Vec<u8>>> = vec![Vec::new(), Vec::new()];
+    for partition in 0..2 {
+        for i in 0..48 {
+            let batch = big_batch(partition, i);
+            assert_eq!(produce(&mut client, "big", partition, batch.clone()).0, ErrorCode::None);
+            produced[partition as usize].push(batch);
+        }
+    }
+
+    let mut slow = Client::connect(broker.addr);
+    let small: libc::c_int = 32 << 10;
+    // SAFETY: setsockopt reads an int from a valid pointer; the descriptor is the stream's.
+    let set = unsafe {
+        libc::setsockopt(
+            slow.stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+    let mut request = fetch_from_start("big", 2, 0, 0, 8 << 20);
+    for p in &mut request.topics[0].partitions {
+        p.partition_max_bytes = 4 << 20;
+    }
+    let id = slow.send(&Request::Fetch(request));
+    std::thread::sleep(Duration::from_millis(500)); // the answer piles up in the sockets
+    let payload = slow.read_frame().expect("the fetch answer");
+    let (correlation, response) = decode_response(ApiKey::Fetch, 1, &payload).unwrap();
+    assert_eq!(correlation, id);
+    let Ok(Response::Fetch(r)) = response else { panic!("{response:?}") };
+    let mut answered = 0;
+    for p in &r.topics[0].partitions {
+        assert_eq!(p.error_code, ErrorCode::None);
+        let mut rest = &p.records[..];
+        let mut expected = produced[p.partition.0 as usize].iter();
+        let mut next_offset = 0u64;
+        while !rest.is_empty() {
+            let view = BatchView::parse(rest).expect("a whole, valid batch");
+            let len = view.total_len();
+            assert_eq!(view.base_offset() as u64, next_offset, "partition {}", p.partition.0);
+            let batch = expected.next().expect("no more batches than produced");
+            // Bytes 0..8 hold the base offset and 12..16 the leader epoch, which the broker sets.
+            assert_eq!(len, batch.len());
+            assert_eq!(rest[8..12], batch[8..12]);
+            assert_eq!(rest[16..len], batch[16..], "partition {} batch at offset {next_offset}", p.partition.0);
+            next_offset += 16;
+            answered += len;
+            rest = &rest[len..];
+        }
+        assert!(expected.next().is_none(), "partition {}: every batch in the answer", p.partition.0);
+    }
+    assert!(answered > 5 << 20, "the answer carried {answered} bytes of records");
+    // The connection goes on: the next answer starts where this one ended.
+    let Ok(Response::Fetch(r)) = slow.call(Request::Fetch(fetch_from_start("big", 2, 0, 0, 1 << 10))) else {
+        panic!("second fetch")
+    };
+    assert!(r.topics[0].partitions.iter().any(|p| !p.records.is_empty()), "at least one batch even over max_bytes");
+    drop((client, slow));
+    assert!(broker.stop().success());
+}
+
 #[test]
 fn fetch_waits_for_min_bytes() {
     let dir = tempfile::tempdir().unwrap();
