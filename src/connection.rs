@@ -10,6 +10,7 @@
 //! broker.
 
 use std::{
+    io,
     os::fd::AsRawFd,
     rc::Rc,
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -17,7 +18,7 @@ use std::{
 };
 
 use bytes::{Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::{net::TcpStream, sync::StaticPermit};
 use keel_protocol::{
     decode_frame, decode_request, decode_request_header, encode_response,
@@ -216,8 +217,7 @@ pub(crate) async fn serve_frames<A>(
                 // An idle connection closes when the broker stops; one mid-request is read on.
                 let idle = buf.is_empty();
                 // Read what the frame still lacks (its size passed the max_frame check in
-                // decode_frame), at least a chunk; zero-filling spare capacity beyond that on
-                // every read would cost as much as the copy.
+                // decode_frame), at least a chunk.
                 let (frame_len, missing) = match buf.first_chunk::<4>() {
                     Some(prefix) => {
                         let len = u32::from_be_bytes(*prefix) as usize + 4;
@@ -231,9 +231,7 @@ pub(crate) async fn serve_frames<A>(
                     frame_charge = Some(charge);
                 }
                 let want = missing.max(READ_CHUNK);
-                let start = buf.len();
-                buf.resize(start + want, 0);
-                let read = async { Some(stream.read(&mut buf[start..]).await) };
+                let read = async { Some(read_into_spare(&stream, &mut buf, want).await) };
                 let stop = async {
                     if idle {
                         state.shard.stopping().await;
@@ -246,7 +244,6 @@ pub(crate) async fn serve_frames<A>(
                     None => return,
                     Some(Ok(0)) => return,
                     Some(Ok(n)) => {
-                        buf.truncate(start + n);
                         state.stats().bytes_in.fetch_add(n as u64, Relaxed);
                     }
                     Some(Err(e)) => {
@@ -302,6 +299,34 @@ pub(crate) async fn serve_frames<A>(
                     affinity = Affinity::default();
                 }
             }
+        }
+    }
+}
+
+/// Reads at most `max` bytes from `stream` onto the end of `buf`, straight into its spare
+/// capacity: no zero-fill first, which for a 512 KiB Produce frame cost as much as a copy of it
+/// (a tenth of the broker's CPU under a closed-loop produce load). Waits, without reading, until
+/// there is something to read. 0: the peer closed the connection.
+async fn read_into_spare(stream: &TcpStream, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    loop {
+        let spare = buf.spare_capacity_mut();
+        debug_assert!(spare.len() >= max);
+        // SAFETY: recv writes at most `max` bytes at the start of `buf`'s spare capacity, which
+        // holds at least `max`, through a raw pointer (no reference to uninitialized bytes);
+        // the descriptor is the stream's, open while it lives.
+        let n = unsafe { libc::recv(stream.as_raw_fd(), spare.as_mut_ptr().cast(), max, libc::MSG_DONTWAIT) };
+        if let Ok(n) = usize::try_from(n) {
+            // SAFETY: recv initialized these `n` bytes, right after the buffer's contents.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            // Nothing yet: wait until there is (or the peer closed), without reading it.
+            io::ErrorKind::WouldBlock => stream.readable().await?,
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(e),
         }
     }
 }

@@ -236,6 +236,13 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         super::yolo_peek(self.stream.as_raw_fd(), buf)
     }
 
+    /// Keel patch (see KEEL-PATCHES.md): waits until the socket is readable (data, or the end
+    /// of the stream) without reading: a poll on the main ring, as `poll_read` waits.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        let source = self.reactor.upgrade().unwrap().poll_read_ready(self.stream.as_raw_fd());
+        source.collect_rw().await.map(|_| ())
+    }
+
     pub(crate) async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         let source = self.reactor.upgrade().unwrap().recv(
             self.stream.as_raw_fd(),
@@ -405,6 +412,15 @@ impl<S> GlommioStream<S, NonBuffered> {
 }
 
 impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
+    /// Keel patch (see KEEL-PATCHES.md): waits until there is something to read (bytes already
+    /// buffered count), or the stream has ended, without reading it.
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        if !self.rx_buf.is_empty() || self.rx_done.get() {
+            return Ok(());
+        }
+        self.stream.readable().await
+    }
+
     /// Receives data on the socket from the remote address to which it is
     /// connected, without removing that data from the queue.
     ///

@@ -652,6 +652,13 @@ impl<B: RxBuf> TcpStream<B> {
         self.stream.peek(buf).await.map_err(Into::into)
     }
 
+    /// Keel patch (see KEEL-PATCHES.md): waits until there is something to read, or the peer
+    /// has closed the connection, without reading it; for callers that read the socket
+    /// themselves (Keel reads frames straight into a buffer's uninitialized spare capacity).
+    pub async fn readable(&self) -> Result<()> {
+        self.stream.readable().await.map_err(Into::into)
+    }
+
     /// Returns the socket address of the remote peer of this TCP connection.
     ///
     /// # Examples
