@@ -43,6 +43,7 @@ use crate::{
     gather::{self, Splices},
     metadata::Metadata,
     offsets,
+    partitions::PartitionKey,
     routing::{Appended, Failure, FetchPart, PartitionOffsets, ShardRequest, ShardResponse},
 };
 
@@ -408,22 +409,10 @@ async fn answer(
         handle(state, request).await
     };
     state.stats().request_done(api, started.elapsed(), matches!(response, Some(Err(_))));
-    let mut splices = Splices::new();
-    if let Some(response) = response {
-        let gathered = match &response {
-            Ok(Response::Fetch(fetch)) if gather::record_bytes(fetch) >= gather::GATHER_MIN_RECORD_BYTES => {
-                gather::encode_fetch_skeleton(header.correlation_id, header.api_version, fetch, out)
-            }
-            _ => None,
-        };
-        match gathered {
-            Some(points) => splices = points,
-            None => {
-                out.clear();
-                encode_response(header.correlation_id, header.api_version, &response, out);
-            }
-        }
-    }
+    let splices = match response {
+        Some(response) => gather::encode_answer(header.correlation_id, header.api_version, &response, out),
+        None => Splices::new(),
+    };
     Answered { keep_open: true, touched, splices }
 }
 
@@ -694,34 +683,52 @@ async fn produce(state: &ShardState, req: ProduceRequest) -> ProduceResponse {
 /// One partition's part of a fetch: (partition, records or failure, offsets if known).
 type PartitionFetch = (PartitionId, Result<Bytes, Failure>, Option<PartitionOffsets>);
 
-/// Reads every partition of the request on its shard, all at once, without waiting: one
-/// message per shard, with all of its partitions.
-async fn fetch_once(state: &ShardState, req: &FetchRequest) -> Vec<Vec<PartitionFetch>> {
-    let mut results: Vec<Vec<Option<PartitionFetch>>> =
-        req.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
-    let mut by_shard = ByShard::default();
+/// A Fetch's partitions routed to their shards once per request (a long poll reads and waits
+/// several times): grouped by shard, with each partition's (topic, partition) index in the
+/// request; `unknown`: the partitions no shard owns.
+struct RoutedFetch {
+    by_shard: ByShard<(usize, usize), PartitionKey>,
+    unknown: Vec<(usize, usize)>,
+}
+
+fn route_fetch(state: &ShardState, req: &FetchRequest) -> RoutedFetch {
+    let mut routed = RoutedFetch { by_shard: ByShard::default(), unknown: Vec::new() };
     for (t, topic) in req.topics.iter().enumerate() {
         for (j, p) in topic.partitions.iter().enumerate() {
             match state.route(&topic.name, p.partition.0) {
-                None => results[t][j] = Some((p.partition, Err(unknown_partition()), None)),
-                Some((key, shard)) => by_shard.push(
-                    shard,
-                    (t, j),
-                    FetchPart { key, offset: p.fetch_offset.0, max_bytes: p.partition_max_bytes },
-                ),
+                None => routed.unknown.push((t, j)),
+                Some((key, shard)) => routed.by_shard.push(shard, (t, j), key),
             }
         }
     }
-    let calls = by_shard.0.into_iter().map(|(shard, places, parts)| async move {
-        let n = parts.len();
+    routed
+}
+
+/// Reads every partition of the request on its shard, all at once, without waiting: one
+/// message per shard, with all of its partitions.
+async fn fetch_once(state: &ShardState, req: &FetchRequest, routed: &RoutedFetch) -> Vec<Vec<PartitionFetch>> {
+    let mut results: Vec<Vec<Option<PartitionFetch>>> =
+        req.topics.iter().map(|t| t.partitions.iter().map(|_| None).collect()).collect();
+    for &(t, j) in &routed.unknown {
+        results[t][j] = Some((req.topics[t].partitions[j].partition, Err(unknown_partition()), None));
+    }
+    let calls = routed.by_shard.0.iter().map(|(shard, places, keys)| async move {
+        let parts = places
+            .iter()
+            .zip(keys)
+            .map(|(&(t, j), &key)| {
+                let p = &req.topics[t].partitions[j];
+                FetchPart { key, offset: p.fetch_offset.0, max_bytes: p.partition_max_bytes }
+            })
+            .collect();
         let unpack = |r| match r {
             ShardResponse::Fetched(answers) => Ok(answers),
             other => Err(format!("{other:?}")),
         };
-        (places, call_each(state, shard, ShardRequest::Fetch { parts }, n, unpack, |f| (Err(f), None)).await)
+        (places, call_each(state, *shard, ShardRequest::Fetch { parts }, keys.len(), unpack, |f| (Err(f), None)).await)
     });
     for (places, answers) in join_all(calls.collect()).await {
-        for ((t, j), (result, offsets)) in places.into_iter().zip(answers) {
+        for (&(t, j), (result, offsets)) in places.iter().zip(answers) {
             results[t][j] = Some((req.topics[t].partitions[j].partition, result, offsets));
         }
     }
@@ -791,7 +798,8 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
     let min_bytes = req.min_bytes.max(1) as usize;
     let max_wait_ms = req.max_wait_ms.min(MAX_FETCH_WAIT_MS);
     let deadline = Instant::now() + std::time::Duration::from_millis(u64::from(max_wait_ms));
-    let mut results = fetch_once(state, &req).await;
+    let routed = route_fetch(state, &req);
+    let mut results = fetch_once(state, &req, &routed).await;
     loop {
         let bytes: usize = results.iter().flatten().map(|(_, r, _)| r.as_ref().map_or(0, Bytes::len)).sum();
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -801,22 +809,26 @@ async fn fetch(state: &ShardState, req: FetchRequest) -> FetchResponse {
         let remaining_ms = u32::try_from(remaining.as_millis()).unwrap_or(u32::MAX).max(1);
         // Wait for data past each partition's high watermark as just read: a wait at the
         // requested offset would end at once where data already is. One wait per shard.
-        let mut by_shard = ByShard::default();
-        for (topic, partitions) in req.topics.iter().zip(&results) {
-            for (p, (_, _, offsets)) in topic.partitions.iter().zip(partitions) {
-                let Some((key, shard)) = state.route(&topic.name, p.partition.0) else { continue };
-                let from = offsets.map_or(p.fetch_offset.0, |o| o.high_watermark.max(p.fetch_offset.0));
-                by_shard.push(shard, (), (key, from));
+        let read = &results;
+        let waits = routed.by_shard.0.iter().map(|(shard, places, keys)| {
+            let parts = places
+                .iter()
+                .zip(keys)
+                .map(|(&(t, j), &key)| {
+                    let requested = req.topics[t].partitions[j].fetch_offset.0;
+                    let (_, _, offsets) = &read[t][j];
+                    (key, offsets.map_or(requested, |o| o.high_watermark.max(requested)))
+                })
+                .collect();
+            async move {
+                let request = ShardRequest::AwaitData { parts, max_wait_ms: remaining_ms };
+                matches!(call(state, *shard, request).await, Ok(ShardResponse::DataArrived(true)))
             }
-        }
-        let waits = by_shard.0.into_iter().map(|(shard, _, parts)| async move {
-            let request = ShardRequest::AwaitData { parts, max_wait_ms: remaining_ms };
-            matches!(call(state, shard, request).await, Ok(ShardResponse::DataArrived(true)))
         });
         if !first_true(waits.collect()).await {
             break; // every wait ended without data: timed out, or errors that will not change
         }
-        results = fetch_once(state, &req).await;
+        results = fetch_once(state, &req, &routed).await;
     }
     let mut budget = req.max_bytes as usize;
     let mut first = true;

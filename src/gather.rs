@@ -6,8 +6,8 @@
 //! encoded with every partition's records left empty (a "skeleton"), its length fields and frame
 //! size are fixed up, and the records go to the socket from where they are, between the
 //! skeleton's pieces, in vectored sends ([`write_gathered`]). The bytes on the wire are exactly
-//! [`encode_response`]'s (checked by the tests below); if the skeleton does not have the
-//! expected layout, the caller falls back to [`encode_response`]. The native protocol's
+//! [`encode_response`]'s (checked by the tests below); an answer with few records, or whose
+//! skeleton does not have the expected layout, is encoded whole ([`encode_answer`] decides). The native protocol's
 //! counterpart of the client's `keel_client` gather, which does the same for Produce requests.
 
 use std::{
@@ -21,19 +21,41 @@ use glommio::net::TcpStream;
 use keel_protocol::{
     encode_response,
     messages::{FetchPartitionResponse, FetchResponse, FetchTopicResponse},
-    ErrorCode, Response, FRAME_PREFIX_BYTES,
+    ErrorCode, Response, TopLevelError, FRAME_PREFIX_BYTES,
 };
 
 /// Below this many bytes of records in an answer, copying them is cheaper than vectored sends.
-pub(crate) const GATHER_MIN_RECORD_BYTES: usize = 16 << 10;
+const GATHER_MIN_RECORD_BYTES: usize = 16 << 10;
 
 /// Records to send in the middle of an answer: (position in the skeleton, records), in order.
 pub(crate) type Splices = Vec<(usize, Bytes)>;
 
+/// Appends the frame of `response` to `out`: a Fetch answer with [`GATHER_MIN_RECORD_BYTES`] of
+/// records or more as a skeleton, returning where its records go (positions from where the
+/// frame starts in `out`); anything else whole, returning no splices.
+pub(crate) fn encode_answer(
+    correlation_id: u32,
+    api_version: u16,
+    response: &Result<Response, TopLevelError>,
+    out: &mut Vec<u8>,
+) -> Splices {
+    let start = out.len();
+    if let Ok(Response::Fetch(fetch)) = response {
+        if record_bytes(fetch) >= GATHER_MIN_RECORD_BYTES {
+            if let Some(splices) = encode_fetch_skeleton(correlation_id, api_version, fetch, out) {
+                return splices;
+            }
+            out.truncate(start); // not the layout expected: encoded whole below
+        }
+    }
+    encode_response(correlation_id, api_version, response, out);
+    Splices::new()
+}
+
 /// Appends to `out` the frame of a successful Fetch answer without its records, with lengths
 /// and frame size as if they were there, and returns where each partition's records belong.
 /// `None` if the layout is not the expected one (`out` is then unspecified).
-pub(crate) fn encode_fetch_skeleton(
+fn encode_fetch_skeleton(
     correlation_id: u32,
     api_version: u16,
     response: &FetchResponse,
@@ -95,7 +117,7 @@ pub(crate) fn encode_fetch_skeleton(
 }
 
 /// The total bytes of records in `response`.
-pub(crate) fn record_bytes(response: &FetchResponse) -> usize {
+fn record_bytes(response: &FetchResponse) -> usize {
     response.topics.iter().flat_map(|t| &t.partitions).map(|p| p.records.len()).sum()
 }
 
@@ -105,6 +127,7 @@ fn pieces<'a>(skeleton: &'a [u8], splices: &'a [(usize, Bytes)]) -> Vec<&'a [u8]
     let mut out = Vec::with_capacity(splices.len() * 2 + 1);
     let mut at = 0;
     for (point, records) in splices {
+        debug_assert!(at <= *point && *point <= skeleton.len(), "splice points in order, inside the skeleton");
         out.push(&skeleton[at..*point]);
         out.push(&records[..]);
         at = *point;
