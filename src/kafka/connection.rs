@@ -10,18 +10,18 @@
 
 use std::{net::SocketAddr, rc::Rc};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use glommio::net::TcpStream;
 use kafka_protocol::{
     messages::{
         AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
         DeleteRecordsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
-        FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
+        FetchResponse, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest,
         JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest,
         OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader,
         ResponseHeader, SyncGroupRequest,
     },
-    protocol::{Decodable, Encodable, HeaderVersion},
+    protocol::{buf::ByteBufMut, Decodable, Encodable, HeaderVersion},
     ResponseError,
 };
 use tracing::debug;
@@ -33,6 +33,7 @@ use super::{
 use crate::{
     broker::ShardState,
     connection::{serve_frames, Answered, MemoryCharge},
+    gather::{self, Splices},
 };
 
 pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
@@ -46,8 +47,9 @@ pub async fn run(stream: TcpStream, state: &Rc<ShardState>) {
     // Kafka connections never move between shards (their answers name no `Touched` shard):
     // a Kafka client multiplexes every partition of the broker over one connection.
     serve_frames(stream, state, max_frame, "kafka", BytesMut::new(), async |payload, out, answer_charge| {
-        let Err(reason) = answer(state, &node, &host, payload, out, answer_charge).await else {
-            return Answered::open();
+        let mut splices = Splices::new();
+        let Err(reason) = answer(state, &node, &host, payload, out, &mut splices, answer_charge).await else {
+            return Answered { splices, ..Answered::open() };
         };
         crate::client_warn!(state, %peer, reason, "closing Kafka connection");
         Answered::closing()
@@ -71,7 +73,8 @@ fn advertised(state: &ShardState, local: Option<SocketAddr>) -> Node {
     Node { host: addr.ip().to_string(), port: i32::from(addr.port()) }
 }
 
-/// Serves one request payload, appending the response frame (if any) to `out`; `Err` (the
+/// Serves one request payload, appending the response frame (if any) to `out`, and to
+/// `splices` the records a Fetch answer sends from where they are (`crate::gather`); `Err` (the
 /// reason) if the connection must close.
 async fn answer(
     state: &Rc<ShardState>,
@@ -79,6 +82,7 @@ async fn answer(
     host: &str,
     payload: Bytes,
     out: &mut Vec<u8>,
+    splices: &mut Splices,
     answer_charge: &mut Option<MemoryCharge>,
 ) -> Result<(), String> {
     // api_key i16, api_version i16, correlation_id i32 begin every header version.
@@ -147,7 +151,8 @@ async fn answer(
                 }
                 Err(refused) => refused,
             };
-            encode(correlation, version, &response, out)
+            *splices = encode_fetch(correlation, version, &response, out)?;
+            Ok(())
         }
         ApiKey::ListOffsets => {
             let req = decoded::<ListOffsetsRequest>(&mut body, api, version)?;
@@ -247,12 +252,125 @@ fn encode<R: Encodable + HeaderVersion>(
 ) -> Result<(), String> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
+    encode_header_and_body(correlation, version, body, out)?;
+    let len = frame_length(out.len() - start)?;
+    out[start..start + 4].copy_from_slice(&len);
+    Ok(())
+}
+
+/// [`encode`] for a Fetch answer: one with many bytes of records is appended as a skeleton
+/// without them, and the records go to the socket from where they are, in between its pieces
+/// (`crate::gather`; the bytes on the wire are the same). Returns where they go.
+fn encode_fetch(correlation: i32, version: i16, body: &FetchResponse, out: &mut Vec<u8>) -> Result<Splices, String> {
+    let records = || body.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref());
+    if !gather::worth_gathering(records()) {
+        return encode(correlation, version, body, out).map(|()| Splices::new());
+    }
+    let mut buf = gather::SkeletonBuf::new(out, records().cloned().collect());
+    buf.put_slice(&[0; 4]);
+    encode_header_and_body(correlation, version, body, &mut buf)?;
+    let len = frame_length(buf.frame_len())?;
+    buf.fill(0, &len);
+    Ok(buf.finish())
+}
+
+fn encode_header_and_body<R: Encodable + HeaderVersion, B: ByteBufMut>(
+    correlation: i32,
+    version: i16,
+    body: &R,
+    buf: &mut B,
+) -> Result<(), String> {
     ResponseHeader::default()
         .with_correlation_id(correlation)
-        .encode(out, R::header_version(version))
+        .encode(buf, R::header_version(version))
         .map_err(|e| format!("encoding a response header: {e}"))?;
-    body.encode(out, version).map_err(|e| format!("encoding a v{version} response: {e}"))?;
-    let len = u32::try_from(out.len() - start - 4).map_err(|_| "a response over 4 GiB".to_string())?;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    body.encode(buf, version).map_err(|e| format!("encoding a v{version} response: {e}"))
+}
+
+/// The length prefix of a frame of `frame_bytes` bytes, the prefix included.
+fn frame_length(frame_bytes: usize) -> Result<[u8; 4], String> {
+    let len = u32::try_from(frame_bytes - 4).map_err(|_| "a response over 4 GiB".to_string())?;
+    Ok(len.to_be_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::{
+        fetch_response::{FetchableTopicResponse, PartitionData},
+        TopicName,
+    };
+
+    use kafka_protocol::protocol::Message;
+
+    use super::*;
+
+    /// Topics by name, each with its partitions as the bytes of their records (`None`: an error,
+    /// no records).
+    type Shape<'a> = &'a [(&'a str, &'a [Option<usize>])];
+
+    /// A Fetch answer of `shape`, each record set with its own bytes.
+    fn response(topics: Shape<'_>) -> FetchResponse {
+        let topics = topics.iter().map(|(name, parts)| {
+            let partitions = parts.iter().enumerate().map(|(i, len)| {
+                let records = len.map(|len| Bytes::from((0..len).map(|b| (b * 31 + i) as u8).collect::<Vec<_>>()));
+                PartitionData::default()
+                    .with_partition_index(i as i32)
+                    .with_error_code(if records.is_some() { 0 } else { 1 })
+                    .with_high_watermark(1_000 + i as i64)
+                    .with_records(records)
+            });
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(name.to_string().into()))
+                .with_partitions(partitions.collect())
+        });
+        FetchResponse::default().with_responses(topics.collect())
+    }
+
+    /// The bytes a gathered answer puts on the wire: the skeleton with the records spliced in.
+    fn on_the_wire(skeleton: &[u8], splices: &Splices) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut at = 0;
+        for (point, records) in splices {
+            wire.extend_from_slice(&skeleton[at..*point]);
+            wire.extend_from_slice(records);
+            at = *point;
+        }
+        wire.extend_from_slice(&skeleton[at..]);
+        wire
+    }
+
+    #[test]
+    fn a_gathered_fetch_answer_has_the_bytes_of_a_whole_one_in_every_served_version() {
+        let shapes: &[Shape<'_>] = &[
+            &[("t", &[Some(70_000)])],
+            // Small record sets stay in the skeleton; errors have none; a length that needs a
+            // longer varint in the flexible versions.
+            &[("events", &[Some(20_000), None, Some(5), Some(300)]), ("other", &[Some(1 << 20), Some(2_000)])],
+            &[("a", &[]), ("b", &[None])],
+            &[],
+        ];
+        let versions: Vec<i16> =
+            (0..=FetchResponse::VERSIONS.max).filter(|&v| translate::served(ApiKey::Fetch, v)).collect();
+        assert!(versions.len() >= 9, "Fetch v4-v12 at least: {versions:?}");
+        for version in versions {
+            for shape in shapes {
+                let response = response(shape);
+                let mut whole = Vec::new();
+                encode(41, version, &response, &mut whole).unwrap();
+                let mut out = vec![]; // the connection's buffer is empty when an answer starts
+                let splices = encode_fetch(41, version, &response, &mut out).unwrap();
+                assert_eq!(on_the_wire(&out, &splices), whole, "v{version} {shape:?}");
+                let records: Vec<&Bytes> =
+                    response.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref()).collect();
+                if gather::worth_gathering(records.iter().copied()) {
+                    // Every record set of 1 KiB or more is left out, none copied.
+                    let big: usize = records.iter().map(|r| r.len()).filter(|&n| n >= 1 << 10).sum();
+                    assert_eq!(splices.iter().map(|(_, r)| r.len()).sum::<usize>(), big, "v{version} {shape:?}");
+                    assert_eq!(out.len() + big, whole.len());
+                } else {
+                    assert!(splices.is_empty());
+                }
+            }
+        }
+    }
 }
