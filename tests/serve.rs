@@ -1489,3 +1489,25 @@ fn deleting_a_topic_under_load_removes_it_whole() {
     drop(admin);
     assert!(broker.stop().success());
 }
+
+/// A port that something else served a moment ago still has its connections closing
+/// (TIME_WAIT) for a minute; the broker's listeners bind it anyway, as std's and most servers'
+/// do (SO_REUSEADDR). Without it `keel serve` failed with "Address already in use".
+#[test]
+fn a_port_with_connections_still_closing_is_listened_on() {
+    let port = free_port();
+    {
+        // A plain listener (SO_REUSEADDR, no SO_REUSEPORT) that closes its side of a
+        // connection first: that side stays in TIME_WAIT on `port`.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (served, _) = listener.accept().unwrap();
+        drop(served);
+        std::thread::sleep(Duration::from_millis(100));
+        drop(client);
+    }
+    let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let broker = start_broker(tmp.path(), port);
+    let mut client = Client::connect(broker.addr);
+    assert_eq!(create(&mut client, "after-time-wait", 2), ErrorCode::None);
+}

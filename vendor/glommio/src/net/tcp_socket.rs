@@ -125,6 +125,10 @@ impl TcpListener {
         let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
         let addr = socket2::SockAddr::from(addr);
         sk.set_reuse_port(true)?;
+        // Keel patch (see KEEL-PATCHES.md): SO_REUSEADDR as std's `TcpListener::bind` sets it,
+        // so connections still closing (TIME_WAIT) on this port, left by a socket without
+        // SO_REUSEPORT, do not make the bind fail.
+        sk.set_reuse_address(true)?;
         sk.bind(&addr)?;
         sk.listen(1024)?;
         let listener = sk.into();
