@@ -175,10 +175,10 @@ pub struct ServeArgs {
     /// Partitions with fsync.policy=always keep up to this much of zeros written ahead of their
     /// data (once the active segment holds 1 MiB; at most as far ahead as it holds), so appends
     /// overwrite written blocks: on ext4 their fdatasyncs then commit no file-system metadata.
-    /// Measured: a third less broker CPU under heavy fsync=always load and a lower median
-    /// latency, but the disk writes those bytes twice, and p99 was a few ms higher at 50 MB/s
-    /// (docs/benchmarks.md, measured with 8MiB). Other fsync policies never zero. 0 =
-    /// off. Bytes or KiB/MiB; a multiple of 4096 [default: 0]
+    /// Measured with 8MiB: a third less broker CPU per request and a lower median latency, but
+    /// the disk writes those bytes twice; at 50 MB/s p99 was a few ms higher on a slow, noisy
+    /// disk and about the same, with a lower p99.9, on a fast one (docs/benchmarks.md). Other
+    /// fsync policies never zero. 0 = off. Bytes or KiB/MiB; a multiple of 4096 [default: 0]
     #[arg(long, env = "KEEL_RUNWAY_BYTES", value_name = "BYTES", value_parser = parse_size)]
     pub runway_bytes: Option<u64>,
     /// Kafka listener only: a Metadata request naming a topic that does not exist creates it with

@@ -20,7 +20,8 @@
 //! Files are preallocated (`fallocate`, keeping the size) and unlinked as soon as they are open,
 //! so they vanish on every exit; a file wraps to its start at `--file-bytes`. So each write
 //! appends to unwritten space: ext4 then changes the file's size and converts the extent, and
-//! every fdatasync commits its journal. `--zeroed` writes each file full of zeros first (and
+//! every fdatasync writes that metadata too (a journal commit, or without a journal the inode's
+//! and the extent's blocks). `--zeroed` writes each file full of zeros first (and
 //! syncs it), so every write overwrites written blocks inside the file's size and an fdatasync
 //! is only the data and a cache flush: the floor of a log that keeps a zeroed runway ahead of
 //! its end, as Keel does under `fsync.policy=always`.
