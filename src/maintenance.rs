@@ -159,13 +159,19 @@ async fn durability_loop(state: Rc<ShardState>) {
     }
 }
 
+/// Longest pause between two zero writes of a paced runway refill: the log's next fdatasync
+/// normally ends it sooner (`Log::extend_runway_paced`); this bounds a refill's time when
+/// appends stop.
+const RUNWAY_PAUSE: Duration = Duration::from_millis(2);
+
 /// Refills the zeroed runways that appends left low ([`ShardState::runway_soon`]), one log at a
-/// time (each refill is a few MiB of writes; they need not compete with one another).
+/// time (each refill is a few MiB of writes; they need not compete with one another), each
+/// zero write after one of the log's fdatasyncs.
 async fn runway_loop(state: Rc<ShardState>) {
     while let Some(keys) = state.next_runways().await {
         for key in keys {
             let Some(log) = state.partitions.get(key) else { continue };
-            if let Err(e) = log.extend_runway().await {
+            if let Err(e) = log.extend_runway_paced(|| glommio::timer::sleep(RUNWAY_PAUSE)).await {
                 // Appends go on without one (a failed fdatasync has failed the log, which says so).
                 warn!(topic = %key.topic, partition = key.partition, error = %e, "zeroing ahead of the log failed");
             }

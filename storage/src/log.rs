@@ -195,6 +195,8 @@ pub(crate) struct State<F: File> {
     /// runway's end): appends must not write at or past it, and exclusive work (roll,
     /// truncation) waits for the refill to end.
     pub(crate) zeroing: Option<u64>,
+    /// An append waits for the refill's zeros to be written past it: the refill stops pausing.
+    pub(crate) zeros_wanted: bool,
     /// Making the runway failed (a full disk, say): none again for this segment file, rather
     /// than a failing attempt after every append.
     pub(crate) runway_refused: bool,
@@ -233,6 +235,9 @@ enum Prepare {
     /// original's offsets like an append.
     Duplicate(AppendInfo),
     Wait,
+    /// Wait for the runway's zero write in flight, after telling the refill (it may be pausing
+    /// between its writes) that it is waited for.
+    WaitForZeros,
     Roll,
     Allocate(u64),
 }
@@ -265,6 +270,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 allocated: 0,
                 zeroed: 0,
                 zeroing: None,
+                zeros_wanted: false,
                 runway_refused: false,
                 exclusive: false,
                 maintenance: false,
@@ -469,6 +475,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             match step {
                 Prepare::Ready(info) | Prepare::Duplicate(info) => break info,
                 Prepare::Wait => wait.await,
+                Prepare::WaitForZeros => self.changed.notify_all(), // then waits as `Wait`
                 Prepare::Roll => self.roll().await?,
                 Prepare::Allocate(upto) => self.allocate(upto).await?,
             }
@@ -525,7 +532,12 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         let end = active.size + len;
         if st.zeroing.is_some_and(|from| align_up(end) > from) {
-            return Ok(Prepare::Wait); // the runway's zero write in flight covers these pages
+            // The runway's zero write in flight covers these pages.
+            return Ok(if std::mem::replace(&mut st.zeros_wanted, true) {
+                Prepare::Wait
+            } else {
+                Prepare::WaitForZeros
+            });
         }
         if config.preallocate_bytes > 0 && end > st.allocated {
             return Ok(Prepare::Allocate(preallocation_target(end, config.preallocate_bytes, config.segment_bytes)));
@@ -729,6 +741,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
             }
             wait.await;
         }
+        self.changed.notify_all(); // a paced runway refill stops pausing (`runway`)
         let guard = ExclusiveGuard { state: &self.state, notify: &self.changed };
         // A runway refill may not outlive the file, or the length, it writes (roll, truncation).
         loop {
@@ -1515,6 +1528,17 @@ impl<F: File> State<F> {
     /// refill runs already, or this segment's runway failed. [`Log::wants_runway`] and
     /// [`Log::extend_runway`] both ask it, so a caller looping on the one never spins on the
     /// other.
+    /// Whether a runway refill must write its remaining zeros without pausing: appends or
+    /// exclusive work wait for it, or the log failed or closed.
+    pub(crate) fn refill_must_hurry(&self) -> bool {
+        self.zeros_wanted || self.exclusive || self.closed || self.failed.is_some()
+    }
+
+    /// Offsets below this are durable.
+    pub(crate) fn flushed_end(&self) -> u64 {
+        self.flushed_end
+    }
+
     pub(crate) fn runway_held_off(&self) -> bool {
         self.failed.is_some() || self.closed || self.exclusive || self.zeroing.is_some() || self.runway_refused
     }

@@ -15,7 +15,9 @@
 //! How: [`Log::extend_runway`] (run by the owner of the log, away from appends, when
 //! [`Log::wants_runway`] says the runway is low) reserves the space, extends the file's size over
 //! it, writes zeros in [`ZERO_WRITE_BYTES`] writes and fdatasyncs them (the metadata is written
-//! there, once per refill, instead of in appends). An append never writes a page of a zero write
+//! there, once per refill, instead of in appends). The broker paces the zero writes
+//! ([`Log::extend_runway_paced`]): one after each of the log's fdatasyncs, so appends do not
+//! queue behind a burst of them on the device. An append never writes a page of a zero write
 //! in flight (it waits for it). Nothing else changes on disk: recovery already cuts zeros found
 //! after the last batch (`DiskState::ZeroFilledTail`), and sealing a segment trims it to its data.
 //!
@@ -40,9 +42,10 @@ use crate::{
 };
 
 /// Largest single zero write. Small, because an append's write queued behind one on the device
-/// waits for it (256 KiB is about 0.6 ms at this project's disk's 450 MB/s); large enough that
-/// a refill of a few MiB is a handful of writes.
-pub(crate) const ZERO_WRITE_BYTES: u64 = 256 << 10;
+/// waits for it, and so does the cache flush of the append's fdatasync (128 KiB is about 0.3 ms
+/// at 450 MB/s, the slowest this project's disk was measured at); large enough that a paced
+/// refill keeps well ahead of appends (one per fdatasync of the log).
+pub(crate) const ZERO_WRITE_BYTES: u64 = 128 << 10;
 /// A segment smaller than this (or than the runway, if smaller) gets no runway: appends grow the
 /// file as they would anyway.
 pub(crate) const MIN_SEGMENT_BYTES: u64 = 1 << 20;
@@ -89,12 +92,27 @@ impl<D: Dir, C: Clock> Log<D, C> {
             && plan(st.active().size, st.zeroed, self.runway_bytes(), self.config().segment_bytes).is_some()
     }
 
-    /// Refills the active segment's zeroed runway (see the module doc) if it is low. Appends go
-    /// on meanwhile; a roll, truncation or close waits for the refill to end. An error
-    /// leaves the log usable without a runway until its next segment (appends grow the file as
-    /// they would without one), except a failed fdatasync, which fails the log as any failed
-    /// fdatasync does.
+    /// Refills the active segment's zeroed runway (see the module doc) if it is low, its zero
+    /// writes one after another. Appends go on meanwhile; a roll, truncation or close waits for
+    /// the refill to end. An error leaves the log usable without a runway until its next segment
+    /// (appends grow the file as they would without one), except a failed fdatasync, which fails
+    /// the log as any failed fdatasync does.
     pub async fn extend_runway(&self) -> Result<()> {
+        self.extend_runway_paced(|| std::future::ready(())).await
+    }
+
+    /// [`Log::extend_runway`], its zero writes spread between the appends: after each, the
+    /// refill waits for the log's next fdatasync to end, or for `pause()` (the caller's bound,
+    /// such as a timer), whichever comes first. So each zero write goes to the device right after
+    /// an append's cache flush, not in a burst that every append in the meantime queues behind
+    /// (measured: docs/benchmarks.md, "Paced runway refills"). It stops pausing once the runway
+    /// left is short, an append waits for the zeros, or a roll, truncation or close waits for
+    /// the refill.
+    pub async fn extend_runway_paced<P, F>(&self, mut pause: P) -> Result<()>
+    where
+        P: FnMut() -> F,
+        F: std::future::Future<Output = ()>,
+    {
         let (file, range) = {
             let mut st = self.state.borrow_mut();
             if st.runway_held_off() {
@@ -131,6 +149,12 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 let written = file.write_at(Rc::new(buf), pos).await;
                 written.map_err(|e| StorageError::io("zeroing the runway of", what(), e))?;
                 pos += len;
+                // Appends may go up to the zeros written while the refill pauses.
+                self.state.borrow_mut().zeroing = Some(pos);
+                self.changed.notify_all();
+                if pos < range.end && !self.refill_hurried(pos) {
+                    futures_lite::future::or(pause(), self.next_sync_or_hurry(pos)).await;
+                }
             }
             Ok(())
         }
@@ -155,6 +179,29 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 }
 
+impl<D: Dir, C: Clock> Log<D, C> {
+    /// Whether a refill zeroed up to `zeroed` must write the rest without pausing: less than a
+    /// quarter of the runway is left ahead of the data, an append waits for the zeros, or the
+    /// log wants the refill over (a roll, truncation or close waits for it; it failed).
+    fn refill_hurried(&self, zeroed: u64) -> bool {
+        let st = self.state.borrow();
+        let left = zeroed.saturating_sub(align_up(st.active().size));
+        left < self.runway_bytes() / 4 || st.refill_must_hurry()
+    }
+
+    /// Resolves once an fdatasync of the log has ended, or [`Log::refill_hurried`].
+    async fn next_sync_or_hurry(&self, zeroed: u64) {
+        let before = self.state.borrow().flushed_end();
+        loop {
+            let wait = self.changed.changed();
+            if self.state.borrow().flushed_end() != before || self.refill_hurried(zeroed) {
+                return;
+            }
+            wait.await;
+        }
+    }
+}
+
 /// Ends a runway refill (its zero writes and their fdatasync), however [`Log::extend_runway`]
 /// returns (error or drop): appends waiting for it go on, and a roll or truncation may start.
 struct ZeroingGuard<'a, D: Dir, C: Clock> {
@@ -163,7 +210,10 @@ struct ZeroingGuard<'a, D: Dir, C: Clock> {
 
 impl<D: Dir, C: Clock> Drop for ZeroingGuard<'_, D, C> {
     fn drop(&mut self) {
-        self.log.state.borrow_mut().zeroing = None;
+        let mut st = self.log.state.borrow_mut();
+        st.zeroing = None;
+        st.zeros_wanted = false;
+        drop(st);
         self.log.changed.notify_all();
     }
 }

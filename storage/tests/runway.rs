@@ -284,3 +284,121 @@ fn a_failed_fdatasync_of_the_runway_fails_the_log_until_reopened() {
     assert_serves(&log, &acked, 0, end);
     append_one_more(&log, 501, end);
 }
+
+thread_local! {
+    /// The operations a [`recorded`] disk performed, in order: 'z' a zero write, 'w' another
+    /// write, 's' an fdatasync.
+    static OPS: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Turns as in [`timed`], except that a zero write takes one (a refill that does not pause
+/// writes its zeros back to back) and an fdatasync 20; each operation recorded in [`OPS`].
+fn recorded(op: Op<'_>) -> usize {
+    let (letter, turns) = match &op {
+        Op::Write(bytes) if bytes.iter().all(|&b| b == 0) => ('z', 1),
+        Op::Write(bytes) => ('w', 1 + bytes.len() / 4096),
+        Op::Sync => ('s', 20),
+        Op::SetLen | Op::Allocate => ('-', 1),
+    };
+    OPS.with(|ops| ops.borrow_mut().push(letter));
+    turns
+}
+
+/// A log whose runway (1 MiB) takes several zero writes to refill, on a [`recorded`] disk
+/// holding 1 MiB of data already.
+fn long_runway(seed: u64) -> (SimDisk, SimClock, LogConfig, TimedLog, Vec<Stored>) {
+    let disk = SimDisk::new(seed);
+    let clock = SimClock::new(1_000);
+    let config = LogConfig { runway_bytes: 1 << 20, segment_bytes: 16 << 20, preallocate_bytes: 4 << 20, ..config() };
+    let log = block_on(Log::open(TurnsDir::new(disk.dir(DIR), recorded), clock.clone(), config.clone())).unwrap().0;
+    let acked = append_until(&log, 0, 1 << 20);
+    assert!(log.wants_runway());
+    OPS.with(|ops| ops.borrow_mut().clear());
+    (disk, clock, config, log, acked)
+}
+
+/// Lets other tasks run for `n` turns.
+async fn after_turns(n: usize) {
+    for _ in 0..n {
+        futures_lite::future::yield_now().await;
+    }
+}
+
+#[test]
+fn a_paced_refill_writes_each_zero_write_after_an_fdatasync_of_the_appends() {
+    let (disk, clock, config, log, mut acked) = long_runway(11);
+    let refilled = std::cell::Cell::new(false);
+    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Stored>> + 'a>>;
+    let tasks: Vec<Task<'_>> = vec![
+        // A pause that never ends by itself: only the appends' fdatasyncs let the refill go on.
+        Box::pin(async {
+            log.extend_runway_paced(std::future::pending::<()>).await.expect("runway");
+            refilled.set(true);
+            Vec::new()
+        }),
+        Box::pin(async {
+            let mut acked = Vec::new();
+            let mut tag = 10_000;
+            while !refilled.get() {
+                let b = tagged_batch(tag);
+                let info = log.append(&b, TERM).await.expect("append");
+                acked.push((info.base_offset, info.last_offset, stored(&b, info.base_offset, TERM)));
+                tag += 1;
+            }
+            acked
+        }),
+    ];
+    acked.extend(join_all(tasks).into_iter().flatten());
+    let ops = OPS.with(|ops| ops.borrow().clone());
+    let zeros: Vec<usize> = ops.match_indices('z').map(|(i, _)| i).collect();
+    assert!(zeros.len() >= 4, "the refill took several zero writes: {ops}");
+    for pair in zeros.windows(2) {
+        assert!(ops[pair[0]..pair[1]].contains('s'), "an fdatasync between two zero writes: {ops}");
+    }
+    assert!(!log.wants_runway(), "refilled");
+    let end = log.offsets().log_end;
+    assert!(served(&log) == acked, "every acknowledged batch is served byte-identical");
+    disk.crash();
+    let (log, _) = reopen(&disk, &clock, config);
+    assert_serves(&log, &acked, 0, end);
+}
+
+#[test]
+fn a_paced_refill_stops_pausing_for_a_roll() {
+    // Nothing else runs, and the pause never ends: the roll alone must see the refill through.
+    let (disk, _clock, _config, log, _) = long_runway(12);
+    let data = log.size_bytes();
+    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let tasks: Vec<Task<'_>> = vec![
+        Box::pin(async { log.extend_runway_paced(std::future::pending::<()>).await.expect("runway") }),
+        Box::pin(async {
+            after_turns(20).await; // the refill pauses after its first zero write
+            log.roll().await.expect("roll")
+        }),
+    ];
+    join_all(tasks);
+    let ops = OPS.with(|ops| ops.borrow().clone());
+    assert!(ops.matches('z').count() >= 4, "the refill went on to its end: {ops}");
+    assert_eq!(active_file(&disk).len() as u64, data, "the sealed segment holds only its data");
+}
+
+#[test]
+fn a_paced_refill_stops_pausing_for_an_append_that_waits_for_its_zeros() {
+    // An append past the zeros written so far, with no fdatasync before it to end the pause:
+    // it waits for the zeros, and the refill must not wait for it in turn.
+    let (_disk, _clock, _config, log, _) = long_runway(13);
+    let big = batch(77, 600, 10, 1_000, 1_000); // about 600 KB: past the first zero writes
+    let appended = std::cell::Cell::new(None);
+    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let tasks: Vec<Task<'_>> = vec![
+        Box::pin(async { log.extend_runway_paced(std::future::pending::<()>).await.expect("runway") }),
+        Box::pin(async {
+            after_turns(20).await; // the refill pauses after its first zero write
+            let info = log.append(&big, TERM).await.expect("append");
+            appended.set(Some(info.base_offset));
+        }),
+    ];
+    join_all(tasks);
+    let base = appended.get().expect("appended");
+    assert!(served(&log).last() == Some(&(base, base + 599, stored(&big, base, TERM))), "the batch is served intact");
+}
