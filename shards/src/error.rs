@@ -139,8 +139,8 @@ impl fmt::Display for FailureReason {
     }
 }
 
-/// Shards that ended badly, as reported by [`Runtime::join`](crate::Runtime::join); in shard order,
-/// never empty.
+/// Shards that ended badly, as reported by [`Runtime::join`](crate::Runtime::join); in the order
+/// they failed (the cause usually first), never empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardFailure {
     pub failures: Vec<(ShardId, FailureReason)>,

@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
@@ -36,7 +37,7 @@ use crate::stop::{Latch, StopHandle};
 #[derive(Debug)]
 pub struct Runtime {
     /// Shard threads in shard order; empty once joined.
-    threads: Vec<(ShardId, JoinHandle<Result<(), FailureReason>>)>,
+    threads: Vec<(ShardId, JoinHandle<Ended>)>,
     stop: StopHandle,
 }
 
@@ -55,6 +56,7 @@ where
     let stop = StopHandle::new();
     let abort = Arc::new(Latch::new());
     let ended: Arc<[Latch]> = (0..config.shards).map(|_| Latch::new()).collect();
+    let failures_so_far = Arc::new(AtomicUsize::new(0));
     let (report_sender, reports) = mpsc::channel();
     let mut threads = Vec::with_capacity(config.shards);
     let ends = mesh::build::<Req, Resp>(config.shards, config.queue_capacity);
@@ -68,6 +70,7 @@ where
             ended: Arc::clone(&ended),
             reporter: Reporter { shard, sender: Some(report_sender.clone()) },
             shard_main: shard_main.clone(),
+            failures_so_far: Arc::clone(&failures_so_far),
         };
         let thread = std::thread::Builder::new().name(format!("{}-{}", config.thread_name, shard.0));
         match thread.spawn(move || launch.run()) {
@@ -95,13 +98,17 @@ impl Runtime {
     }
 
     /// Waits for every shard thread to end. `Ok` if every `shard_main` returned `Ok`; otherwise
-    /// every shard that failed, with its reason (a shard's failure also made the others' `stopping()`
-    /// complete, so this does not wait for a shard that is waiting for a dead one).
+    /// every shard that failed, with its reason, in the order they failed: the first is usually
+    /// the cause, the others its consequences (a shard's failure also made the others'
+    /// `stopping()` complete, so this does not wait for a shard that is waiting for a dead one).
     pub fn join(mut self) -> Result<(), ShardFailure> {
-        let failures: Vec<_> = join_all(std::mem::take(&mut self.threads))
+        let mut failures: Vec<_> = join_all(std::mem::take(&mut self.threads))
             .into_iter()
-            .filter_map(|(shard, result)| result.err().map(|reason| (shard, reason)))
+            .filter_map(|(shard, ended)| ended.result.err().map(|reason| (ended.order, shard, reason)))
             .collect();
+        // A thread that died outside `run` (no order) counts as failing last.
+        failures.sort_by_key(|(order, shard, _)| (order.unwrap_or(usize::MAX), *shard));
+        let failures: Vec<_> = failures.into_iter().map(|(_, shard, reason)| (shard, reason)).collect();
         if failures.is_empty() {
             tracing::info!("runtime stopped");
             Ok(())
@@ -122,14 +129,28 @@ impl Drop for Runtime {
 
 /// Joins shard threads; a thread that panicked outside `shard_main` (say, in a task it spawned)
 /// counts as a panicked shard.
-fn join_all(
-    threads: Vec<(ShardId, JoinHandle<Result<(), FailureReason>>)>,
-) -> Vec<(ShardId, Result<(), FailureReason>)> {
+/// How a shard thread ended: its `shard_main`'s result, and, if it failed, how many shards had
+/// failed before it.
+struct Ended {
+    result: Result<(), FailureReason>,
+    order: Option<usize>,
+}
+
+impl Ended {
+    fn failed(reason: FailureReason, failures_so_far: &AtomicUsize) -> Ended {
+        Ended { result: Err(reason), order: Some(failures_so_far.fetch_add(1, Ordering::SeqCst)) }
+    }
+}
+
+fn join_all(threads: Vec<(ShardId, JoinHandle<Ended>)>) -> Vec<(ShardId, Ended)> {
     threads
         .into_iter()
         .map(|(shard, handle)| {
-            let result = handle.join().unwrap_or_else(|payload| Err(FailureReason::Panicked(panic_message(&*payload))));
-            (shard, result)
+            let ended = handle.join().unwrap_or_else(|payload| Ended {
+                result: Err(FailureReason::Panicked(panic_message(&*payload))),
+                order: None,
+            });
+            (shard, ended)
         })
         .collect()
 }
@@ -217,6 +238,8 @@ struct Launch<Req: Send, Resp: Send, F> {
     ended: Arc<[Latch]>,
     reporter: Reporter,
     shard_main: F,
+    /// Shards whose `shard_main` has failed so far: a failing shard's place in the report.
+    failures_so_far: Arc<AtomicUsize>,
 }
 
 impl<Req, Resp, F, Fut> Launch<Req, Resp, F>
@@ -227,7 +250,7 @@ where
     Fut: Future<Output = Result<(), String>> + 'static,
 {
     /// The body of a shard thread.
-    fn run(mut self) -> Result<(), FailureReason> {
+    fn run(mut self) -> Ended {
         let shard = self.shard;
         let _thread_end = ThreadEnd { shard, ended: Arc::clone(&self.ended), stop: self.stop.clone() };
         match LocalExecutorBuilder::new(self.config.placement(shard)).make() {
@@ -236,13 +259,13 @@ where
                 let reason = error.to_string();
                 tracing::error!(%shard, %reason, "cannot create the shard's executor");
                 self.reporter.report(StartUp::Failed(StartError::Executor { shard, reason: reason.clone() }));
-                Err(FailureReason::Returned(format!("executor not created: {reason}")))
+                Ended::failed(FailureReason::Returned(format!("executor not created: {reason}")), &self.failures_so_far)
             }
         }
     }
 
-    async fn run_shard(self) -> Result<(), FailureReason> {
-        let Launch { shard, config, ends, stop, abort, ended, mut reporter, shard_main } = self;
+    async fn run_shard(self) -> Ended {
+        let Launch { shard, config, ends, stop, abort, ended, mut reporter, shard_main, failures_so_far } = self;
         let connect = async { Some(ends.connect(shard).await) };
         let give_up = async {
             abort.wait().await;
@@ -250,7 +273,7 @@ where
         };
         let Some(links) = connect.or(give_up).await else {
             reporter.report(StartUp::GaveUp);
-            return Err(FailureReason::Returned("start-up aborted".to_string()));
+            return Ended::failed(FailureReason::Returned("start-up aborted".to_string()), &failures_so_far);
         };
         let handle = Shard::new(shard, &config, links, stop.clone(), ended);
         reporter.report(StartUp::Up);
@@ -259,6 +282,9 @@ where
             let handle = handle.clone();
             AssertUnwindSafe(async move { shard_main(handle).await }).catch_unwind().await
         };
+        // Its place among the failures is taken now, before the shutdown below lets the others
+        // see it and fail in turn.
+        let order = (!matches!(main, Ok(Ok(())))).then(|| failures_so_far.fetch_add(1, Ordering::SeqCst));
         handle.shutdown().await;
         let result = match main {
             Ok(Ok(())) => Ok(()),
@@ -272,6 +298,6 @@ where
                 stop.stop();
             }
         }
-        result
+        Ended { result, order }
     }
 }

@@ -361,3 +361,27 @@ fn a_panic_in_a_task_the_shard_spawned_takes_that_shard_down_and_stops_the_other
     let failure = join_within(runtime, HANG_BOUND).expect_err("shard 1 panicked");
     assert_eq!(failure.failures, vec![(ShardId(1), FailureReason::Panicked("background task exploded".to_string()))]);
 }
+
+#[test]
+fn failures_are_reported_in_the_order_they_happened() {
+    // Shard 1 fails first; shard 0, stopped by it, fails as a consequence. Reported in shard
+    // order, the consequence would read as the cause.
+    let runtime = start(config(2, 2, 2), |shard: Shard<(), ()>| async move {
+        if shard.id() == ShardId(1) {
+            sleep(Duration::from_millis(50)).await;
+            return Err("the cause".to_string());
+        }
+        shard.stopping().await;
+        Err("a consequence".to_string())
+    })
+    .expect("runtime starts");
+    let failure = join_within(runtime, HANG_BOUND).expect_err("both failed");
+    assert_eq!(
+        failure.failures,
+        vec![
+            (ShardId(1), FailureReason::Returned("the cause".to_string())),
+            (ShardId(0), FailureReason::Returned("a consequence".to_string())),
+        ]
+    );
+    assert_eq!(failure.to_string(), "shard 1 failed: the cause; shard 0 failed: a consequence");
+}
