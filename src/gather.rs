@@ -223,17 +223,8 @@ fn record_bytes(response: &FetchResponse) -> usize {
 
 /// The pieces to send, in order: the skeleton up to each splice point, the records there, ...,
 /// the rest of the skeleton.
-fn pieces<'a>(skeleton: &'a [u8], splices: &'a [(usize, Bytes)]) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(splices.len() * 2 + 1);
-    let mut at = 0;
-    for (point, records) in splices {
-        debug_assert!(at <= *point && *point <= skeleton.len(), "splice points in order, inside the skeleton");
-        out.push(&skeleton[at..*point]);
-        out.push(&records[..]);
-        at = *point;
-    }
-    out.push(&skeleton[at..]);
-    out
+pub(crate) fn pieces<'a>(skeleton: &'a [u8], splices: &'a [(usize, Bytes)]) -> Vec<&'a [u8]> {
+    keel_protocol::interleave(skeleton, splices.iter().map(|(point, records)| (*point, &records[..])))
 }
 
 /// Most iovecs one `sendmsg` takes (Linux's `UIO_MAXIOV`).

@@ -74,16 +74,8 @@ pub(crate) fn encode_produce_skeleton(
 /// The pieces to write, in order: the skeleton up to each partition's records, the records, ...,
 /// the rest of the skeleton.
 pub(crate) fn pieces<'a>(skeleton: &'a [u8], points: &[usize], request: &'a ProduceRequest) -> Vec<&'a [u8]> {
-    let mut out = Vec::with_capacity(points.len() * 2 + 1);
-    let mut at = 0;
     let records = request.topics.iter().flat_map(|t| &t.partitions).map(|p| &p.records[..]);
-    for (&point, records) in points.iter().zip(records) {
-        out.push(&skeleton[at..point]);
-        out.push(records);
-        at = point;
-    }
-    out.push(&skeleton[at..]);
-    out
+    keel_protocol::interleave(skeleton, points.iter().copied().zip(records))
 }
 
 #[cfg(test)]

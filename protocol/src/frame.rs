@@ -26,6 +26,24 @@ pub const FRAME_PREFIX_BYTES: usize = 4;
 // A u32 size always fits in a usize, so `prefix + size` cannot overflow.
 const _: () = assert!(usize::BITS >= 64, "keel-protocol needs a 64-bit target");
 
+/// A frame sent in pieces (a gathered write): `skeleton`, a frame encoded without some byte
+/// runs, with each run of `splices` put back at its point, a position in the skeleton. Returns
+/// the pieces in order: the skeleton up to the first point, the run there, ..., the rest of the
+/// skeleton. Points must come in order and lie inside the skeleton. The client's gathered
+/// Produce requests and the broker's gathered Fetch answers are sent this way.
+pub fn interleave<'a>(skeleton: &'a [u8], splices: impl IntoIterator<Item = (usize, &'a [u8])>) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (point, run) in splices {
+        assert!(at <= point && point <= skeleton.len(), "splice point {point} out of order or past the skeleton");
+        out.push(&skeleton[at..point]);
+        out.push(run);
+        at = point;
+    }
+    out.push(&skeleton[at..]);
+    out
+}
+
 /// A complete frame at the start of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

@@ -326,19 +326,6 @@ mod tests {
         FetchResponse::default().with_responses(topics.collect())
     }
 
-    /// The bytes a gathered answer puts on the wire: the skeleton with the records spliced in.
-    fn on_the_wire(skeleton: &[u8], splices: &Splices) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut at = 0;
-        for (point, records) in splices {
-            wire.extend_from_slice(&skeleton[at..*point]);
-            wire.extend_from_slice(records);
-            at = *point;
-        }
-        wire.extend_from_slice(&skeleton[at..]);
-        wire
-    }
-
     #[test]
     fn a_gathered_fetch_answer_has_the_bytes_of_a_whole_one_in_every_served_version() {
         let shapes: &[Shape<'_>] = &[
@@ -359,7 +346,7 @@ mod tests {
                 encode(41, version, &response, &mut whole).unwrap();
                 let mut out = vec![]; // the connection's buffer is empty when an answer starts
                 let splices = encode_fetch(41, version, &response, &mut out).unwrap();
-                assert_eq!(on_the_wire(&out, &splices), whole, "v{version} {shape:?}");
+                assert_eq!(gather::pieces(&out, &splices).concat(), whole, "v{version} {shape:?}");
                 let records: Vec<&Bytes> =
                     response.responses.iter().flat_map(|t| &t.partitions).filter_map(|p| p.records.as_ref()).collect();
                 if gather::worth_gathering(records.iter().copied()) {

@@ -1524,13 +1524,10 @@ impl<F: File> State<F> {
         self.runway_refused = false;
     }
 
-    /// No runway work now: the log failed or closed, a roll or truncation holds appends off, a
-    /// refill runs already, or this segment's runway failed. [`Log::wants_runway`] and
-    /// [`Log::extend_runway`] both ask it, so a caller looping on the one never spins on the
-    /// other.
     /// Whether a runway refill must write its remaining zeros without pausing: appends or
     /// exclusive work wait for it, or the log failed or closed.
     pub(crate) fn refill_must_hurry(&self) -> bool {
+        debug_assert!(!self.zeros_wanted || self.zeroing.is_some(), "zeros wanted only while a refill runs");
         self.zeros_wanted || self.exclusive || self.closed || self.failed.is_some()
     }
 
@@ -1539,6 +1536,10 @@ impl<F: File> State<F> {
         self.flushed_end
     }
 
+    /// No runway work now: the log failed or closed, a roll or truncation holds appends off, a
+    /// refill runs already, or this segment's runway failed. [`Log::wants_runway`] and
+    /// [`Log::extend_runway`] both ask it, so a caller looping on the one never spins on the
+    /// other.
     pub(crate) fn runway_held_off(&self) -> bool {
         self.failed.is_some() || self.closed || self.exclusive || self.zeroing.is_some() || self.runway_refused
     }

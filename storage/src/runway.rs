@@ -139,11 +139,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 let mut st = self.state.borrow_mut();
                 st.allocated = st.allocated.max(range.end);
             }
+            // `zeroing` is `pos` throughout: set to `range.start` above, moved on after each write.
             let mut pos = range.start;
             while pos < range.end {
                 let len = (range.end - pos).min(ZERO_WRITE_BYTES);
-                self.state.borrow_mut().zeroing = Some(pos);
-                self.changed.notify_all();
                 let mut buf = file.alloc_buf(len as usize);
                 buf.as_mut_slice().fill(0);
                 let written = file.write_at(Rc::new(buf), pos).await;
@@ -166,8 +165,9 @@ impl<D: Dir, C: Clock> Log<D, C> {
         }
         // The zeros' metadata (size, written extents) is committed here, not by an append. The
         // guard holds a roll or truncation off until then, so the file is still the one zeroed,
-        // and at its length, when the runway is counted; only appends past the zeros would wait.
-        self.state.borrow_mut().zeroing = Some(range.end);
+        // and at its length, when the runway is counted; only appends past the zeros (`zeroing`
+        // is `range.end` now) would wait.
+        debug_assert_eq!(self.state.borrow().zeroing, Some(range.end));
         if let Err(e) = file.sync_data().await {
             let err = StorageError::io("fdatasync of the runway of", what(), e);
             self.fail(err.to_string());
@@ -177,9 +177,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
         drop(guard);
         Ok(())
     }
-}
 
-impl<D: Dir, C: Clock> Log<D, C> {
     /// Whether a refill zeroed up to `zeroed` must write the rest without pausing: less than a
     /// quarter of the runway is left ahead of the data, an append waits for the zeros, or the
     /// log wants the refill over (a roll, truncation or close waits for it; it failed).

@@ -48,6 +48,12 @@ fn timed(op: Op<'_>) -> usize {
 
 type TimedLog = Log<TurnsDir, SimClock>;
 
+/// An append's tag and result.
+type TaggedAppend = (u64, keel_storage::Result<keel_storage::AppendInfo>);
+
+/// One of several futures a test runs side by side ([`join_all`]).
+type Task<'a, T = ()> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
 fn open_timed(disk: &SimDisk, clock: &SimClock, config: LogConfig) -> TimedLog {
     block_on(Log::open(TurnsDir::new(disk.dir(DIR), timed), clock.clone(), config)).expect("open").0
 }
@@ -146,10 +152,7 @@ fn appends_wait_for_a_zero_write_in_flight_and_none_is_lost_to_it() {
     let size_before = log.size_bytes();
     // The runway's zero write (48 KiB from 16 KiB past the end, so many turns) runs while 60
     // appends of up to 4 KiB go past its start: they must wait for it, not be overwritten by it.
-    type Task<'a> = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Option<(u64, keel_storage::Result<keel_storage::AppendInfo>)>> + 'a>,
-    >;
-    let mut tasks: Vec<Task<'_>> = vec![Box::pin(async {
+    let mut tasks: Vec<Task<'_, Option<TaggedAppend>>> = vec![Box::pin(async {
         log.extend_runway().await.expect("runway");
         None
     })];
@@ -186,7 +189,6 @@ fn a_roll_waits_for_the_zero_write_in_flight() {
     let log = open_timed(&disk, &clock, config());
     append_until(&log, 0, RUNWAY);
     let data = log.size_bytes();
-    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
     let tasks: Vec<Task<'_>> = vec![
         Box::pin(async { log.extend_runway().await.expect("runway") }),
         Box::pin(async { log.roll().await.expect("roll") }),
@@ -207,7 +209,6 @@ fn a_truncation_waits_for_the_refill_and_the_runway_is_made_again() {
     // Keep three quarters of the batches (about 1.5 runways): still enough for a runway.
     let keep = acked.len() * 3 / 4;
     let new_end = acked[keep].0;
-    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
     let tasks: Vec<Task<'_>> = vec![
         Box::pin(async { log.extend_runway().await.expect("runway") }),
         Box::pin(async { log.truncate_suffix(new_end).await.expect("truncate") }),
@@ -328,8 +329,7 @@ async fn after_turns(n: usize) {
 fn a_paced_refill_writes_each_zero_write_after_an_fdatasync_of_the_appends() {
     let (disk, clock, config, log, mut acked) = long_runway(11);
     let refilled = std::cell::Cell::new(false);
-    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Stored>> + 'a>>;
-    let tasks: Vec<Task<'_>> = vec![
+    let tasks: Vec<Task<'_, Vec<Stored>>> = vec![
         // A pause that never ends by itself: only the appends' fdatasyncs let the refill go on.
         Box::pin(async {
             log.extend_runway_paced(std::future::pending::<()>).await.expect("runway");
@@ -368,7 +368,6 @@ fn a_paced_refill_stops_pausing_for_a_roll() {
     // Nothing else runs, and the pause never ends: the roll alone must see the refill through.
     let (disk, _clock, _config, log, _) = long_runway(12);
     let data = log.size_bytes();
-    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
     let tasks: Vec<Task<'_>> = vec![
         Box::pin(async { log.extend_runway_paced(std::future::pending::<()>).await.expect("runway") }),
         Box::pin(async {
@@ -389,7 +388,6 @@ fn a_paced_refill_stops_pausing_for_an_append_that_waits_for_its_zeros() {
     let (_disk, _clock, _config, log, _) = long_runway(13);
     let big = batch(77, 600, 10, 1_000, 1_000); // about 600 KB: past the first zero writes
     let appended = std::cell::Cell::new(None);
-    type Task<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
     let tasks: Vec<Task<'_>> = vec![
         Box::pin(async { log.extend_runway_paced(std::future::pending::<()>).await.expect("runway") }),
         Box::pin(async {
