@@ -11,8 +11,9 @@
 //! counterpart of the client's `keel_client` gather, which does the same for Produce requests.
 //!
 //! The Kafka listener's Fetch answers, encoded by the `kafka-protocol` crate, are sent the same
-//! way: they are encoded into a [`SkeletonBuf`], which leaves their record sets out as the
-//! encoder puts them (so the lengths before them, varints included, are the encoder's own).
+//! way: they are encoded into a [`keel_protocol::SkeletonBuf`], which leaves their record sets
+//! out as the encoder puts them (so the lengths before them, varints included, are the encoder's
+//! own). keel-bench's Kafka Produce requests are encoded the same way.
 
 use std::{
     io::{self, IoSlice},
@@ -120,100 +121,9 @@ fn encode_fetch_skeleton(
     Some(splices)
 }
 
-/// A buffer that encodes a frame into `out` leaving chosen record sets out: a `put_slice` of
-/// the next one of them (the same bytes in memory, not just equal bytes) becomes a splice at the
-/// current position instead of a copy. Any other bytes, and a record set put in another order,
-/// are copied, so the frame's bytes never depend on the match; only the copy is saved. This is
-/// how the Kafka listener's Fetch answers, encoded by the `kafka-protocol` crate, leave their
-/// records where they are, as [`encode_answer`] does for the native protocol's.
-pub(crate) struct SkeletonBuf<'a> {
-    out: &'a mut Vec<u8>,
-    /// Where the frame starts in `out`: splice positions count from here.
-    start: usize,
-    /// The record sets to leave out, in the order the encoder puts them.
-    records: Vec<Bytes>,
-    next: usize,
-    splices: Splices,
-    spliced_bytes: usize,
-}
-
-impl<'a> SkeletonBuf<'a> {
-    /// A buffer appending to `out`, leaving out the record sets of `records` (in encoding order)
-    /// that are worth a splice of their own.
-    pub(crate) fn new(out: &'a mut Vec<u8>, mut records: Vec<Bytes>) -> SkeletonBuf<'a> {
-        records.retain(|r| r.len() >= SPLICE_MIN_BYTES);
-        SkeletonBuf { start: out.len(), out, records, next: 0, splices: Splices::new(), spliced_bytes: 0 }
-    }
-
-    /// Bytes of the frame so far, the ones left out included.
-    pub(crate) fn frame_len(&self) -> usize {
-        self.out.len() - self.start + self.spliced_bytes
-    }
-
-    /// Writes `bytes` at `at` bytes into the frame, in the skeleton (a length filled in last).
-    pub(crate) fn fill(&mut self, at: usize, bytes: &[u8]) {
-        debug_assert!(self.splices.first().is_none_or(|(point, _)| at + bytes.len() <= *point));
-        self.out[self.start + at..self.start + at + bytes.len()].copy_from_slice(bytes);
-    }
-
-    /// Where the left-out record sets go.
-    pub(crate) fn finish(self) -> Splices {
-        self.splices
-    }
-}
-
-/// Record sets smaller than this are copied into the skeleton: a splice costs an iovec.
-const SPLICE_MIN_BYTES: usize = 1 << 10;
-
 /// Whether an answer carrying these record sets is worth sending as a skeleton.
 pub(crate) fn worth_gathering<'r>(records: impl IntoIterator<Item = &'r Bytes>) -> bool {
     records.into_iter().map(Bytes::len).sum::<usize>() >= GATHER_MIN_RECORD_BYTES
-}
-
-// SAFETY: every method hands on to `Vec<u8>`'s own implementation, which upholds the contract;
-// `put_slice` only chooses not to write some slices, which writes nothing.
-unsafe impl bytes::BufMut for SkeletonBuf<'_> {
-    fn remaining_mut(&self) -> usize {
-        self.out.remaining_mut()
-    }
-
-    unsafe fn advance_mut(&mut self, cnt: usize) {
-        // SAFETY: the caller's promise (`cnt` bytes of `chunk_mut` initialized) is passed on.
-        unsafe { self.out.advance_mut(cnt) }
-    }
-
-    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
-        self.out.chunk_mut()
-    }
-
-    fn put_slice(&mut self, src: &[u8]) {
-        if let Some(records) = self.records.get(self.next) {
-            if src.len() == records.len() && std::ptr::eq(src.as_ptr(), records.as_ptr()) {
-                self.splices.push((self.out.len() - self.start, records.clone()));
-                self.spliced_bytes += src.len();
-                self.next += 1;
-                return;
-            }
-        }
-        self.out.extend_from_slice(src);
-    }
-}
-
-impl kafka_protocol::protocol::buf::ByteBufMut for SkeletonBuf<'_> {
-    // Positions in the skeleton. The message encoders compute sizes up front and never seek;
-    // the test below checks the bytes against a plain encoding.
-    fn offset(&self) -> usize {
-        self.out.len()
-    }
-
-    fn seek(&mut self, offset: usize) {
-        debug_assert!(self.splices.last().is_none_or(|(point, _)| offset >= self.start + point));
-        self.out.resize(offset, 0);
-    }
-
-    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
-        &mut self.out[r]
-    }
 }
 
 /// The total bytes of records in `response`.

@@ -64,44 +64,7 @@ impl Connection {
     /// giving up when one write waits longer than `timeout`.
     pub(crate) fn send_gathered(&mut self, pieces: &[&[u8]], timeout: Duration) -> Result<(), ClientError> {
         self.stream.set_write_timeout(Some(nonzero(timeout)))?;
-        // The first piece not completely written, and how much of it was.
-        let (mut first, mut done) = (0usize, 0usize);
-        loop {
-            while first < pieces.len() && done == pieces[first].len() {
-                first += 1;
-                done = 0;
-            }
-            if first == pieces.len() {
-                return Ok(());
-            }
-            let slices: Vec<IoSlice<'_>> = std::iter::once(&pieces[first][done..])
-                .chain(pieces[first + 1..].iter().copied())
-                .filter(|p| !p.is_empty())
-                .map(IoSlice::new)
-                .collect();
-            let mut written = match self.stream.write_vectored(&slices) {
-                Ok(0) => {
-                    return Err(ClientError::Io(std::io::Error::new(
-                        std::io::ErrorKind::WriteZero,
-                        "the connection accepts no more bytes",
-                    )))
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(e.into()),
-            };
-            while written > 0 {
-                let left = pieces[first].len() - done;
-                if written < left {
-                    done += written;
-                    written = 0;
-                } else {
-                    written -= left;
-                    first += 1;
-                    done = 0;
-                }
-            }
-        }
+        Ok(write_all_gathered(&mut self.stream, pieces)?)
     }
 
     /// Reads the next response frame and returns its payload, giving up at `timeout` from now.
@@ -151,4 +114,44 @@ impl Connection {
 /// Socket timeouts must not be zero (`set_read_timeout(Some(0))` is an error).
 fn nonzero(d: Duration) -> Duration {
     d.max(Duration::from_millis(1))
+}
+
+/// Writes `pieces` back to back, completely, with vectored writes (no copy into one buffer): a
+/// frame sent in pieces ([`keel_protocol::interleave`]) on a blocking stream.
+pub fn write_all_gathered(stream: &mut impl Write, pieces: &[&[u8]]) -> std::io::Result<()> {
+    // The first piece not completely written, and how much of it was.
+    let (mut first, mut done) = (0usize, 0usize);
+    loop {
+        while first < pieces.len() && done == pieces[first].len() {
+            first += 1;
+            done = 0;
+        }
+        if first == pieces.len() {
+            return Ok(());
+        }
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&pieces[first][done..])
+            .chain(pieces[first + 1..].iter().copied())
+            .filter(|p| !p.is_empty())
+            .map(IoSlice::new)
+            .collect();
+        let mut written = match stream.write_vectored(&slices) {
+            Ok(0) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, "the connection accepts no more bytes"))
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => return Err(e),
+        };
+        while written > 0 {
+            let left = pieces[first].len() - done;
+            if written < left {
+                done += written;
+                written = 0;
+            } else {
+                written -= left;
+                first += 1;
+                done = 0;
+            }
+        }
+    }
 }

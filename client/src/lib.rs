@@ -80,6 +80,7 @@ pub mod producer;
 
 pub use batch_writer::BatchWriter;
 pub use client::{Client, ClientConfig, PartitionInfo, TopicInfo};
+pub use connection::write_all_gathered;
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, StartAt};
 pub use error::ClientError;
 /// The protocol crate, for the message types some calls return ([`Client::broker_status`]).

@@ -18,6 +18,8 @@
 
 use std::ops::Range;
 
+use bytes::{BufMut, Bytes};
+
 use crate::error::FrameError;
 
 /// Bytes of the size prefix.
@@ -42,6 +44,101 @@ pub fn interleave<'a>(skeleton: &'a [u8], splices: impl IntoIterator<Item = (usi
     }
     out.push(&skeleton[at..]);
     out
+}
+
+/// Runs smaller than this are copied into a [`SkeletonBuf`]'s skeleton: a splice costs an iovec.
+pub const SPLICE_MIN_BYTES: usize = 1 << 10;
+
+/// A buffer that encodes a frame into `out` leaving chosen byte runs out (a skeleton): a
+/// `put_slice` of the next of them (the same bytes in memory, not merely equal bytes) becomes a
+/// splice at the current position instead of a copy. Any other bytes, and a run put in another
+/// order, are copied, so the frame's bytes never depend on the match; only the copy is saved.
+/// Send it with [`interleave`]`(skeleton, splices)`.
+///
+/// It is how frames encoded by a codec that copies record sets in (the `kafka-protocol` crate,
+/// through `ByteBufMut`, with the `kafka` feature) leave their records where they are: the
+/// broker's Kafka Fetch answers, keel-bench's Kafka Produce requests.
+pub struct SkeletonBuf<'a> {
+    out: &'a mut Vec<u8>,
+    /// Where the frame starts in `out`: splice positions count from here.
+    start: usize,
+    /// The runs to leave out, in the order the encoder puts them.
+    runs: Vec<Bytes>,
+    next: usize,
+    splices: Vec<(usize, Bytes)>,
+    spliced_bytes: usize,
+}
+
+impl<'a> SkeletonBuf<'a> {
+    /// A buffer appending to `out`, leaving out the runs of `runs` (in encoding order) of at least
+    /// [`SPLICE_MIN_BYTES`].
+    pub fn new(out: &'a mut Vec<u8>, mut runs: Vec<Bytes>) -> SkeletonBuf<'a> {
+        runs.retain(|r| r.len() >= SPLICE_MIN_BYTES);
+        SkeletonBuf { start: out.len(), out, runs, next: 0, splices: Vec::new(), spliced_bytes: 0 }
+    }
+
+    /// Bytes of the frame so far, the ones left out included.
+    pub fn frame_len(&self) -> usize {
+        self.out.len() - self.start + self.spliced_bytes
+    }
+
+    /// Writes `bytes` at `at` bytes into the frame, in the skeleton (a length filled in last).
+    pub fn fill(&mut self, at: usize, bytes: &[u8]) {
+        debug_assert!(self.splices.first().is_none_or(|(point, _)| at + bytes.len() <= *point));
+        self.out[self.start + at..self.start + at + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// Where the left-out runs go: (position from the frame's start in `out`, run), in order.
+    pub fn finish(self) -> Vec<(usize, Bytes)> {
+        self.splices
+    }
+}
+
+// SAFETY: every method hands on to `Vec<u8>`'s own implementation, which upholds the contract;
+// `put_slice` only chooses not to write some slices, which writes nothing.
+unsafe impl BufMut for SkeletonBuf<'_> {
+    fn remaining_mut(&self) -> usize {
+        self.out.remaining_mut()
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        // SAFETY: the caller's promise (`cnt` bytes of `chunk_mut` initialized) is passed on.
+        unsafe { self.out.advance_mut(cnt) }
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        self.out.chunk_mut()
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if let Some(run) = self.runs.get(self.next) {
+            if src.len() == run.len() && std::ptr::eq(src.as_ptr(), run.as_ptr()) {
+                self.splices.push((self.out.len() - self.start, run.clone()));
+                self.spliced_bytes += src.len();
+                self.next += 1;
+                return;
+            }
+        }
+        self.out.extend_from_slice(src);
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl kafka_protocol::protocol::buf::ByteBufMut for SkeletonBuf<'_> {
+    // Positions in the skeleton. The message encoders compute sizes up front and never seek back
+    // over a splice (asserted); the users' tests check the bytes against a plain encoding.
+    fn offset(&self) -> usize {
+        self.out.len()
+    }
+
+    fn seek(&mut self, offset: usize) {
+        debug_assert!(self.splices.last().is_none_or(|(point, _)| offset >= self.start + point));
+        self.out.resize(offset, 0);
+    }
+
+    fn range(&mut self, r: std::ops::Range<usize>) -> &mut [u8] {
+        &mut self.out[r]
+    }
 }
 
 /// A complete frame at the start of a buffer.

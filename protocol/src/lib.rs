@@ -61,7 +61,7 @@ pub use api::{ApiKey, SUPPORTED};
 pub use codec::{MAX_NULLABLE_STRING_BYTES, MAX_STRING_BYTES};
 pub use error::{DecodeError, FrameError};
 pub use error_code::ErrorCode;
-pub use frame::{decode_frame, interleave, Frame, FRAME_PREFIX_BYTES};
+pub use frame::{decode_frame, interleave, Frame, SkeletonBuf, FRAME_PREFIX_BYTES, SPLICE_MIN_BYTES};
 pub use ids::{Offset, PartitionId, ShardId, TopicId};
 pub use request::{decode_request, decode_request_header, encode_request, Request, RequestHeader};
 pub use response::{decode_response, decode_response_header, encode_response, Response, ResponseHeader, TopLevelError};

@@ -266,7 +266,7 @@ fn encode_fetch(correlation: i32, version: i16, body: &FetchResponse, out: &mut 
     if !gather::worth_gathering(records()) {
         return encode(correlation, version, body, out).map(|()| Splices::new());
     }
-    let mut buf = gather::SkeletonBuf::new(out, records().cloned().collect());
+    let mut buf = keel_protocol::SkeletonBuf::new(out, records().cloned().collect());
     buf.put_slice(&[0; 4]);
     encode_header_and_body(correlation, version, body, &mut buf)?;
     let len = frame_length(buf.frame_len())?;
