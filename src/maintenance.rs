@@ -10,7 +10,7 @@
 //! - **Syncs after `acks=1` appends** under `fsync.policy=always`: such an append returns once
 //!   written; its fdatasync (which makes it durable and readable) starts here right away.
 //!
-//! - **Zeroed runways** under `fsync.policy=always` with `--runway-bytes` (off by default;
+//! - **Zeroed runways** under `fsync.policy=always` (`--runway-bytes`, 8 MiB by default;
 //!   `keel_storage::runway`): when an append leaves a log's runway low
 //!   ([`ShardState::runway_soon`]), zeros are written ahead of its end here, one log at a time,
 //!   while appends go on.

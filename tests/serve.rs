@@ -521,9 +521,9 @@ fn shutdown_ends_long_polls_and_closes_every_log_cleanly() {
 /// SIGKILLed at random moments; after each restart every acknowledged batch is there, at its
 /// offset, byte-identical (I4 on one node). Every other broker keeps a (small) zeroed runway,
 /// so kills also land during zero writes and restarts find zeros after the data.
-/// `keel serve` flags of the SIGKILL test's brokers, by cycle parity: defaults, then a 16 KiB
-/// runway (it starts once a partition's segment holds 16 KiB, well within a cycle's appends).
-const RUNWAY_EVERY_OTHER: [&[&str]; 2] = [&[], &["--runway-bytes", "16384"]];
+/// `keel serve` flags of the SIGKILL test's brokers, by cycle parity: no runway, then a 16 KiB
+/// one (it starts once a partition's segment holds 16 KiB, well within a cycle's appends).
+const RUNWAY_EVERY_OTHER: [&[&str]; 2] = [&["--runway-bytes", "0"], &["--runway-bytes", "16384"]];
 
 #[test]
 fn sigkill_during_produce_loses_nothing_acknowledged() {
