@@ -53,6 +53,7 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --locked
 
 ## Fuzz the decoders (needs cargo-fuzz: `cargo install cargo-fuzz`), 5 minutes each: the record
 ## batch decoder and the native protocol's frame + request decoder. Not run in CI.

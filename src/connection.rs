@@ -2,7 +2,7 @@
 //! leave in request order and a connection holds at most one request (≤ `max_frame_bytes`) in
 //! memory, as Kafka does by muting a connection while its request is served. A request's parts
 //! for other shards go to them over the shard runtime's bounded queues, one call per shard; a
-//! native connection whose requests keep going to one other shard moves to it ([`Affinity`]).
+//! native connection whose requests keep going to one other shard moves to it (`Affinity`).
 //!
 //! Bad input: a length prefix over `max_frame_bytes` closes the connection before anything is
 //! allocated; a frame whose header decodes but whose body does not gets a top-level error; a
@@ -81,7 +81,7 @@ impl Drop for MemoryCharge {
 }
 
 /// Serves a native-protocol connection; `leftover`: bytes already read from it (by the shard
-/// it moved from, see [`Affinity`]).
+/// it moved from, see `Affinity`).
 pub async fn run(stream: TcpStream, state: &Rc<ShardState>, leftover: BytesMut) {
     let max_frame = state.config.max_frame_bytes;
     serve_frames(stream, state, max_frame, "native", leftover, async |payload, out, answer_charge| {

@@ -56,6 +56,7 @@ pub struct RunArgs {
     #[arg(long, value_parser = crate::parse_duration)]
     pub duration: Option<Duration>,
     /// Results directory [default: results/<UTC time>-<workload name>].
+    #[allow(rustdoc::invalid_html_tags)] // the text is --help's, not HTML
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Measure the disk baseline in this directory — put it on the disk the brokers write to.

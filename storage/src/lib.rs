@@ -10,7 +10,7 @@
 //! - [`compression`]: gzip, snappy, lz4 and zstd as Kafka's clients write them, with bounded
 //!   decompression (compaction reads compressed batches).
 //! - [`log`]: [`Log`], append / read / truncate / close, the write pipeline and group commit.
-//! - [`open`](crate::open) (private) and [`recovery`]: what opening a directory does after a crash — the
+//! - `open` (private) and [`recovery`]: what opening a directory does after a crash — the
 //!   decision table ([`recovery::RECOVERY_TABLE`]) and the segment scan.
 //! - [`index`]: sparse offset and time indexes and their on-disk form.
 //! - `pipeline` (private): which bytes of the active segment to write next, several writes in

@@ -155,7 +155,7 @@ pub struct RecoveryReport {
     pub discarded_valid_bytes: u64,
     pub damaged: Vec<DamagedRange>,
     pub deleted_files: Vec<String>,
-    /// (state, segment) for each decision recovery took, per [`recovery::RECOVERY_TABLE`].
+    /// (state, segment) for each decision recovery took, per [`crate::recovery::RECOVERY_TABLE`].
     pub decisions: Vec<(DiskState, String)>,
     pub log_start: u64,
     pub log_end: u64,

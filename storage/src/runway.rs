@@ -14,7 +14,7 @@
 //!
 //! How: [`Log::extend_runway`] (run by the owner of the log, away from appends, when
 //! [`Log::wants_runway`] says the runway is low) reserves the space, extends the file's size over
-//! it, writes zeros in [`ZERO_WRITE_BYTES`] writes and fdatasyncs them (the metadata is written
+//! it, writes zeros in `ZERO_WRITE_BYTES` (128 KiB) writes and fdatasyncs them (the metadata is written
 //! there, once per refill, instead of in appends). The broker paces the zero writes
 //! ([`Log::extend_runway_paced`]): one after each of the log's fdatasyncs, so appends do not
 //! queue behind a burst of them on the device. An append never writes a page of a zero write
@@ -23,7 +23,7 @@
 //!
 //! The price is that the runway's bytes are written twice, zeros then data: worth it only where
 //! every append is fdatasync'ed, so other policies never zero. And a quiet partition costs
-//! nothing: a segment gets a runway only once it holds [`MIN_SEGMENT_BYTES`], and at most as far
+//! nothing: a segment gets a runway only once it holds `MIN_SEGMENT_BYTES` (1 MiB), and at most as far
 //! ahead as it already holds.
 //!
 //! `LogConfig::runway_bytes` is 0 (off) unless set; the broker sets 8 MiB (`--runway-bytes`).
