@@ -74,6 +74,9 @@ pub struct ShardState {
     unsynced: PartitionsToVisit,
     /// Partitions whose zeroed runway is low (see [`ShardState::runway_soon`]).
     runways: PartitionsToVisit,
+    /// Partitions under `fsync=interval` that appends left unsynced (see
+    /// [`ShardState::interval_sync_soon`]).
+    interval_unsynced: PartitionsToVisit,
     /// This shard's budget of warnings about bad client input (`client_warn!`).
     pub client_warnings: RefCell<crate::client_warnings::ClientWarnings>,
 }
@@ -104,7 +107,12 @@ impl PartitionsToVisit {
             false
         })
         .await;
-        rung.then(|| self.keys.borrow_mut().drain().collect())
+        rung.then(|| self.take_now())
+    }
+
+    /// Takes the partitions added so far, without waiting.
+    fn take_now(&self) -> Vec<PartitionKey> {
+        self.keys.borrow_mut().drain().collect()
     }
 }
 
@@ -138,6 +146,24 @@ impl ShardState {
     /// appends ask when they leave it low, and the zero writes run beside them.
     pub fn runway_soon(&self, key: PartitionKey) {
         self.runways.add(key);
+    }
+
+    /// Has the shard's interval-sync task watch `key`'s log: an append under `fsync=interval`
+    /// left data that the log's interval must sync even if no append follows. Only such logs are
+    /// visited; idle partitions cost the task nothing.
+    pub fn interval_sync_soon(&self, key: PartitionKey) {
+        self.interval_unsynced.add(key);
+    }
+
+    /// Waits until some `fsync=interval` log was appended to (None if the shard stops first),
+    /// then takes them.
+    pub async fn next_interval_unsynced(&self) -> Option<Vec<PartitionKey>> {
+        self.interval_unsynced.take(&self.shard).await
+    }
+
+    /// The `fsync=interval` logs appended to since the last take, without waiting.
+    pub fn interval_unsynced_now(&self) -> Vec<PartitionKey> {
+        self.interval_unsynced.take_now()
     }
 
     /// Waits until some partition's runway is low (None if the shard stops first), then takes them.
@@ -317,6 +343,7 @@ async fn shard_main(
         history_reads: glommio::sync::Semaphore::new(config.history_reads_per_shard as u64),
         unsynced: PartitionsToVisit::new(),
         runways: PartitionsToVisit::new(),
+        interval_unsynced: PartitionsToVisit::new(),
         client_warnings: RefCell::new(crate::client_warnings::ClientWarnings::new(std::time::Instant::now())),
     });
     for topic in metadata.topics() {
@@ -609,6 +636,9 @@ async fn append_offsets(state: &ShardState, partition: u32, batch: &[u8]) -> Res
         .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
     let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
     log.append(batch, SINGLE_NODE_TERM).await?;
+    if matches!(log.config().fsync, FsyncPolicy::Interval { .. }) {
+        state.interval_sync_soon(key);
+    }
     state.offsets.borrow_mut().apply(partition, batch);
     Ok(())
 }
@@ -695,8 +725,10 @@ async fn produce(
         let info = log.append_until(batch, term, wait).await?;
         base.get_or_insert(info.base_offset);
     }
-    if wait == AppendWait::Written && matches!(log.config().fsync, FsyncPolicy::Always) {
-        state.sync_soon(key);
+    match log.config().fsync {
+        FsyncPolicy::Always if wait == AppendWait::Written => state.sync_soon(key),
+        FsyncPolicy::Interval { .. } => state.interval_sync_soon(key),
+        FsyncPolicy::Always | FsyncPolicy::Never => {}
     }
     if log.wants_runway() {
         state.runway_soon(key);

@@ -119,6 +119,8 @@ pub struct PartitionFigures {
     pub log_start: u64,
     pub log_end: u64,
     pub size_bytes: u64,
+    /// fdatasyncs of appended data since the partition was opened.
+    pub syncs: u64,
 }
 
 /// One group's committed offset for one partition.
@@ -330,6 +332,12 @@ impl Collector for BrokerCollector {
             "Bytes of the partition's segments (published once a second)",
             all_partitions().map(|p| (partition_labels(p), p.size_bytes as i64)),
         )?;
+        counter(
+            &mut encoder,
+            "partition_syncs",
+            "fdatasyncs of appended data since the partition was opened (published once a second)",
+            all_partitions().map(|p| (partition_labels(p), p.syncs)),
+        )?;
         let ends: HashMap<(&str, u32), u64> =
             all_partitions().map(|p| ((p.topic.as_str(), p.partition), p.log_end)).collect();
         let committed = || snapshots.iter().flat_map(|s| s.committed.iter());
@@ -431,6 +439,7 @@ mod tests {
                     log_start: 0,
                     log_end: 100,
                     size_bytes: 4096,
+                    syncs: 7,
                 }],
                 committed: vec![],
             },
@@ -454,6 +463,7 @@ mod tests {
         assert!(line("keel_request_duration_seconds_count{shard=\"1\",api=\"Produce\"}").ends_with(" 3"));
         assert!(line("keel_network_received_bytes_total{shard=\"0\"}").ends_with(" 1234"));
         assert!(line("keel_partition_log_end_offset{topic=\"t\",partition=\"3\"}").ends_with(" 100"));
+        assert!(line("keel_partition_syncs_total{topic=\"t\",partition=\"3\"}").ends_with(" 7"));
         assert!(line("keel_group_committed_offset{group=\"g\",topic=\"t\",partition=\"3\"}").ends_with(" 40"));
         assert!(line("keel_group_lag{group=\"g\",topic=\"t\",partition=\"3\"}").ends_with(" 60"));
         assert!(text.trim_end().ends_with("# EOF"));

@@ -962,6 +962,47 @@ fn metrics_on_the_admin_listener() {
     assert!(broker.stop().success());
 }
 
+/// `fsync.policy=interval`: a partition that appends left unsynced is synced once its interval
+/// passes, with no append after (`keel_partition_syncs_total`), and nothing is synced where
+/// nothing waits: the idle partitions, and the synced one afterwards.
+#[test]
+fn interval_partitions_are_synced_after_their_appends_stop() {
+    use keel_client::{Acks, Producer, ProducerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path(), free_port());
+    let mut client = keel_client::Client::connect(&broker.addr.to_string(), "interval-test").unwrap();
+    let configs = [("fsync.policy", "interval"), ("fsync.interval.ms", "200")].map(|(k, v)| (k.into(), v.into()));
+    client.create_topic("lazy", 4, &configs).unwrap();
+    let config = ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() };
+    let mut producer = Producer::new(&mut client, "lazy", config).unwrap();
+    for i in 0..10u32 {
+        producer.send_to(0, None, Some(format!("record {i}").as_bytes()), &[], None).unwrap();
+    }
+    producer.flush().unwrap();
+    drop(producer);
+
+    // None until the partition figures are first published (once a second).
+    let syncs = |p: u32| -> Option<f64> {
+        let (status, text) = http_get(broker.admin, "/metrics");
+        assert_eq!(status, 200);
+        sample(&text, &format!("keel_partition_syncs_total{{topic=\"lazy\",partition=\"{p}\"}}"))
+    };
+    // The interval (200 ms), a tick (10 ms) and the once-a-second publication.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while syncs(0).is_none_or(|n| n < 1.0) {
+        assert!(Instant::now() < deadline, "lazy/0 was never synced after its appends");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let synced = syncs(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(syncs(0), synced, "synced again with nothing left to sync");
+    for p in 1..4 {
+        assert_eq!(syncs(p), Some(0.0), "lazy/{p} had no appends");
+    }
+    drop(client);
+    assert!(broker.stop().success());
+}
+
 /// A request over many partitions makes one call to each shard that owns some of them, not one
 /// per partition (`keel_shard_calls_total`): a Produce and a Fetch of 8 partitions on 2 shards
 /// make 2 each, and a long poll that times out makes 2 reads and 2 waits.

@@ -186,6 +186,8 @@ pub(crate) struct State<F: File> {
     pending: VecDeque<(u64, u64)>,
     bytes_since_sync: u64,
     last_sync_ms: i64,
+    /// fdatasyncs of appended data that succeeded since the log was opened (`Log::syncs`).
+    syncs_done: u64,
     /// Bytes of the active segment file with disk space reserved.
     pub(crate) allocated: u64,
     /// The active segment file holds durable zeros up to here, past its data (the runway, see
@@ -267,6 +269,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                 pending: VecDeque::new(),
                 bytes_since_sync: 0,
                 last_sync_ms: now,
+                syncs_done: 0,
                 allocated: 0,
                 zeroed: 0,
                 zeroing: None,
@@ -593,6 +596,20 @@ impl<D: Dir, C: Clock> Log<D, C> {
             || ms.is_some_and(|ms| self.clock.now_ms() - st.last_sync_ms >= ms as i64)
     }
 
+    /// For `fsync=interval`: whether appended data is not yet fdatasync'ed, so [`Log::tick`]
+    /// still has work to do once its interval passes. Cheap; the broker asks after ticks.
+    pub fn interval_sync_pending(&self) -> bool {
+        let st = self.state.borrow();
+        matches!(self.config().fsync, FsyncPolicy::Interval { .. })
+            && st.flushed_end < st.log_end
+            && st.failed.is_none()
+    }
+
+    /// fdatasyncs of appended data that succeeded since the log was opened (a metric).
+    pub fn syncs(&self) -> u64 {
+        self.state.borrow().syncs_done
+    }
+
     /// For `fsync=interval`: fdatasyncs if the interval has passed. Call it periodically (the
     /// runtime does) so data does not stay unsynced when appends stop.
     pub async fn tick(&self) -> Result<()> {
@@ -676,6 +693,7 @@ impl<D: Dir, C: Clock> Log<D, C> {
                         st.flushed_pos = st.flushed_pos.max(covers_pos);
                         st.bytes_since_sync = 0;
                         st.last_sync_ms = self.clock.now_ms();
+                        st.syncs_done += 1;
                         None
                     }
                     (Err(_), _) => None,
