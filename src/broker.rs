@@ -636,9 +636,7 @@ async fn append_offsets(state: &ShardState, partition: u32, batch: &[u8]) -> Res
         .ok_or_else(|| Failure::new(ErrorCode::UnknownTopicOrPartition, format!("{OFFSETS_TOPIC} is not ready")))?;
     let log = state.partitions.get(key).ok_or(Failure::unknown_partition(key))?;
     log.append(batch, SINGLE_NODE_TERM).await?;
-    if matches!(log.config().fsync, FsyncPolicy::Interval { .. }) {
-        state.interval_sync_soon(key);
-    }
+    schedule_sync(state, key, &log, AppendWait::Durable);
     state.offsets.borrow_mut().apply(partition, batch);
     Ok(())
 }
@@ -725,15 +723,23 @@ async fn produce(
         let info = log.append_until(batch, term, wait).await?;
         base.get_or_insert(info.base_offset);
     }
+    schedule_sync(state, key, &log, wait);
+    if log.wants_runway() {
+        state.runway_soon(key);
+    }
+    Ok((base.expect("at least one batch"), offsets_of(&log)))
+}
+
+/// After appends to `key` that waited for `wait`: has the shard's background tasks sync what the
+/// log's policy still owes, an `acks=1` append's fdatasync under `fsync=always`
+/// ([`ShardState::sync_soon`]) or the interval's under `fsync=interval`
+/// ([`ShardState::interval_sync_soon`]).
+fn schedule_sync(state: &ShardState, key: PartitionKey, log: &crate::partitions::PartitionLog, wait: AppendWait) {
     match log.config().fsync {
         FsyncPolicy::Always if wait == AppendWait::Written => state.sync_soon(key),
         FsyncPolicy::Interval { .. } => state.interval_sync_soon(key),
         FsyncPolicy::Always | FsyncPolicy::Never => {}
     }
-    if log.wants_runway() {
-        state.runway_soon(key);
-    }
-    Ok((base.expect("at least one batch"), offsets_of(&log)))
 }
 
 async fn fetch(

@@ -136,12 +136,12 @@ fn publish_snapshot(state: &ShardState) {
 }
 
 /// Ticks, every [`SYNC_TICK`], the `fsync=interval` logs holding data not yet synced: the ones
-/// appends named ([`ShardState::interval_sync_soon`]) and, once at start, any opened so. A log
-/// leaves the set once synced (or failed), so idle partitions cost nothing; visiting every
-/// partition each tick took 16 % of a CPU with 10,000 idle ones (docs/benchmarks.md).
+/// appends named ([`ShardState::interval_sync_soon`]; a log opens with nothing unsynced, see
+/// `Log::interval_sync_pending`). A log leaves the set once synced (or failed), so idle
+/// partitions cost nothing; visiting every partition each tick took 15 % of a CPU with 10,000
+/// idle ones (docs/benchmarks.md).
 async fn sync_loop(state: Rc<ShardState>) {
-    let mut pending: HashSet<PartitionKey> =
-        state.partitions.all().into_iter().filter(|(_, log)| log.interval_sync_pending()).map(|(key, _)| key).collect();
+    let mut pending: HashSet<PartitionKey> = HashSet::new();
     loop {
         if pending.is_empty() {
             let Some(keys) = state.next_interval_unsynced().await else { return };

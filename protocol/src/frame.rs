@@ -53,7 +53,8 @@ pub const SPLICE_MIN_BYTES: usize = 1 << 10;
 /// `put_slice` of the next of them (the same bytes in memory, not merely equal bytes) becomes a
 /// splice at the current position instead of a copy. Any other bytes, and a run put in another
 /// order, are copied, so the frame's bytes never depend on the match; only the copy is saved.
-/// Send it with [`interleave`]`(skeleton, splices)`.
+/// [`SkeletonBuf::frame`] starts the frame with room for its size prefix,
+/// [`SkeletonBuf::finish_frame`] fills it in; send it with [`interleave`]`(skeleton, splices)`.
 ///
 /// It is how frames encoded by a codec that copies record sets in (the `kafka-protocol` crate,
 /// through `ByteBufMut`, with the `kafka` feature) leave their records where they are: the
@@ -70,27 +71,25 @@ pub struct SkeletonBuf<'a> {
 }
 
 impl<'a> SkeletonBuf<'a> {
-    /// A buffer appending to `out`, leaving out the runs of `runs` (in encoding order) of at least
-    /// [`SPLICE_MIN_BYTES`].
-    pub fn new(out: &'a mut Vec<u8>, mut runs: Vec<Bytes>) -> SkeletonBuf<'a> {
+    /// Starts a frame at the end of `out`: its size prefix, to be filled in by
+    /// [`SkeletonBuf::finish_frame`], then whatever is put. The runs of `runs` (in encoding order)
+    /// of at least [`SPLICE_MIN_BYTES`] are left out.
+    pub fn frame(out: &'a mut Vec<u8>, mut runs: Vec<Bytes>) -> SkeletonBuf<'a> {
         runs.retain(|r| r.len() >= SPLICE_MIN_BYTES);
-        SkeletonBuf { start: out.len(), out, runs, next: 0, splices: Vec::new(), spliced_bytes: 0 }
+        let start = out.len();
+        out.extend_from_slice(&[0; FRAME_PREFIX_BYTES]);
+        SkeletonBuf { start, out, runs, next: 0, splices: Vec::new(), spliced_bytes: 0 }
     }
 
-    /// Bytes of the frame so far, the ones left out included.
-    pub fn frame_len(&self) -> usize {
-        self.out.len() - self.start + self.spliced_bytes
-    }
-
-    /// Writes `bytes` at `at` bytes into the frame, in the skeleton (a length filled in last).
-    pub fn fill(&mut self, at: usize, bytes: &[u8]) {
-        debug_assert!(self.splices.first().is_none_or(|(point, _)| at + bytes.len() <= *point));
-        self.out[self.start + at..self.start + at + bytes.len()].copy_from_slice(bytes);
-    }
-
-    /// Where the left-out runs go: (position from the frame's start in `out`, run), in order.
-    pub fn finish(self) -> Vec<(usize, Bytes)> {
-        self.splices
+    /// Fills in the frame's size prefix, counting the bytes left out, and returns where the
+    /// left-out runs go: (position from the frame's start in `out`, run), in order. `None` if the
+    /// frame is too large for its prefix (over 4 GiB).
+    pub fn finish_frame(self) -> Option<Vec<(usize, Bytes)>> {
+        let size = u32::try_from(self.out.len() - self.start + self.spliced_bytes - FRAME_PREFIX_BYTES).ok()?;
+        // No run is ever left out before the prefix: the frame's first bytes are the prefix.
+        debug_assert!(self.splices.first().is_none_or(|(point, _)| *point >= FRAME_PREFIX_BYTES));
+        self.out[self.start..self.start + FRAME_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
+        Some(self.splices)
     }
 }
 

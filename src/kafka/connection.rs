@@ -10,7 +10,7 @@
 
 use std::{net::SocketAddr, rc::Rc};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use glommio::net::TcpStream;
 use kafka_protocol::{
     messages::{
@@ -266,12 +266,9 @@ fn encode_fetch(correlation: i32, version: i16, body: &FetchResponse, out: &mut 
     if !gather::worth_gathering(records()) {
         return encode(correlation, version, body, out).map(|()| Splices::new());
     }
-    let mut buf = keel_protocol::SkeletonBuf::new(out, records().cloned().collect());
-    buf.put_slice(&[0; 4]);
+    let mut buf = keel_protocol::SkeletonBuf::frame(out, records().cloned().collect());
     encode_header_and_body(correlation, version, body, &mut buf)?;
-    let len = frame_length(buf.frame_len())?;
-    buf.fill(0, &len);
-    Ok(buf.finish())
+    buf.finish_frame().ok_or_else(|| "a response over 4 GiB".to_string())
 }
 
 fn encode_header_and_body<R: Encodable + HeaderVersion, B: ByteBufMut>(

@@ -597,7 +597,8 @@ impl<D: Dir, C: Clock> Log<D, C> {
     }
 
     /// For `fsync=interval`: whether appended data is not yet fdatasync'ed, so [`Log::tick`]
-    /// still has work to do once its interval passes. Cheap; the broker asks after ticks.
+    /// still has work to do once its interval passes. Cheap; the broker asks after ticks. Never
+    /// true of a log just opened: what recovery keeps counts as durable.
     pub fn interval_sync_pending(&self) -> bool {
         let st = self.state.borrow();
         matches!(self.config().fsync, FsyncPolicy::Interval { .. })
@@ -1547,11 +1548,6 @@ impl<F: File> State<F> {
     pub(crate) fn refill_must_hurry(&self) -> bool {
         debug_assert!(!self.zeros_wanted || self.zeroing.is_some(), "zeros wanted only while a refill runs");
         self.zeros_wanted || self.exclusive || self.closed || self.failed.is_some()
-    }
-
-    /// Offsets below this are durable.
-    pub(crate) fn flushed_end(&self) -> u64 {
-        self.flushed_end
     }
 
     /// No runway work now: the log failed or closed, a roll or truncation holds appends off, a

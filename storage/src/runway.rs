@@ -189,10 +189,10 @@ impl<D: Dir, C: Clock> Log<D, C> {
 
     /// Resolves once an fdatasync of the log has ended, or [`Log::refill_hurried`].
     async fn next_sync_or_hurry(&self, zeroed: u64) {
-        let before = self.state.borrow().flushed_end();
+        let before = self.syncs();
         loop {
             let wait = self.changed.changed();
-            if self.state.borrow().flushed_end() != before || self.refill_hurried(zeroed) {
+            if self.syncs() != before || self.refill_hurried(zeroed) {
                 return;
             }
             wait.await;

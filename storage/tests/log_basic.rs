@@ -106,6 +106,33 @@ fn fsync_never_and_interval_sync_less() {
     }
 }
 
+/// `Log::interval_sync_pending`, which the broker's interval-sync task relies on to visit only
+/// logs that owe a sync: true from an append until the interval's fdatasync, and false for a
+/// log just opened over data (recovery's bytes count as durable), so no start-up scan is needed.
+#[test]
+fn an_interval_log_owes_a_sync_from_its_append_to_its_tick() {
+    let disk = SimDisk::new(5);
+    let clock = SimClock::new(0);
+    let config = LogConfig { fsync: FsyncPolicy::Interval { ms: Some(100), bytes: None }, ..small_config() };
+    let log = open(&disk, &clock, config.clone());
+    assert!(!log.interval_sync_pending(), "nothing appended yet");
+    block_on(log.append(&batch(0, 1, 1, 100, 0), 0)).unwrap();
+    assert!(log.interval_sync_pending());
+    block_on(log.tick()).unwrap();
+    assert!(log.interval_sync_pending(), "the interval has not passed");
+    assert_eq!(log.syncs(), 0);
+    clock.advance(100);
+    block_on(log.tick()).unwrap();
+    assert!(!log.interval_sync_pending());
+    assert_eq!(log.syncs(), 1);
+    block_on(log.append(&batch(1, 1, 1, 100, 0), 0)).unwrap();
+    assert!(log.interval_sync_pending());
+    drop(log); // no clean close: recovery finds the unsynced batch
+    let (log, _) = block_on(keel_storage::Log::open(disk.dir("p0"), clock.clone(), config)).unwrap();
+    assert_eq!(log.offsets().log_end, 2);
+    assert!(!log.interval_sync_pending(), "a log opens with nothing owed");
+}
+
 #[test]
 fn segments_roll_by_age_and_retention_deletes_by_time_and_size() {
     let disk = SimDisk::new(4);

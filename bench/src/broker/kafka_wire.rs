@@ -266,13 +266,10 @@ fn encode_frame<R: Request>(
     out: &mut Vec<u8>,
 ) -> Result<Vec<(usize, Bytes)>, String> {
     debug_assert!(out.is_empty());
-    let mut buf = keel_protocol::SkeletonBuf::new(out, runs);
-    bytes::BufMut::put_slice(&mut buf, &[0; 4]);
+    let mut buf = keel_protocol::SkeletonBuf::frame(out, runs);
     header.encode(&mut buf, R::header_version(version)).map_err(|e| e.to_string())?;
     body.encode(&mut buf, version).map_err(|e| e.to_string())?;
-    let len = u32::try_from(buf.frame_len() - 4).map_err(|_| "a request over 4 GiB".to_string())?;
-    buf.fill(0, &len.to_be_bytes());
-    Ok(buf.finish())
+    buf.finish_frame().ok_or_else(|| "a request over 4 GiB".to_string())
 }
 
 #[cfg(test)]
